@@ -1,0 +1,147 @@
+"""The Kafka producer every service publishes through.
+
+Sends use ``acks=all`` and retries. Each send is kept in an outbox until the broker has
+acknowledged it: :meth:`Producer.flush` waits for every acknowledgement and re-sends what
+failed, so a broker outage of a few seconds delays events but never loses one. Callers
+commit their input offsets only after ``flush`` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import kafka
+import kafka.errors
+from google.protobuf import message as protobuf_message
+
+from tunewire.core import envelope, errors, settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """One consumed Kafka message, detached from the client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Sequence[tuple[str, bytes]]
+
+    def header(self, name: str) -> bytes | None:
+        """The first value of a header, or None."""
+        return envelope.header(self.headers, name)
+
+
+@dataclasses.dataclass
+class _Pending:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    future: Any
+
+
+class Producer:
+    """A thread-safe producer whose sends are durable once :meth:`flush` returns."""
+
+    def __init__(self, config: settings.KafkaSettings, *, client_id: str) -> None:
+        self._config = config
+        self._client = kafka.KafkaProducer(
+            client_id=client_id,
+            acks="all",
+            retries=2_147_483_647,
+            linger_ms=config.linger_ms,
+            batch_size=256 * 1024,
+            max_in_flight_requests_per_connection=5,
+            **config.client_options(),
+        )
+        self._outbox: list[_Pending] = []
+        self._lock = threading.Lock()
+
+    def send(
+        self,
+        topic: str,
+        *,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Queue one message; it is durable only after :meth:`flush`."""
+        raw_key = key.encode() if isinstance(key, str) else key
+        pending = _Pending(topic, raw_key, value, list(headers), None)
+        pending.future = self._dispatch(pending)
+        with self._lock:
+            self._outbox.append(pending)
+
+    def publish(
+        self,
+        topic: str,
+        payload: protobuf_message.Message,
+        *,
+        key: str,
+        event: envelope.Envelope,
+    ) -> None:
+        """Queue a tunewire event: protobuf value, CloudEvents attributes in headers."""
+        self.send(topic, key=key, value=payload.SerializeToString(), headers=event.headers())
+
+    def flush(self, *, timeout_s: float = 60.0) -> None:
+        """Block until every queued message is acknowledged; re-send failures.
+
+        Raises :class:`errors.Unavailable` when the broker has not taken them all in time;
+        the unacknowledged messages stay in the outbox for the next call.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                batch, self._outbox = self._outbox, []
+            if not batch:
+                return
+            self._client.flush(timeout=max(0.1, deadline - time.monotonic()))
+            failed = [p for p in batch if not _acknowledged(p)]
+            with self._lock:
+                self._outbox[:0] = failed
+            if not failed:
+                continue
+            if time.monotonic() >= deadline:
+                raise errors.Unavailable(f"Kafka did not acknowledge {len(failed)} messages")
+            log.warning("re-sending unacknowledged messages", extra={"count": len(failed)})
+            time.sleep(0.5)
+            for pending in failed:
+                pending.future = self._dispatch(pending)
+
+    def connected(self) -> bool:
+        """Whether a broker connection is up (for readiness)."""
+        return bool(self._client.bootstrap_connected())
+
+    def close(self) -> None:
+        """Flush what is queued and close the connection."""
+        try:
+            self.flush(timeout_s=10)
+        finally:
+            self._client.close(timeout=5)
+
+    def _dispatch(self, pending: _Pending) -> Any:
+        try:
+            return self._client.send(
+                pending.topic, key=pending.key, value=pending.value, headers=pending.headers
+            )
+        except kafka.errors.KafkaError as exc:
+            log.warning(
+                "send failed; will retry", extra={"topic": pending.topic, "error": str(exc)}
+            )
+            return None
+
+
+def _acknowledged(pending: _Pending) -> bool:
+    future = pending.future
+    if future is None or not future.is_done:
+        return False
+    return bool(future.succeeded())

@@ -1,0 +1,254 @@
+"""The consumer loop every service runs: handle, make durable, then commit.
+
+A handler sees one message at a time. Its side effects are made durable by
+:meth:`BatchHandler.flush` (S3 writes) after the producer's sends are acknowledged, and only
+then are the offsets committed — so a crash at any point redelivers, never loses. A message
+whose handler raises :class:`errors.InvalidEvent` goes straight to the DLQ; any other error
+is retried with back-off and then dead-lettered, so one poison message never blocks its
+partition. An outage while flushing (S3 or Kafka down) is retried until it passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import kafka
+import kafka.errors
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from tunewire.core import bus, errors, settings, topics
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter(
+    "tunewire_consumer_messages_total",
+    "Messages consumed, by outcome (handled, dead_lettered).",
+    ["group", "topic", "outcome"],
+)
+DEAD_LETTERS = Counter(
+    "tunewire_dlq_messages_total", "Messages sent to a DLQ, by error kind.", ["topic", "kind"]
+)
+LAG = Gauge(
+    "tunewire_consumer_lag", "Messages behind the log end.", ["group", "topic", "partition"]
+)
+FLUSH_SECONDS = Histogram(
+    "tunewire_consumer_flush_seconds", "Time to make a batch durable and commit it.", ["group"]
+)
+FLUSH_FAILURES = Counter(
+    "tunewire_consumer_flush_failures_total", "Failed attempts to make a batch durable.", ["group"]
+)
+
+
+class BatchHandler(Protocol):
+    """What a service plugs into the loop."""
+
+    def handle(self, message: bus.Message) -> None:
+        """Process one message; raise InvalidEvent for input that can never succeed."""
+
+    def flush(self) -> None:
+        """Make the side effects of every handled message durable (called before commit)."""
+
+
+class ConsumerLoop:
+    """Consumes topics for a group and drives a :class:`BatchHandler`."""
+
+    def __init__(
+        self,
+        *,
+        config: settings.KafkaSettings,
+        group_id: str,
+        topic_names: list[str],
+        handler: BatchHandler,
+        producer: bus.Producer,
+        flush_interval_s: float = 1.0,
+        flush_max_messages: int = 5_000,
+        on_assigned: Callable[[], object] | None = None,
+    ) -> None:
+        self._config = config
+        self._group = group_id
+        self._topics = topic_names
+        self._handler = handler
+        self._producer = producer
+        self._flush_interval_s = flush_interval_s
+        self._flush_max_messages = flush_max_messages
+        self._pending: dict[TopicPartition, int] = {}
+        self._pending_count = 0
+        self._last_flush = time.monotonic()
+        self._on_assigned = on_assigned
+        self._consumer: kafka.KafkaConsumer | None = None
+        self.healthy_flush = True
+        self.assigned = threading.Event()
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; the in-flight batch is finished and committed first."""
+        consumer = kafka.KafkaConsumer(
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self._config.session_timeout_ms,
+            heartbeat_interval_ms=self._config.heartbeat_interval_ms,
+            max_poll_records=self._config.max_poll_records,
+            **self._config.client_options(),
+        )
+        self._consumer = consumer
+        consumer.subscribe(self._topics, listener=_Rebalance(self))
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=200)
+                for records in polled.values():
+                    for record in records:
+                        self._process(record, stop)
+                self._report_lag()
+                if self._due():
+                    self._make_durable(stop)
+            self._make_durable(stop)
+        finally:
+            self.assigned.clear()
+            consumer.close(autocommit=False)
+            self._consumer = None
+
+    def _process(self, record: object, stop: threading.Event) -> None:
+        message = bus.Message(
+            topic=record.topic,  # type: ignore[attr-defined]
+            partition=record.partition,  # type: ignore[attr-defined]
+            offset=record.offset,  # type: ignore[attr-defined]
+            key=record.key,  # type: ignore[attr-defined]
+            value=record.value or b"",  # type: ignore[attr-defined]
+            headers=list(record.headers or []),  # type: ignore[attr-defined]
+        )
+        outcome = self._handle_with_retries(message, stop)
+        MESSAGES.labels(self._group, message.topic, outcome).inc()
+        self._pending[TopicPartition(message.topic, message.partition)] = message.offset + 1
+        self._pending_count += 1
+
+    def _handle_with_retries(self, message: bus.Message, stop: threading.Event) -> str:
+        backoff = self._config.retry_backoff_s
+        for attempt in range(1, self._config.handler_attempts + 1):
+            try:
+                self._handler.handle(message)
+                return "handled"
+            except errors.InvalidEvent as exc:
+                self.dead_letter(message, kind=exc.kind, reason=exc.message, attempts=attempt)
+                return "dead_lettered"
+            except Exception as exc:
+                if attempt == self._config.handler_attempts:
+                    log.exception("handler failed; dead-lettering", extra=_where(message))
+                    self.dead_letter(
+                        message, kind="handler_error", reason=repr(exc), attempts=attempt
+                    )
+                    return "dead_lettered"
+                log.warning(
+                    "handler failed; retrying", extra={**_where(message), "error": repr(exc)}
+                )
+                stop.wait(backoff)
+                backoff *= 2
+        raise AssertionError("unreachable")
+
+    def dead_letter(self, message: bus.Message, *, kind: str, reason: str, attempts: int) -> None:
+        """Send a message to its topic's DLQ, as it was, with the error in headers."""
+        headers = [h for h in message.headers if not h[0].startswith("tunewire_")]
+        headers += [
+            ("tunewire_error_kind", kind.encode()),
+            ("tunewire_error", reason.encode("utf-8", "replace")[:4096]),
+            ("tunewire_original_topic", message.topic.encode()),
+            ("tunewire_original_partition", str(message.partition).encode()),
+            ("tunewire_original_offset", str(message.offset).encode()),
+            ("tunewire_attempts", str(attempts).encode()),
+        ]
+        self._producer.send(
+            topics.dlq(message.topic), key=message.key, value=message.value, headers=headers
+        )
+        DEAD_LETTERS.labels(message.topic, kind).inc()
+        log.warning("dead-lettered", extra={**_where(message), "error": f"{kind}: {reason}"})
+
+    def _due(self) -> bool:
+        if not self._pending:
+            return False
+        return (
+            self._pending_count >= self._flush_max_messages
+            or time.monotonic() - self._last_flush >= self._flush_interval_s
+        )
+
+    def _make_durable(self, stop: threading.Event) -> None:
+        """Flush sends and the handler, then commit — retrying through outages."""
+        if not self._pending:
+            return
+        backoff = 0.2
+        started = time.monotonic()
+        while True:
+            try:
+                self._producer.flush()
+                self._handler.flush()
+                assert self._consumer is not None
+                self._consumer.commit(
+                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending.items()}
+                )
+                break
+            except Exception as exc:
+                self.healthy_flush = False
+                FLUSH_FAILURES.labels(self._group).inc()
+                if isinstance(exc, kafka.errors.CommitFailedError):
+                    # The partitions moved to another member, which will redeliver.
+                    log.warning("commit refused after a rebalance", extra={"error": str(exc)})
+                    break
+                log.warning(
+                    "could not make the batch durable; retrying", extra={"error": repr(exc)}
+                )
+                if stop.is_set() and time.monotonic() - started > 30:
+                    log.error("stopping with an unflushed batch; it will be redelivered")
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self.healthy_flush = True
+        FLUSH_SECONDS.labels(self._group).observe(time.monotonic() - started)
+        self._pending.clear()
+        self._pending_count = 0
+        self._last_flush = time.monotonic()
+
+    def _report_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            position = self._pending.get(tp)
+            if position is None:
+                try:
+                    position = consumer.position(tp, timeout_ms=0)
+                except Exception:
+                    continue
+            if position is not None:
+                LAG.labels(self._group, tp.topic, str(tp.partition)).set(max(0, end - position))
+
+
+class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commits what was handled before partitions move, so the next owner starts after it."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    def on_partitions_revoked(self, revoked: object) -> None:
+        self._loop.assigned.clear()
+        self._loop._make_durable(threading.Event())
+
+    def on_partitions_assigned(self, assigned: object) -> None:
+        if self._loop._on_assigned is not None:
+            self._loop._on_assigned()
+        self._loop.assigned.set()
+
+
+def _where(message: bus.Message) -> dict[str, object]:
+    ce_id = message.header("ce_id")
+    return {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "ce_id": ce_id.decode("utf-8", "replace") if ce_id else None,
+    }

@@ -1,0 +1,149 @@
+"""The HTTP surface every service shares: probes, metrics, auth and error mapping.
+
+``/healthz`` says the process and its root tasks are alive (no calls out); ``/readyz`` runs
+the service's readiness checks (broker, S3, consumer assigned), cached briefly so a busy
+prober cannot hammer dependencies; ``/metrics`` is Prometheus' text format. User-facing
+errors (:class:`errors.TunewireError`) become JSON 4xx bodies here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import fastapi
+import prometheus_client
+from fastapi import responses
+from pydantic import SecretStr
+from starlette import requests as starlette_requests
+
+from tunewire.core import errors
+
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+REQUESTS = prometheus_client.Histogram(
+    "tunewire_http_request_seconds",
+    "HTTP request latency by route and status (probes excluded).",
+    ["method", "route", "status"],
+)
+
+Check = Callable[[], None]
+"""A readiness check: returns when ready, raises (any exception) with the reason otherwise."""
+
+
+@dataclasses.dataclass
+class Probes:
+    """Liveness of root tasks and cached readiness checks."""
+
+    checks: dict[str, Check] = dataclasses.field(default_factory=dict)
+    alive: Callable[[], bool] = lambda: True
+    cache_seconds: float = 2.0
+    _cached: tuple[float, dict[str, str]] | None = dataclasses.field(default=None, init=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
+
+    def readiness(self) -> dict[str, str]:
+        """Each check's result ("ok" or the reason), cached for ``cache_seconds``."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached and now - self._cached[0] < self.cache_seconds:
+                return self._cached[1]
+            results: dict[str, str] = {}
+            for name, check in self.checks.items():
+                try:
+                    check()
+                    results[name] = "ok"
+                except Exception as exc:
+                    results[name] = str(exc) or type(exc).__name__
+            self._cached = (now, results)
+            return results
+
+
+class BearerAuth:
+    """A FastAPI dependency that admits only requests carrying one of the API tokens."""
+
+    def __init__(self, tokens: Sequence[SecretStr]) -> None:
+        self._tokens = [t.get_secret_value().encode() for t in tokens]
+
+    def __call__(self, request: fastapi.Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthorized("send 'Authorization: Bearer <token>' with an API token")
+        candidate = token.strip().encode()
+        matched = False
+        for known in self._tokens:
+            matched |= hmac.compare_digest(candidate, known)
+        if not matched:
+            raise errors.Unauthorized("the bearer token is not valid")
+        return "token:" + hmac.new(b"tunewire", candidate, "sha256").hexdigest()[:12]
+
+
+def create_app(
+    *, title: str, probes: Probes, routers: Sequence[fastapi.APIRouter]
+) -> fastapi.FastAPI:
+    """A FastAPI app with probes, metrics, error mapping and the service's routers."""
+    app = fastapi.FastAPI(title=title)
+
+    @app.exception_handler(errors.TunewireError)
+    async def _user_error(_: fastapi.Request, exc: errors.TunewireError) -> responses.JSONResponse:
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return responses.JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.middleware("http")
+    async def _observe(
+        request: starlette_requests.Request,
+        call_next: Callable[[starlette_requests.Request], Awaitable[responses.Response]],
+    ) -> responses.Response:
+        if request.url.path in PROBE_PATHS:
+            return await call_next(request)
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        REQUESTS.labels(request.method, name, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> responses.JSONResponse:
+        alive = probes.alive()
+        return responses.JSONResponse({"alive": alive}, status_code=200 if alive else 503)
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> responses.JSONResponse:
+        results = probes.readiness()
+        ready = all(v == "ok" for v in results.values())
+        return responses.JSONResponse(
+            {"ready": ready, "checks": results}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> responses.Response:
+        return responses.Response(
+            prometheus_client.generate_latest(), media_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def read_body(request: fastapi.Request, *, limit: int) -> bytes:
+    """The request body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise errors.PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

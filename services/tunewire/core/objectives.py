@@ -1,0 +1,331 @@
+"""Objectives: the versioned spec every service reads, stored in S3.
+
+An objective says which events to learn from, how to label them, when to build datasets,
+how to train and which gates an adapter must pass. Each change is a new immutable version
+``objectives/{name}/v{NNNNNN}.json`` written only if absent, so two writers can never both
+create the same version. The newest version is the current one; retiring an objective is a
+new version with status ``retired``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import string
+import threading
+import time
+import typing
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunewire.core import errors, store
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+PiiKindName = Literal["email", "phone", "card", "iban", "ip"]
+PII_KINDS: tuple[PiiKindName, ...] = typing.get_args(PiiKindName)
+FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Which events feed the objective and how an event becomes text."""
+
+    event_type: str = Field(min_length=1)
+    """CloudEvents ``type`` of the business events, e.g. ``ticket.created``."""
+    text: str = Field(min_length=1)
+    """Template of the text to learn from, with ``{field}`` placeholders from the event data."""
+    id_field: str = Field(min_length=1)
+    """Data field that identifies the source item (drives the train/eval split)."""
+    fields: dict[str, FieldType] = {}
+    """Types of further data fields the events must carry."""
+
+    @field_validator("text")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"text template does not parse: {exc}") from exc
+        if not names:
+            raise ValueError("text template must reference at least one {field}")
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"text template field {name!r} must be a plain field name")
+        return value
+
+    def template_fields(self) -> list[str]:
+        """Fields referenced by the text template, in order."""
+        return [name for _, name, _, _ in string.Formatter().parse(self.text) if name]
+
+    def required_fields(self) -> dict[str, FieldType]:
+        """Every field an event must carry, with its type."""
+        required: dict[str, FieldType] = dict.fromkeys(self.template_fields(), "string")
+        required.setdefault(self.id_field, "string")
+        required.update(self.fields)
+        return required
+
+
+class Rule(_Strict):
+    """A labelling rule: votes for ``label`` when it matches, abstains otherwise."""
+
+    label: str
+    any: list[str] | None = None
+    """Case-insensitive keywords; any one present is a match."""
+    regex: str | None = None
+    field: str | None = None
+    equals: str | None = None
+    """With ``field``: the data field must equal this value."""
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Rule:
+        kinds = [
+            self.any is not None,
+            self.regex is not None,
+            self.field is not None or self.equals is not None,
+            self.min_length is not None or self.max_length is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError(
+                "a rule needs exactly one of: any, regex, field+equals, min/max_length"
+            )
+        if (self.field is None) != (self.equals is None):
+            raise ValueError("field and equals go together")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(
+                    f"regex does not compile at position {exc.pos}: {exc.msg}"
+                ) from exc
+        return self
+
+
+class Labelling(_Strict):
+    rules: list[Rule] = []
+    min_agreement: int = Field(default=1, ge=1)
+    """Votes a label needs (without a conflicting vote) to be taken."""
+    human_queue: bool = False
+    """Send conflicts and abstentions to the human queue instead of dropping them."""
+    labels_per_item: int = Field(default=1, ge=1, le=10)
+
+
+class DatasetPolicy(_Strict):
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_examples: int = Field(default=200, ge=1)
+    """Labelled examples needed for the first snapshot."""
+    retrain_every: int = Field(default=500, ge=1)
+    """New labelled examples that trigger the next snapshot."""
+    max_text_chars: int = Field(default=4000, ge=16)
+
+
+class Lora(_Strict):
+    r: int = Field(default=16, ge=1, le=1024)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = ["q_proj", "v_proj"]
+
+
+class Training(_Strict):
+    epochs: int = Field(default=3, ge=1, le=100)
+    lr: float = Field(default=2e-4, gt=0, lt=1)
+    batch_size: int = Field(default=8, ge=1)
+    max_seq_len: int = Field(default=512, ge=16)
+    gradient_accumulation: int = Field(default=1, ge=1)
+    gpu: int = Field(default=1, ge=0)
+
+
+class Gate(_Strict):
+    """A condition an adapter must meet: an absolute minimum or a margin over the champion."""
+
+    metric: str
+    min: float | None = None
+    beat_champion_by: float | None = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Gate:
+        if (self.min is None) == (self.beat_champion_by is None):
+            raise ValueError("a gate needs exactly one of: min, beat_champion_by")
+        return self
+
+
+class Redaction(_Strict):
+    kinds: list[PiiKindName] = list(PII_KINDS)
+    """PII kinds replaced by placeholders before anything is stored or forwarded."""
+
+
+class ObjectiveSpec(_Strict):
+    """The whole objective as a user writes it (YAML or JSON)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    """Lower-case DNS-style name; also the served model alias."""
+    description: str = ""
+    task: Literal["classification", "generation"] = "classification"
+    source: Source
+    labels: list[str] = []
+    labelling: Labelling = Labelling()
+    dataset: DatasetPolicy = DatasetPolicy()
+    base_model: str = Field(min_length=1)
+    """A Hugging Face id, an ``s3://`` prefix or a local path."""
+    lora: Lora = Lora()
+    training: Training = Training()
+    gates: list[Gate] = []
+    approval: Literal["auto", "manual"] = "auto"
+    redaction: Redaction = Redaction()
+
+    @model_validator(mode="after")
+    def _labels_consistent(self) -> ObjectiveSpec:
+        if self.task == "classification" and len(self.labels) < 2:
+            raise ValueError("a classification objective needs at least two labels")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        unknown = sorted({r.label for r in self.labelling.rules} - set(self.labels))
+        if unknown:
+            raise ValueError(f"rules vote for labels not in 'labels': {', '.join(unknown)}")
+        return self
+
+
+class ObjectiveVersion(BaseModel):
+    """One stored version of an objective."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
+    status: Literal["active", "retired"]
+    spec: ObjectiveSpec
+    created_at: datetime.datetime
+    created_by: str
+
+
+def parse_spec(document: Any) -> ObjectiveSpec:
+    """Validate a parsed spec; :class:`errors.InvalidRequest` lists every wrong field."""
+    if not isinstance(document, dict):
+        raise errors.InvalidRequest("an objective spec must be a mapping of fields")
+    try:
+        return ObjectiveSpec.model_validate(document)
+    except pydantic.ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "(spec)", "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise errors.InvalidRequest(
+            f"invalid objective spec: {summary}", details=problems
+        ) from None
+
+
+class ObjectiveCatalog:
+    """Objective versions in S3, with a short-lived cache for the hot path."""
+
+    def __init__(self, artifacts: store.ArtifactStore, *, cache_seconds: float = 10.0) -> None:
+        self._store = artifacts
+        self._cache_seconds = cache_seconds
+        self._current: dict[str, ObjectiveVersion] = {}
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def register(self, spec: ObjectiveSpec, *, actor: str) -> ObjectiveVersion:
+        """Create version 1; :class:`errors.Conflict` if the objective exists."""
+        if self.versions(spec.name):
+            raise errors.Conflict(
+                f"objective {spec.name!r} exists; send a new version with PUT instead"
+            )
+        return self._write(spec, version=1, status="active", actor=actor)
+
+    def update(self, name: str, spec: ObjectiveSpec, *, actor: str) -> ObjectiveVersion:
+        """Store ``spec`` as the next version of ``name``."""
+        if spec.name != name:
+            raise errors.InvalidRequest(f"the spec names {spec.name!r}, not {name!r}")
+        latest = self.get(name)
+        return self._write(spec, version=latest.version + 1, status="active", actor=actor)
+
+    def retire(self, name: str, *, actor: str) -> ObjectiveVersion:
+        """A new version that stops new events and training for the objective."""
+        latest = self.get(name)
+        if latest.status == "retired":
+            return latest
+        return self._write(latest.spec, version=latest.version + 1, status="retired", actor=actor)
+
+    def _write(
+        self, spec: ObjectiveSpec, *, version: int, status: Literal["active", "retired"], actor: str
+    ) -> ObjectiveVersion:
+        stored = ObjectiveVersion(
+            name=spec.name,
+            version=version,
+            status=status,
+            spec=spec,
+            created_at=datetime.datetime.now(datetime.UTC),
+            created_by=actor,
+        )
+        try:
+            self._store.put_json(
+                _key(spec.name, version), stored.model_dump(mode="json"), only_if_absent=True
+            )
+        except errors.Conflict:
+            raise errors.Conflict(
+                f"objective {spec.name!r} version {version} was written concurrently; retry"
+            ) from None
+        with self._lock:
+            self._current[spec.name] = stored
+        return stored
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def versions(self, name: str) -> list[int]:
+        """Stored version numbers of an objective, ascending."""
+        prefix = f"objectives/{name}/v"
+        return sorted(
+            int(k[len(prefix) : -len(".json")])
+            for k in self._store.list_keys(prefix)
+            if k.endswith(".json")
+        )
+
+    def get(self, name: str, version: int | None = None) -> ObjectiveVersion:
+        """One version (the newest by default); :class:`errors.NotFound` when absent."""
+        if version is None:
+            versions = self.versions(name)
+            if not versions:
+                raise errors.NotFound(f"no objective named {name!r}")
+            version = versions[-1]
+        try:
+            document = self._store.get_json(_key(name, version))
+        except errors.NotFound:
+            raise errors.NotFound(f"objective {name!r} has no version {version}") from None
+        return ObjectiveVersion.model_validate(document)
+
+    def latest_all(self) -> list[ObjectiveVersion]:
+        """The newest version of every objective."""
+        names = [p[len("objectives/") : -1] for p in self._store.list_prefixes("objectives/")]
+        return [self.get(name) for name in sorted(names)]
+
+    def current(self, *, max_age_s: float | None = None) -> dict[str, ObjectiveVersion]:
+        """Every objective's newest version, reloaded when older than the cache period."""
+        max_age = self._cache_seconds if max_age_s is None else max_age_s
+        with self._lock:
+            if time.monotonic() - self._loaded_at < max_age:
+                return dict(self._current)
+        loaded = {o.name: o for o in self.latest_all()}
+        with self._lock:
+            self._current = loaded
+            self._loaded_at = time.monotonic()
+            return dict(loaded)
+
+    def lookup(self, name: str) -> ObjectiveVersion | None:
+        """The current version of ``name``; an unknown name triggers one early reload."""
+        found = self.current().get(name)
+        if found is None:
+            found = self.current(max_age_s=1.0).get(name)
+        return found
+
+
+def _key(name: str, version: int) -> str:
+    return f"objectives/{name}/v{version:06d}.json"

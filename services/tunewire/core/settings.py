@@ -1,0 +1,115 @@
+"""Settings shared by every service: Kafka, S3, HTTP and API tokens.
+
+Each service subclasses :class:`ServiceSettings` with its own fields. Values come from
+environment variables with the ``TUNEWIRE_`` prefix; nested groups use a double underscore,
+e.g. ``TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS``. Settings are built once in a service's
+``__main__`` and passed explicitly; there is no module-level singleton.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Token values that must never protect a production install.
+PLACEHOLDER_TOKENS = frozenset({"dev-token", "changeme", "change-me", "secret", "token", ""})
+
+
+class Environment(enum.StrEnum):
+    """Where a service runs; production refuses placeholder secrets."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster and how the consumer group behaves."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of the brokers."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str | None = None
+    """For example SCRAM-SHA-512 when SASL is used."""
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    """Path to the CA bundle that signs the brokers' certificates."""
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    """Consumer group session timeout. The embedded broker wants ~2000 for fast joins."""
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    """Consumer heartbeat; keep it under a third of the session timeout."""
+    max_poll_records: int = Field(default=500, ge=1)
+    """Messages fetched per poll; one poll is handled before the next."""
+    linger_ms: int = Field(default=5, ge=0)
+    """Producer batching delay: a few milliseconds buys large batches."""
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    """How long a produce or fetch request may take before it is retried."""
+    handler_attempts: int = Field(default=3, ge=1)
+    """How often a failing message is tried before it goes to the DLQ."""
+    retry_backoff_s: float = Field(default=0.2, ge=0)
+    """First back-off between attempts; doubles each time."""
+
+    def client_options(self) -> dict[str, object]:
+        """Connection options shared by producers, consumers and admin clients."""
+        options: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            options["ssl_cafile"] = self.ssl_cafile
+        return options
+
+
+class S3Settings(BaseModel):
+    """Where artifacts live. Credentials come from boto3's standard chain (IRSA, env, profile)."""
+
+    bucket: str = "tunewire"
+    endpoint_url: str | None = None
+    """Set for MinIO, Ceph or the embedded endpoint; empty means AWS S3."""
+    region: str | None = None
+    max_attempts: int = Field(default=8, ge=1)
+    """botocore retry attempts (adaptive mode) before a call fails."""
+
+
+class HttpSettings(BaseModel):
+    """The service's HTTP listener (API, probes, metrics)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ServiceSettings(BaseSettings):
+    """Base of every service's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TUNEWIRE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Environment = Environment.PRODUCTION
+    """Production refuses placeholder API tokens."""
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    http: HttpSettings = HttpSettings()
+    api_tokens: list[SecretStr] = []
+    """Bearer tokens accepted by the HTTP API (a JSON list in the environment)."""
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_tokens(self) -> ServiceSettings:
+        if self.environment is Environment.PRODUCTION:
+            if not self.api_tokens:
+                raise ValueError("TUNEWIRE_API_TOKENS must list at least one token in production")
+            weak = [t for t in self.api_tokens if t.get_secret_value() in PLACEHOLDER_TOKENS]
+            if weak:
+                raise ValueError("TUNEWIRE_API_TOKENS holds a placeholder token; set real secrets")
+        return self

@@ -1,0 +1,143 @@
+"""The artifact store: S3 through boto3, with any endpoint (AWS, MinIO, Ceph, embedded).
+
+S3 is the source of truth for every artifact and for durable state. Writes that must not
+race use conditional requests (``If-None-Match: *``), so two replicas never overwrite each
+other's objects; a set of files becomes visible only when its manifest is written last.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from tunewire.core import errors, settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class ArtifactStore:
+    """Reads and writes objects of one bucket."""
+
+    def __init__(self, config: settings.S3Settings) -> None:
+        self.bucket = config.bucket
+        self._client: S3Client = boto3.client(
+            "s3",
+            endpoint_url=config.endpoint_url,
+            region_name=config.region,
+            config=botocore.config.Config(
+                retries={"max_attempts": config.max_attempts, "mode": "adaptive"},
+                connect_timeout=2,
+                read_timeout=20,
+            ),
+        )
+
+    def uri(self, key: str) -> str:
+        """The ``s3://`` address of a key, for events and manifests."""
+        return f"s3://{self.bucket}/{key}"
+
+    def check(self) -> None:
+        """Raise :class:`errors.Unavailable` unless the bucket answers (for readiness)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise errors.Unavailable(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (embedded stack and tests only)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError:
+            self._client.create_bucket(Bucket=self.bucket)
+
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        only_if_absent: bool = False,
+        content_encoding: str | None = None,
+    ) -> None:
+        """Write one object; with ``only_if_absent`` a second writer gets :class:`errors.Conflict`."""
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if only_if_absent:
+            extra["IfNoneMatch"] = "*"
+        if content_encoding:
+            extra["ContentEncoding"] = content_encoding
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) in (409, 412):
+                raise errors.Conflict(f"{self.uri(key)} already exists") from exc
+            raise
+
+    def put_json(self, key: str, value: Any, *, only_if_absent: bool = False) -> None:
+        """Write a JSON document."""
+        data = json.dumps(value, sort_keys=True, indent=2).encode()
+        self.put_bytes(key, data, content_type="application/json", only_if_absent=only_if_absent)
+
+    def upload_stream(self, key: str, stream: IO[bytes], *, content_type: str) -> None:
+        """Stream a file-like object up (multipart above 8 MiB), never holding it whole."""
+        self._client.upload_fileobj(
+            stream, self.bucket, key, ExtraArgs={"ContentType": content_type}
+        )
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read one object; :class:`errors.NotFound` when it does not exist."""
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404:
+                raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
+            raise
+        return response["Body"].read()
+
+    def get_json(self, key: str) -> Any:
+        """Read a JSON document."""
+        return json.loads(self.get_bytes(key))
+
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        """Every key under a prefix in lexicographic order, page by page."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after:
+            options["StartAfter"] = start_after
+        for page in paginator.paginate(**options):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """The 'folders' directly under a prefix (keys up to the next ``/``)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        found: list[str] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        return found
+
+    def delete(self, key: str) -> None:
+        """Remove one object (no error when it is already gone)."""
+        self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def publish_manifest(
+        self, prefix: str, parts: Mapping[str, bytes], manifest: Mapping[str, Any]
+    ) -> str:
+        """Write the parts, then the manifest last, so readers never see a partial set.
+
+        Readers treat a prefix without ``manifest.json`` as absent. The manifest is written
+        only if absent, so a retried publish cannot replace a complete set. Returns its key.
+        """
+        for name, data in parts.items():
+            self.put_bytes(f"{prefix}/{name}", data)
+        key = f"{prefix}/manifest.json"
+        self.put_json(key, dict(manifest), only_if_absent=True)
+        return key
+
+
+def _status(exc: botocore.exceptions.ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
