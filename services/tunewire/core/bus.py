@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -117,10 +118,6 @@ class Producer:
             for pending in failed:
                 pending.future = self._dispatch(pending)
 
-    def connected(self) -> bool:
-        """Whether a broker connection is up (for readiness)."""
-        return bool(self._client.bootstrap_connected())
-
     def close(self) -> None:
         """Flush what is queued and close the connection."""
         try:
@@ -145,3 +142,16 @@ def _acknowledged(pending: _Pending) -> bool:
     if future is None or not future.is_done:
         return False
     return bool(future.succeeded())
+
+
+def check_reachable(config: settings.KafkaSettings, *, timeout_s: float = 1.0) -> None:
+    """Raise :class:`errors.Unavailable` unless some bootstrap broker accepts a connection."""
+    problems = []
+    for server in config.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            problems.append(f"{server}: {exc}")
+    raise errors.Unavailable("no Kafka broker is reachable: " + "; ".join(problems))

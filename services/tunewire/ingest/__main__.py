@@ -1,0 +1,71 @@
+"""Entry point: ``python -m tunewire.ingest`` (also ``tunewire ingest``)."""
+
+from __future__ import annotations
+
+import logging
+
+from tunewire.core import bus, http, logs, objectives, objectives_api, runner, store
+from tunewire.ingest import api, config, consumer, pipeline
+
+log = logging.getLogger("tunewire.ingest")
+
+
+def build(settings: config.IngestSettings) -> runner.Service:
+    """Wire the ingest process from its settings."""
+    artifacts = store.ArtifactStore(settings.s3)
+    producer = bus.Producer(settings.kafka, client_id="tunewire-ingest")
+    catalog = objectives.ObjectiveCatalog(artifacts)
+    flow = pipeline.Pipeline(
+        limits=settings.ingest, catalog=catalog, artifacts=artifacts, producer=producer
+    )
+    raw_loop = consumer.loop(settings, flow, producer)
+    auth = http.BearerAuth(settings.api_tokens)
+    service: runner.Service
+
+    def consumer_assigned() -> None:
+        if not raw_loop.assigned.is_set():
+            raise RuntimeError("waiting for partitions of the raw topic")
+        if not raw_loop.healthy_flush:
+            raise RuntimeError("the last flush failed (broker or S3 down)")
+
+    probes = http.Probes(
+        checks={
+            "s3": artifacts.check,
+            "kafka": lambda: bus.check_reachable(settings.kafka),
+            "consumer": consumer_assigned,
+        },
+        alive=lambda: service.alive(),
+    )
+    app = http.create_app(
+        title="tunewire ingest",
+        probes=probes,
+        routers=[
+            api.router(flow=flow, limits=settings.ingest, auth=auth),
+            objectives_api.router(
+                catalog=catalog, producer=producer, auth=auth, source="tunewire/ingest"
+            ),
+        ],
+    )
+    service = runner.Service(
+        app=app,
+        host=settings.http.host,
+        port=settings.http.port,
+        workers={
+            "consumer": raw_loop.run,
+            "flusher": consumer.flusher(flow, settings.ingest.flush_interval_s),
+        },
+        on_exit=producer.close,
+    )
+    return service
+
+
+def main() -> None:
+    """Build settings once, configure logs, run until SIGTERM."""
+    settings = config.IngestSettings()
+    logs.configure(settings.log_level)
+    log.info("starting ingest on port %d", settings.http.port)
+    build(settings).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Pure ingest logic: resolve the objective, validate the data, redact, build the record.
+
+Nothing here does I/O, so every rule is easy to test: an :class:`IncomingEvent` and the
+current objectives go in; a :class:`Accepted` (the record and the archive line) comes out, or
+:class:`errors.InvalidEvent` names what is wrong.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from tunewire.contracts.v1 import records_pb2
+from tunewire.core import envelope, errors, objectives
+from tunewire.ingest import normalising, redaction
+
+_TYPE_CHECKS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """An event that passed: its record and the redacted line for the archive."""
+
+    objective: objectives.ObjectiveVersion
+    record: records_pb2.Record
+    archive_line: dict[str, Any]
+    redactions: Mapping[str, int]
+
+
+def resolve(
+    event: normalising.IncomingEvent, current: Mapping[str, objectives.ObjectiveVersion]
+) -> objectives.ObjectiveVersion:
+    """The objective an event belongs to: named explicitly, or the one its type feeds."""
+    if event.objective is not None:
+        found = current.get(event.objective)
+        if found is None:
+            raise errors.InvalidEvent(
+                f"objective {event.objective!r} is not registered", kind="unknown_objective"
+            )
+        if found.status != "active":
+            raise errors.InvalidEvent(
+                f"objective {event.objective!r} is retired", kind="retired_objective"
+            )
+        if found.spec.source.event_type != event.type:
+            raise errors.InvalidEvent(
+                f"objective {found.name!r} takes {found.spec.source.event_type!r} events, "
+                f"not {event.type!r}",
+                kind="unknown_event_type",
+            )
+        return found
+    matches = [
+        o
+        for o in current.values()
+        if o.status == "active" and o.spec.source.event_type == event.type
+    ]
+    if not matches:
+        known = sorted({o.spec.source.event_type for o in current.values() if o.status == "active"})
+        raise errors.InvalidEvent(
+            f"no active objective takes {event.type!r} events (known: {', '.join(known) or 'none'})",
+            kind="unknown_event_type",
+        )
+    if len(matches) > 1:
+        names = ", ".join(sorted(o.name for o in matches))
+        raise errors.InvalidEvent(
+            f"{event.type!r} feeds several objectives ({names}); set the 'objective' attribute",
+            kind="ambiguous_event_type",
+        )
+    return matches[0]
+
+
+def validate_data(data: Any, source: objectives.Source, *, max_depth: int) -> dict[str, Any]:
+    """Check the event data against the objective's source fields; list every problem."""
+    if not isinstance(data, dict):
+        raise errors.InvalidEvent(
+            f"event data must be a JSON object, not {_json_type(data)}", kind="invalid_data"
+        )
+    _check_structure(data, limit=max_depth)
+    problems: list[str] = []
+    kinds: set[str] = set()
+    for name, expected in source.required_fields().items():
+        if name not in data or data[name] is None:
+            problems.append(f"field '{name}' is missing")
+            kinds.add("missing_field")
+            continue
+        value = data[name]
+        allowed = _TYPE_CHECKS[expected]
+        if name == source.id_field and expected == "string":
+            allowed = (str, int)
+        if (isinstance(value, bool) and expected != "boolean") or not isinstance(value, allowed):
+            problems.append(f"field '{name}' must be {expected}, not {_json_type(value)}")
+            kinds.add("wrong_type")
+    if problems:
+        kind = "missing_field" if kinds == {"missing_field"} else "wrong_type"
+        raise errors.InvalidEvent("; ".join(problems), kind=kind, details=problems)
+    return data
+
+
+def accept(
+    event: normalising.IncomingEvent,
+    objective: objectives.ObjectiveVersion,
+    redactor: redaction.Redactor,
+    *,
+    max_depth: int,
+    now: datetime.datetime,
+) -> Accepted:
+    """Validate and redact an event; build its record and archive line."""
+    data = validate_data(event.data, objective.spec.source, max_depth=max_depth)
+    counts: collections.Counter[str] = collections.Counter()
+    clean = redactor.redact_value(data, counts)
+    assert isinstance(clean, dict)
+    source = objective.spec.source
+    text = source.text.format_map({name: _text(clean[name]) for name in source.template_fields()})
+    subject = redactor.redact_text(event.subject, counts) if event.subject else None
+    occurred = event.time or now
+    record = records_pb2.Record(
+        objective=objective.name,
+        objective_version=objective.version,
+        source_id=str(clean[source.id_field]),
+        text=text,
+        fields_json=json.dumps(clean, ensure_ascii=False, separators=(",", ":")),
+        event_type=event.type,
+        event_id=event.id,
+        event_source=event.source,
+        occurred_at=envelope.timestamp(occurred),
+        ingested_at=envelope.timestamp(now),
+        redactions=dict(counts),
+    )
+    line = {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": occurred.isoformat(),
+        "subject": subject,
+        "objective": objective.name,
+        "objective_version": objective.version,
+        "ingested_at": now.isoformat(),
+        "data": clean,
+    }
+    return Accepted(objective=objective, record=record, archive_line=line, redactions=counts)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _check_structure(value: Any, *, limit: int, level: int = 1) -> None:
+    """Refuse data nested deeper than ``limit`` or holding NUL characters anywhere."""
+    if level > limit:
+        raise errors.InvalidEvent(
+            f"event data is nested deeper than {limit} levels", kind="too_deep"
+        )
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if "\x00" in key:
+                raise errors.InvalidEvent("a field name contains NUL characters", kind="nul_bytes")
+            _check_child(child, limit=limit, level=level)
+    elif isinstance(value, list):
+        for child in value:
+            _check_child(child, limit=limit, level=level)
+
+
+def _check_child(child: Any, *, limit: int, level: int) -> None:
+    if isinstance(child, str):
+        if "\x00" in child:
+            raise errors.InvalidEvent("a field value contains NUL characters", kind="nul_bytes")
+    elif isinstance(child, dict | list):
+        _check_structure(child, limit=limit, level=level + 1)
+
+
+def _json_type(value: Any) -> str:
+    names = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,156 @@
+"""The stateful half of ingest: deduplicate, publish records, archive, make it durable.
+
+Both entry points — the raw-topic consumer and ``POST /v1/events`` — go through one
+:class:`Pipeline`, so an event counts once however it arrives. Order of durability on
+:meth:`Pipeline.flush`: records acknowledged by Kafka, then archive parts in S3, then the
+seen ids — so an id is remembered only once everything it produced is safe.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from prometheus_client import Counter
+
+from tunewire.core import bus, envelope, errors, idempotency, objectives, store, topics
+from tunewire.ingest import archive, config, handlers, normalising, redaction
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["record", "duplicate"]
+
+EVENTS = Counter(
+    "tunewire_ingest_events_total",
+    "Events that reached ingest, by entry point and outcome (record, duplicate, rejected).",
+    ["via", "outcome"],
+)
+REJECTIONS = Counter(
+    "tunewire_ingest_rejections_total", "Rejected events by reason.", ["via", "kind"]
+)
+REDACTIONS = Counter("tunewire_ingest_redactions_total", "PII values redacted, by kind.", ["kind"])
+RECORD_SOURCE = "tunewire/ingest"
+
+
+class Pipeline:
+    """Turns validated events into records; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        limits: config.IngestLimits,
+        catalog: objectives.ObjectiveCatalog,
+        artifacts: store.ArtifactStore,
+        producer: bus.Producer,
+    ) -> None:
+        self._limits = limits
+        self._catalog = catalog
+        self._producer = producer
+        self._archive = archive.Archive(artifacts)
+        self.seen = idempotency.SeenWindow(
+            artifacts,
+            prefix="state/ingest/seen",
+            retention=limits.dedup_retention,
+            capacity=limits.dedup_capacity,
+        )
+        self._redactors: dict[frozenset[str], redaction.Redactor] = {}
+        self._lock = threading.RLock()
+        self._dirty_since: float | None = None
+
+    # -- the two steps every event takes ------------------------------------------------
+
+    def prepare(self, event: normalising.IncomingEvent, *, via: str) -> handlers.Accepted:
+        """Resolve, validate and redact (no side effects); count and re-raise rejections."""
+        try:
+            objective = handlers.resolve(event, self._catalog.current())
+            return handlers.accept(
+                event,
+                objective,
+                self._redactor(objective.spec.redaction.kinds),
+                max_depth=self._limits.max_depth,
+                now=datetime.datetime.now(datetime.UTC),
+            )
+        except errors.InvalidEvent as exc:
+            self.reject(via=via, kind=exc.kind)
+            raise
+
+    def commit(self, accepted: handlers.Accepted, *, via: str) -> Outcome:
+        """Publish the record and buffer the archive line, unless the id was seen."""
+        event_id = accepted.record.event_id
+        with self._lock:
+            if event_id in self.seen:
+                EVENTS.labels(via, "duplicate").inc()
+                return "duplicate"
+            record = accepted.record
+            self._producer.publish(
+                topics.RECORDS,
+                record,
+                key=record.objective,
+                event=envelope.for_payload(
+                    record,
+                    id=envelope.derived_id("record", record.objective, event_id),
+                    source=RECORD_SOURCE,
+                    subject=record.objective,
+                ),
+            )
+            self._archive.append(
+                record.objective, record.ingested_at.ToDatetime().date(), accepted.archive_line
+            )
+            self.seen.add(event_id)
+            if self._dirty_since is None:
+                self._dirty_since = time.monotonic()
+        for kind, count in accepted.redactions.items():
+            REDACTIONS.labels(kind).inc(count)
+        EVENTS.labels(via, "record").inc()
+        return "record"
+
+    def reject(self, *, via: str, kind: str) -> None:
+        """Count an event that ended as an HTTP error or a DLQ entry."""
+        EVENTS.labels(via, "rejected").inc()
+        REJECTIONS.labels(via, kind).inc()
+
+    # -- durability ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Make every committed event durable: records acked, archive written, ids saved."""
+        with self._lock:
+            self._producer.flush()
+            self._archive.flush()
+            self.seen.persist()
+            self._dirty_since = None
+
+    def flush_if_due(self) -> None:
+        """Flush when something has waited for the flush interval (for HTTP-only traffic)."""
+        since = self._dirty_since
+        if since is not None and time.monotonic() - since >= self._limits.flush_interval_s:
+            self.flush()
+
+    def flush_patiently(self, *, timeout_s: float) -> None:
+        """Flush, retrying through an outage for up to ``timeout_s``; then 503."""
+        deadline = time.monotonic() + timeout_s
+        backoff = 0.2
+        while True:
+            try:
+                self.flush()
+                return
+            except Exception as exc:
+                if time.monotonic() + backoff > deadline:
+                    raise errors.Unavailable(
+                        "accepted events could not be made durable yet (broker or S3 down); "
+                        "they are kept and retried — resend later to be sure"
+                    ) from exc
+                log.warning("flush failed; retrying", extra={"error": repr(exc)})
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _redactor(self, kinds: Sequence[str]) -> redaction.Redactor:
+        key = frozenset(kinds)
+        found = self._redactors.get(key)
+        if found is None:
+            found = redaction.Redactor(redaction.PiiKind(k) for k in sorted(key))
+            self._redactors[key] = found
+        return found

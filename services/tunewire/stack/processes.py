@@ -1,0 +1,384 @@
+"""Supervising the stack's child processes: start, health-check, identify and stop them.
+
+Every component of the embedded stack (broker, S3 endpoint, services) is a child process with
+its own process group (``start_new_session=True``), for two reasons: a Ctrl-C in the terminal
+reaches only the ``tunewire`` process, which then stops the children in order instead of having
+them all die at once mid-write; and stopping a group also stops whatever a service started
+itself (the ``local`` launcher's trainer subprocesses).
+
+``tunewire down`` runs in a different process from the ``tunewire up`` that started the
+children, so it cannot rely on :class:`subprocess.Popen` handles. It works from a
+:class:`ProcessRecord` kept in the state file instead, and checks that the pid still belongs to
+the process we started (command line and start time) before signalling it — pids are reused,
+and killing a stranger's process group is much worse than leaving ours running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tunewire.stack import ports
+
+DEFAULT_STOP_GRACE_S = 10.0
+"""How long a component may take to finish after SIGTERM before it is killed.
+
+Services finish the in-flight message and commit its offset on SIGTERM; the broker exits 1-2 s
+after it. Ten seconds covers both with room to spare on a slow machine.
+"""
+
+_KILL_WAIT_S = 5.0
+"""After SIGKILL the kernel needs only moments; this bounds the wait for a process stuck in I/O."""
+
+_POLL_S = 0.05
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class StackError(RuntimeError):
+    """Something about the embedded stack that the user can fix; the message says how."""
+
+
+class ProcessExitedError(StackError):
+    """A component exited while we were waiting for it to become ready."""
+
+
+class StartupTimeoutError(StackError):
+    """A component did not become ready within its deadline."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSpec:
+    """One service process of the stack: ``python -m <module>`` serving HTTP on ``port``.
+
+    ``env`` is merged over the stack's settings for the service (see
+    :func:`tunewire.stack.embedded.service_env`), which are merged over ``os.environ``; so a spec
+    only names what is special about it. ``port=0`` asks the stack to pick a free port.
+    """
+
+    name: str
+    module: str
+    port: int = 0
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"service name {self.name!r} must be letters, digits, '_', '.' or '-' "
+                "(it names the log file)"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"service {self.name!r}: port {self.port} is out of range")
+
+    @property
+    def url(self) -> str:
+        """The service's base URL on loopback."""
+        return f"http://{ports.LOOPBACK}:{self.port}"
+
+    @property
+    def argv(self) -> list[str]:
+        """The command line: the same interpreter as ours, so the same virtual environment."""
+        return [sys.executable, "-m", self.module]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRecord:
+    """What a later process needs to find, recognise and stop a child: kept in the state file."""
+
+    name: str
+    pid: int
+    identity: str | None
+    """Start time and command line of ``pid`` when we started it; ``None`` if unknowable here."""
+    log: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for ``json.dump``."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessRecord:
+        """The inverse of :meth:`to_json`; raises ``KeyError``/``TypeError`` on a damaged file."""
+        identity = data["identity"]
+        return cls(
+            name=str(data["name"]),
+            pid=int(data["pid"]),
+            identity=None if identity is None else str(identity),
+            log=str(data["log"]),
+        )
+
+    def is_running(self) -> bool:
+        """Whether the process (or anything left in its process group) is still ours and alive."""
+        return _owned_group(self) is not None
+
+    def stop(self, *, grace: float = DEFAULT_STOP_GRACE_S) -> None:
+        """Stop the process group if it is still ours: SIGTERM, then SIGKILL after ``grace`` s."""
+        pgid = _owned_group(self)
+        if pgid is not None:
+            _stop_group(pgid, grace=grace, reap=lambda: None)
+
+
+class ManagedProcess:
+    """A child process started by this process, with its output appended to a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._env = env
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._identity: str | None = None
+
+    def start(self) -> None:
+        """Start the process in its own session, appending its stdout and stderr to the log.
+
+        The log is appended to, not truncated, so that the output of a crashed previous run is
+        still there to read; :meth:`log_tail` shows only what this run wrote.
+        """
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(self._env or {})}
+        with self.log_path.open("ab") as log:
+            now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            log.write(f"=== {now} starting {self.name}: {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        # Popen returns only after exec succeeded, so this is the child's own command line.
+        self._identity = process_identity(self._popen.pid)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid, which is also its process group id."""
+        return self._require_popen().pid
+
+    def poll(self) -> int | None:
+        """The exit status if the process has exited (reaping it), else ``None``."""
+        return self._require_popen().poll()
+
+    def record(self) -> ProcessRecord:
+        """What the state file keeps so that another process can stop this one."""
+        return ProcessRecord(
+            name=self.name, pid=self.pid, identity=self._identity, log=str(self.log_path)
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines this run wrote to its log, for error messages."""
+        return log_tail(self.log_path, lines=lines, offset=self._log_offset)
+
+    def stop(self, *, grace: float = DEFAULT_STOP_GRACE_S) -> None:
+        """Stop the whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Safe to call twice and on a process that already exited; the child is reaped either way.
+        """
+        if self._popen is None:
+            return
+        popen = self._popen
+        _stop_group(popen.pid, grace=grace, reap=popen.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=_KILL_WAIT_S)
+
+    def _require_popen(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._popen
+
+
+def start_service(spec: ServiceSpec, *, log_dir: Path) -> ManagedProcess:
+    """Start a service as ``python -m <module>`` with ``spec.env`` over ``os.environ``.
+
+    Output goes to ``<log_dir>/<name>.log``. The caller is responsible for putting the stack's
+    settings into ``spec.env`` (the :class:`EmbeddedStack` does).
+    """
+    process = ManagedProcess(
+        spec.name, spec.argv, log_path=log_dir / f"{spec.name}.log", env=spec.env
+    )
+    process.start()
+    return process
+
+
+def wait_healthy(
+    url: str,
+    *,
+    timeout: float,
+    process: ManagedProcess | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Poll ``url`` until it answers 200, or fail with the process's log tail.
+
+    With ``process`` given, a process that exits while we wait fails at once instead of after
+    the whole timeout, and both errors quote its log: the first thing a user needs is the reason
+    it did not start, and that is in the log.
+    """
+    deadline = time.monotonic() + timeout
+    last_problem = "no answer yet"
+    with httpx.Client(timeout=min(2.0, max(timeout, 0.1))) as client:
+        while True:
+            if process is not None and (code := process.poll()) is not None:
+                raise ProcessExitedError(
+                    f"{process.name} exited with status {code} before {url} answered; "
+                    f"see its log {process.log_path}:\n{process.log_tail()}"
+                )
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return
+                last_problem = f"HTTP {response.status_code}"
+            if time.monotonic() >= deadline:
+                where = ""
+                if process is not None:
+                    where = f"; see its log {process.log_path}:\n{process.log_tail()}"
+                name = process.name if process is not None else url
+                raise StartupTimeoutError(
+                    f"{name} was not healthy at {url} after {timeout:.0f} s "
+                    f"(last: {last_problem}){where}"
+                )
+            time.sleep(interval)
+
+
+def log_tail(path: Path, *, lines: int = 30, offset: int = 0) -> str:
+    """The last ``lines`` lines of a log file from byte ``offset`` on (``""`` if unreadable)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def process_identity(pid: int) -> str | None:
+    """A string that changes when ``pid`` is reused: its start time and command line.
+
+    ``None`` when the process is gone or a zombie, or when this platform offers no way to tell
+    (then the caller must not signal the pid on a guess).
+    """
+    proc = Path("/proc")
+    if proc.is_dir():
+        try:
+            stat = (proc / str(pid) / "stat").read_text()
+            cmdline = (proc / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return None
+        # Fields after the command name, which is in parentheses and may itself contain ") ".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, start_ticks = fields[0], fields[19]
+        if state in ("Z", "X"):
+            return None
+        return f"{start_ticks} {cmdline.decode('utf-8', errors='replace')}"
+    try:
+        result = subprocess.run(
+            ["ps", "-o", "lstart=,stat=,args=", "-p", str(pid)],
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = result.stdout.strip()
+    if result.returncode != 0 or not line:
+        return None
+    # lstart is five words; stat follows. Drop stat, which changes while the process runs.
+    words = line.split(None, 6)
+    if len(words) < 7 or words[5].startswith("Z"):
+        return None
+    return " ".join(words[:5] + words[6:])
+
+
+def _owned_group(record: ProcessRecord) -> int | None:
+    """The process group to stop for ``record``, or ``None`` when nothing of ours is left.
+
+    The leader's pid is the group id. If the pid now belongs to another live process, the group
+    is not ours. If the leader is gone but members of its group remain (a service's children),
+    they are ours: Linux does not hand out a pid while a process group of that number exists.
+    """
+    if record.identity is None:
+        return None
+    current = process_identity(record.pid)
+    if current is not None:
+        return record.pid if current == record.identity else None
+    return record.pid if _group_alive(record.pid) else None
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is left in process group ``pgid``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _stop_group(pgid: int, *, grace: float, reap: Callable[[], object]) -> None:
+    """SIGTERM the group, wait up to ``grace`` s for it to empty, then SIGKILL what is left.
+
+    ``reap`` collects our own exited child, which otherwise stays a zombie and keeps a
+    ``killpg(pgid, 0)`` check succeeding.
+    """
+    _signal_group(pgid, signal.SIGTERM)
+    for sig, wait_s in ((signal.SIGKILL, grace), (None, _KILL_WAIT_S)):
+        deadline = time.monotonic() + wait_s
+        while True:
+            reap()
+            if not _group_alive(pgid):
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL_S)
+        if sig is not None:
+            _signal_group(pgid, sig)
+    raise StackError(
+        f"process group {pgid} is still alive after SIGKILL; check it with `ps -g {pgid}`"
+    )

@@ -1,0 +1,62 @@
+"""The embedded stack, once per test session, on free ports.
+
+A real Kafka-protocol broker (tansu), a real S3 endpoint over HTTP (moto's server) and the
+services as real processes — the same stack ``tunewire up`` starts.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import uuid
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from tunewire.stack import embedded, processes
+
+TOKEN = "test-token-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> collections.abc.Iterator[embedded.EmbeddedStack]:
+    state = tmp_path_factory.mktemp("stack")
+    running = embedded.EmbeddedStack(state, api_tokens=[TOKEN])
+    running.up([processes.ServiceSpec(name="ingest", module="tunewire.ingest")])
+    try:
+        yield running
+    finally:
+        running.down(snapshot=False)
+
+
+@pytest.fixture(scope="session")
+def ingest_url(stack: embedded.EmbeddedStack) -> str:
+    return stack.service_urls["ingest"]
+
+
+@pytest.fixture
+def api(ingest_url: str) -> collections.abc.Iterator[httpx.Client]:
+    """An authenticated client of the ingest service."""
+    with httpx.Client(
+        base_url=ingest_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def s3(stack: embedded.EmbeddedStack) -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=stack.s3_endpoint_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def log_dir(stack: embedded.EmbeddedStack) -> Path:
+    return stack.log_dir
