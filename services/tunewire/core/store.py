@@ -64,7 +64,7 @@ class ArtifactStore:
         only_if_absent: bool = False,
         content_encoding: str | None = None,
     ) -> None:
-        """Write one object; with ``only_if_absent`` a second writer gets :class:`errors.Conflict`."""
+        """Write one object; with ``only_if_absent`` a second writer gets ``errors.Conflict``."""
         extra: dict[str, Any] = {"ContentType": content_type}
         if only_if_absent:
             extra["IfNoneMatch"] = "*"

@@ -67,7 +67,8 @@ def resolve(
     if not matches:
         known = sorted({o.spec.source.event_type for o in current.values() if o.status == "active"})
         raise errors.InvalidEvent(
-            f"no active objective takes {event.type!r} events (known: {', '.join(known) or 'none'})",
+            f"no active objective takes {event.type!r} events "
+            f"(known: {', '.join(known) or 'none'})",
             kind="unknown_event_type",
         )
     if len(matches) > 1:

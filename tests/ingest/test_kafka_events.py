@@ -1,0 +1,157 @@
+"""The raw topic: every shape of event in, records out, bad ones to the DLQ."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.ingest.conftest import events_for
+from tests.support import kafka_io
+from tunewire.contracts.v1 import records_pb2
+from tunewire.stack import embedded
+
+RAW = "tunewire.events.raw"
+
+
+def binary(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event["id"].encode()),
+        ("ce_type", event["type"].encode()),
+        ("ce_source", event["source"].encode()),
+        ("ce_time", event["time"].encode()),
+        ("content-type", b"application/json"),
+    ]
+    return b"k", json.dumps(event["data"]).encode(), headers
+
+
+def structured(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    return b"k", json.dumps(event).encode(), [("content-type", b"application/cloudevents+json")]
+
+
+def plain(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    return b"k", json.dumps(event["data"]).encode(), [("ce_type", event["type"].encode())]
+
+
+def _read(stack: embedded.EmbeddedStack, topic: str, want: Any, timeout_s: float = 30) -> list[Any]:
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, topic)
+    try:
+        reader.read_until(lambda msgs: len([m for m in msgs if want(m)]) >= 1, timeout_s=timeout_s)
+        reader.drain(quiet_s=1.5)
+        return [m for m in reader.messages if want(m)]
+    finally:
+        reader.close()
+
+
+def test_binary_structured_and_plain_events_become_records(
+    objective: dict[str, Any], stack: embedded.EmbeddedStack
+) -> None:
+    events = events_for(objective, 9, seed=21)
+    shapes = [binary, structured, plain]
+    kafka_io.produce(stack.bootstrap_servers, RAW, (shapes[i % 3](e) for i, e in enumerate(events)))
+    name = objective["name"].encode()
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
+    try:
+        reader.read_until(lambda msgs: len([m for m in msgs if m.key == name]) >= 9)
+        reader.drain(quiet_s=1.0)
+        mine = [m for m in reader.messages if m.key == name]
+    finally:
+        reader.close()
+    records = [records_pb2.Record.FromString(m.value) for m in mine]
+    assert len(records) == 9
+    ids = {r.event_id for r in records}
+    assert {e["id"] for i, e in enumerate(events) if i % 3 != 2} <= ids
+    plain_ids = {r.event_id for r in records} - {e["id"] for e in events}
+    assert len(plain_ids) == 3 and all(i.startswith("sha256:") for i in plain_ids)
+    for message in mine:
+        assert kafka_io.header(message, "ce_type") == b"tunewire.v1.Record"
+        assert kafka_io.header(message, "ce_specversion") == b"1.0"
+        assert kafka_io.header(message, "ce_id")
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "kind"),
+    [
+        (b"{nope", [("ce_type", b"T")], "malformed"),
+        (b'{"a": "\xff"}', [("ce_type", b"T")], "invalid_utf8"),
+        (b'{"a": "x\x00"}', [("ce_type", b"T")], "nul_bytes"),
+        (b"[" * 100_000 + b"]" * 100_000, [("ce_type", b"T")], "too_deep"),
+        (b'{"a": 1}', [], "missing_attribute"),
+        (b'{"a": 1}', [("ce_type", b"T")], "missing_field"),
+        (b'{"a": 1}', [("ce_type", b"nobody.listens")], "unknown_event_type"),
+    ],
+    ids=["malformed", "utf8", "nul", "nesting", "no-type", "missing-field", "unknown-type"],
+)
+def test_bad_messages_go_to_the_dlq_with_the_reason(
+    objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+    value: bytes,
+    headers: list[tuple[str, bytes]],
+    kind: str,
+) -> None:
+    event_type = objective["source"]["event_type"].encode()
+    headers = [(k, event_type if v == b"T" else v) for k, v in headers]
+    marker = ("test_marker", objective["name"].encode())
+    kafka_io.produce(stack.bootstrap_servers, RAW, [(b"poison", value, [*headers, marker])])
+    # The partition keeps moving: a good event sent after the poison one still arrives.
+    good = events_for(objective, 1, seed=99)[0]
+    kafka_io.produce(stack.bootstrap_servers, RAW, [binary(good)])
+
+    dead = _read(stack, RAW + ".dlq", lambda m: kafka_io.header(m, "test_marker") == marker[1])
+    assert len(dead) == 1
+    assert dead[0].value == value
+    assert kafka_io.header(dead[0], "tunewire_error_kind") == kind.encode()
+    assert kafka_io.header(dead[0], "tunewire_error")
+    assert kafka_io.header(dead[0], "tunewire_original_topic") == RAW.encode()
+    records = _read(stack, "tunewire.records", lambda m: m.key == objective["name"].encode())
+    assert [records_pb2.Record.FromString(r.value).event_id for r in records] == [good["id"]]
+
+
+def test_every_event_is_accounted_for(
+    api: httpx.Client, objective: dict[str, Any], stack: embedded.EmbeddedStack
+) -> None:
+    """records + duplicates + rejected (DLQ or HTTP error) = events in, by the metrics."""
+
+    def counts() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for line in api.get("/metrics").text.splitlines():
+            if line.startswith("tunewire_ingest_events_total{"):
+                labels, value = line.rsplit(" ", 1)
+                found[labels] = found.get(labels, 0) + float(value)
+        return found
+
+    before = counts()
+    events = events_for(objective, 30, seed=5)
+    # Kafka: 20 good, 5 redelivered, 3 poison. HTTP: 10 good, 4 duplicates, 1 bad batch of 2.
+    kafka_msgs = [binary(e) for e in events[:20]] + [binary(e) for e in events[:5]]
+    kafka_msgs += [(b"k", b"{broken", [("ce_type", b"x")])] * 3
+    kafka_io.produce(stack.bootstrap_servers, RAW, kafka_msgs)
+    assert api.post("/v1/events", json=events[20:30]).status_code == 202
+    assert api.post("/v1/events", json=events[26:30]).json()["duplicates"] == 4
+    bad = [events[0], {"type": "nope", "data": {}}]
+    assert api.post("/v1/events", json=bad).status_code == 422
+    total_in = len(kafka_msgs) + 10 + 4 + len(bad)
+
+    name = objective["name"].encode()
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
+    try:
+        reader.read_until(lambda msgs: len([m for m in msgs if m.key == name]) >= 30)
+        reader.drain(quiet_s=2.0)
+        records = [m for m in reader.messages if m.key == name]
+    finally:
+        reader.close()
+    assert len(records) == 30
+
+    after = counts()
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    by_outcome: dict[str, float] = {}
+    for labels, value in delta.items():
+        outcome = labels.split('outcome="')[1].split('"')[0]
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + value
+    assert by_outcome.get("record") == 30
+    assert by_outcome.get("duplicate") == 5 + 4
+    assert by_outcome.get("rejected") == 3 + len(bad)
+    assert sum(by_outcome.values()) == total_in
