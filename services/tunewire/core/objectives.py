@@ -48,14 +48,19 @@ class Source(_Strict):
     @classmethod
     def _template_parses(cls, value: str) -> str:
         try:
-            names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+            parts = [p for p in string.Formatter().parse(value) if p[1] is not None]
         except ValueError as exc:
             raise ValueError(f"text template does not parse: {exc}") from exc
-        if not names:
+        if not parts:
             raise ValueError("text template must reference at least one {field}")
-        for name in names:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        for _, name, format_spec, conversion in parts:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or ""):
                 raise ValueError(f"text template field {name!r} must be a plain field name")
+            if format_spec or conversion:
+                raise ValueError(
+                    f"text template field {name!r} takes no format spec or conversion; "
+                    "write {" + str(name) + "}"
+                )
         return value
 
     def template_fields(self) -> list[str]:

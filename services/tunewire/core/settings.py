@@ -109,7 +109,11 @@ class ServiceSettings(BaseSettings):
         if self.environment is Environment.PRODUCTION:
             if not self.api_tokens:
                 raise ValueError("TUNEWIRE_API_TOKENS must list at least one token in production")
-            weak = [t for t in self.api_tokens if t.get_secret_value() in PLACEHOLDER_TOKENS]
+            weak = [
+                t
+                for t in self.api_tokens
+                if t.get_secret_value().strip().lower() in PLACEHOLDER_TOKENS
+            ]
             if weak:
                 raise ValueError("TUNEWIRE_API_TOKENS holds a placeholder token; set real secrets")
         return self

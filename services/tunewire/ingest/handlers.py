@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import datetime
 import json
 from collections.abc import Mapping
@@ -127,7 +128,7 @@ def accept(
     record = records_pb2.Record(
         objective=objective.name,
         objective_version=objective.version,
-        source_id=str(clean[source.id_field]),
+        source_id=_source_id(data[source.id_field], redactor),
         text=text,
         fields_json=json.dumps(clean, ensure_ascii=False, separators=(",", ":")),
         event_type=event.type,
@@ -149,6 +150,18 @@ def accept(
         "data": clean,
     }
     return Accepted(objective=objective, record=record, archive_line=line, redactions=counts)
+
+
+def _source_id(raw: Any, redactor: redaction.Redactor) -> str:
+    """The id as sent, unless it is itself PII; then a stable pseudonym of it.
+
+    Redacting an id would merge distinct items under one placeholder (and the train/eval
+    split hashes on it), so a PII-looking id is replaced by its hash instead.
+    """
+    text = str(raw)
+    if redactor.redact_text(text, collections.Counter()) == text:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,125 @@
+"""Service settings: read from TUNEWIRE_* variables, and refusing weak tokens in production."""
+
+from __future__ import annotations
+
+import os
+
+import pydantic
+import pytest
+from pydantic import SecretStr
+
+from tunewire.core.settings import Environment, KafkaSettings, ServiceSettings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TUNEWIRE_* variable of the machine running the tests leaks into them."""
+    for name in list(os.environ):
+        if name.upper().startswith("TUNEWIRE_"):
+            monkeypatch.delenv(name)
+
+
+def test_production_is_the_default_and_refuses_running_without_tokens() -> None:
+    with pytest.raises(pydantic.ValidationError, match="at least one token in production"):
+        ServiceSettings()
+
+
+@pytest.mark.parametrize("token", ["dev-token", "changeme", "change-me", "secret", ""])
+def test_production_refuses_a_placeholder_token(token: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match="placeholder token"):
+        ServiceSettings(
+            environment=Environment.PRODUCTION,
+            api_tokens=[SecretStr("s3cr3t-real"), SecretStr(token)],
+        )
+
+
+def test_production_accepts_real_tokens() -> None:
+    config = ServiceSettings(api_tokens=[SecretStr("a7f3c1d9e2")])
+
+    assert config.environment is Environment.PRODUCTION
+    assert [t.get_secret_value() for t in config.api_tokens] == ["a7f3c1d9e2"]
+
+
+def test_development_accepts_no_tokens_and_placeholders() -> None:
+    assert ServiceSettings(environment=Environment.DEVELOPMENT).api_tokens == []
+    config = ServiceSettings(
+        environment=Environment.DEVELOPMENT, api_tokens=[SecretStr("dev-token")]
+    )
+    assert config.api_tokens[0].get_secret_value() == "dev-token"
+
+
+def test_tokens_are_hidden_from_repr() -> None:
+    config = ServiceSettings(api_tokens=[SecretStr("a7f3c1d9e2")])
+
+    assert "a7f3c1d9e2" not in repr(config)
+
+
+def test_placeholder_tokens_in_the_environment_stop_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNEWIRE_API_TOKENS", '["changeme"]')
+
+    with pytest.raises(pydantic.ValidationError, match="placeholder token"):
+        ServiceSettings()
+
+
+def test_values_come_from_prefixed_and_nested_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TUNEWIRE_ENVIRONMENT", "production")
+    monkeypatch.setenv("TUNEWIRE_API_TOKENS", '["tok-one", "tok-two"]')
+    monkeypatch.setenv("TUNEWIRE_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS", "2000")
+    monkeypatch.setenv("TUNEWIRE_S3__BUCKET", "models")
+    monkeypatch.setenv("TUNEWIRE_S3__ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("TUNEWIRE_HTTP__PORT", "9999")
+    monkeypatch.setenv("KAFKA__BOOTSTRAP_SERVERS", "unprefixed:1")
+
+    config = ServiceSettings()
+
+    assert [t.get_secret_value() for t in config.api_tokens] == ["tok-one", "tok-two"]
+    assert config.log_level == "DEBUG"
+    assert config.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert config.kafka.session_timeout_ms == 2000
+    assert config.kafka.client_options()["bootstrap_servers"] == ["k1:9092", "k2:9092"]
+    assert config.s3.bucket == "models"
+    assert config.s3.endpoint_url == "http://127.0.0.1:9000"
+    assert config.http.port == 9999
+
+
+def test_an_out_of_range_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNEWIRE_ENVIRONMENT", "development")
+    monkeypatch.setenv("TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS", "10")
+
+    with pytest.raises(pydantic.ValidationError, match="session_timeout_ms"):
+        ServiceSettings()
+
+
+def test_client_options_without_sasl_carry_no_credentials() -> None:
+    options = KafkaSettings(bootstrap_servers="b1:9092,b2:9092").client_options()
+
+    assert options == {
+        "bootstrap_servers": ["b1:9092", "b2:9092"],
+        "security_protocol": "PLAINTEXT",
+        "request_timeout_ms": 30_000,
+    }
+
+
+def test_sasl_credentials_are_passed_only_with_a_mechanism() -> None:
+    without = KafkaSettings(sasl_username="svc", sasl_password=SecretStr("pw")).client_options()
+    assert not any(key.startswith("sasl_") for key in without)
+
+    options = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="svc",
+        sasl_password=SecretStr("pw"),
+        ssl_cafile="/etc/ca.pem",
+    ).client_options()
+
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert options["sasl_plain_username"] == "svc"
+    assert options["sasl_plain_password"] == "pw"
+    assert options["ssl_cafile"] == "/etc/ca.pem"
