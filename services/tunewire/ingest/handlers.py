@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import datetime
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any

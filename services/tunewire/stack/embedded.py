@@ -14,14 +14,15 @@ rewritten after every component starts, so even an ``up`` killed half-way can be
 
 S3 contents persist across ``down``/``up`` through a snapshot in ``<state_dir>/s3/`` (see
 :mod:`tunewire.stack.objectstore`); a crash of the stack loses what was written since the last
-``down``. The broker keeps nothing: each ``up`` is a brand-new Kafka cluster, so services must
-rebuild their state from S3 at start-up, as they do in production.
+``down``. By default the broker keeps nothing: each ``up`` is a brand-new Kafka cluster, and
+services rebuild their state from S3 at start-up, as they do in production. With
+``persist_kafka=True`` the broker keeps its log in the embedded S3, so topics and committed
+offsets ride along in the same snapshot.
 """
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
@@ -114,6 +115,7 @@ class EmbeddedStack:
         broker_port: int = 0,
         s3_port: int = 0,
         api_tokens: Sequence[str] | None = None,
+        persist_kafka: bool = False,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         stop_grace: float = processes.DEFAULT_STOP_GRACE_S,
     ) -> None:
@@ -122,6 +124,11 @@ class EmbeddedStack:
         Ports 0 mean "pick a free one" (what tests want); ``tunewire up`` may pin them.
         Without ``api_tokens``, a random token is generated once and kept in
         ``<state_dir>/api-token``, so it stays valid across restarts.
+
+        ``persist_kafka`` stores the broker's topics, records and committed offsets in the
+        ``<bucket>-kafka`` bucket of the embedded S3, so they survive ``down``/``up`` with the
+        rest of the snapshot (produce is about 4x slower). By default each ``up`` is a fresh
+        cluster.
         """
         self.state_dir = Path(state_dir)
         self.bucket = bucket
@@ -130,6 +137,7 @@ class EmbeddedStack:
         self._broker_port = broker_port
         self._s3_port = s3_port
         self._api_tokens = list(api_tokens) if api_tokens is not None else None
+        self.persist_kafka = persist_kafka
         self._broker: broker.Broker | None = None
         self._store: objectstore.ObjectStore | None = None
         self._services: dict[str, processes.ManagedProcess] = {}
@@ -230,6 +238,7 @@ class EmbeddedStack:
             self._refuse_if_running()
             self._state = {
                 "format": STATE_FORMAT,
+                "stack_id": secrets.token_hex(8),
                 "owner_pid": os.getpid(),
                 "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "bucket": self.bucket,
@@ -291,7 +300,19 @@ class EmbeddedStack:
         # Only now may down() overwrite the snapshot: before, S3 holds less than it does.
         self._write_state(snapshot_on_down=True)
 
-        kafka_broker = broker.Broker(log_path=self.log_dir / "broker.log", port=self._broker_port)
+        storage = None
+        if self.persist_kafka:
+            storage = broker.S3Storage(
+                bucket=f"{self.bucket}-kafka",
+                endpoint_url=store.endpoint_url,
+                access_key_id=objectstore.CREDENTIALS["access_key_id"],
+                secret_access_key=objectstore.CREDENTIALS["secret_access_key"],
+                region=objectstore.CREDENTIALS["region"],
+            )
+            objectstore.ensure_bucket(store.client(), storage.bucket)
+        kafka_broker = broker.Broker(
+            log_path=self.log_dir / "broker.log", port=self._broker_port, storage=storage
+        )
         self._broker = kafka_broker
         kafka_broker.start(timeout=self.startup_timeout)
         self._record(
@@ -395,20 +416,12 @@ class EmbeddedStack:
         records = self._records(state)
         errors: list[BaseException] = []
 
-        def stop(record: processes.ProcessRecord) -> None:
-            process = self._own.get(record.pid)
-            if process is not None:
-                process.stop(grace=self.stop_grace)
-            else:
-                record.stop(grace=self.stop_grace)
-
         def stop_many(group: list[processes.ProcessRecord]) -> None:
-            if not group:
-                return
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(group)) as pool:
-                for future in [pool.submit(stop, record) for record in group]:
-                    if (error := future.exception()) is not None:
-                        errors.append(error)
+            targets = [self._own.get(record.pid, record) for record in group]
+            try:
+                processes.stop_all(targets, grace=self.stop_grace)
+            except Exception as exc:  # keep going: the other components must stop too
+                errors.append(exc)
 
         by_role: dict[str, list[processes.ProcessRecord]] = {"s3": [], "broker": [], "services": []}
         for record in records:
@@ -431,11 +444,25 @@ class EmbeddedStack:
                 )
         stop_many(by_role["s3"])
         if not any(record.is_running() for record in records):
-            with contextlib.suppress(FileNotFoundError):
-                self.state_file.unlink()
+            self._remove_state_file(state)
         self._forget()
         if errors:
             raise errors[0]
+
+    def _remove_state_file(self, stopped: Mapping[str, Any]) -> None:
+        """Delete the state file, unless it now describes another stack.
+
+        That happens when ``tunewire down`` stopped our stack from outside and a new ``up``
+        followed before our own (atexit) ``down`` ran: its file is not ours to delete.
+        """
+        try:
+            current = self._read_state()
+        except StackError:
+            current = None
+        if current is not None and current.get("stack_id") != stopped.get("stack_id"):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
 
     def _forget(self) -> None:
         self._broker = None
