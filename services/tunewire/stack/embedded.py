@@ -511,3 +511,23 @@ class EmbeddedStack:
         with os.fdopen(fd, "w") as handle:
             handle.write(token + "\n")
         return token
+
+
+def describe(state_dir: Path | str = DEFAULT_STATE_DIR) -> dict[str, Any] | None:
+    """What a running stack in ``state_dir`` offers (for the CLI), or None when none runs.
+
+    Returns ``{"broker": bootstrap servers, "s3": endpoint URL, "services": {name: url},
+    "token": API token}`` read from the state file another process wrote.
+    """
+    stack = EmbeddedStack(state_dir)
+    state = stack._read_state()
+    if state is None or not any(r.is_running() for r in stack._records(state)):
+        return None
+    return {
+        "broker": (state.get("broker") or {}).get("bootstrap_servers"),
+        "s3": (state.get("s3") or {}).get("endpoint_url"),
+        "services": {
+            name: entry.get("url") for name, entry in (state.get("services") or {}).items()
+        },
+        "token": stack.api_tokens[0],
+    }

@@ -1,0 +1,280 @@
+"""The ``tunewire`` command: run services, drive the embedded stack, talk to the APIs.
+
+``tunewire up`` / ``down`` run the whole platform on this machine; ``tunewire demo`` runs the
+main job on it; ``tunewire ingest`` runs one service (what a container does); the remaining
+commands call a running service's HTTP API with a bearer token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+SERVICES = {"ingest": "tunewire.ingest"}
+DEFAULT_STATE_DIR = Path(os.environ.get("TUNEWIRE_STACK_DIR", ".tunewire"))
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a stack trace."""
+
+
+# -- talking to a running service --------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    url = args.url or os.environ.get("TUNEWIRE_URL")
+    token = args.token or os.environ.get("TUNEWIRE_TOKEN")
+    if url is None or token is None:
+        stack = _stack_info(args.state_dir)
+        url = url or stack["services"]["ingest"]
+        token = token or stack["token"]
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _stack_info(state_dir: Path) -> dict[str, Any]:
+    from tunewire.stack import embedded
+
+    found = embedded.describe(state_dir)
+    if found is None:
+        raise CliError(
+            f"no running stack in {state_dir}: start one with `tunewire up`, or pass --url and "
+            "--token (or TUNEWIRE_URL and TUNEWIRE_TOKEN) for a remote install"
+        )
+    return found
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with _client(args) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the service: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+            message = body.get("message", response.text)
+            details = body.get("details")
+        except ValueError:
+            message, details = response.text, None
+        lines = [f"error {response.status_code}: {message}"]
+        if isinstance(details, list):
+            lines += [f"  - {json.dumps(item)}" for item in details]
+        raise CliError("\n".join(lines))
+    return response.json()
+
+
+def _read_document(path: str) -> tuple[bytes, str]:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    kind = "application/json" if path.endswith(".json") else "application/yaml"
+    return data, kind
+
+
+def _print(value: Any, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(value, indent=2))
+    else:
+        print(yaml.safe_dump(value, sort_keys=False).rstrip())
+
+
+# -- subcommands -------------------------------------------------------------------------
+
+
+def cmd_objectives(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        found = _call(args, "GET", "/v1/objectives")["objectives"]
+        if args.json:
+            _print(found, as_json=True)
+            return
+        print(f"{'NAME':<28} {'VERSION':>7} {'STATUS':<8} {'EVENT TYPE':<24} LABELS")
+        for item in found:
+            spec = item["spec"]
+            print(
+                f"{item['name']:<28} {item['version']:>7} {item['status']:<8} "
+                f"{spec['source']['event_type']:<24} {', '.join(spec['labels'])}"
+            )
+        return
+    if args.action in ("register", "update"):
+        if not args.target:
+            raise CliError(f"objectives {args.action} needs a spec file (YAML or JSON, or -)")
+        body, kind = _read_document(args.target)
+        if args.action == "register":
+            result = _call(
+                args, "POST", "/v1/objectives", content=body, headers={"content-type": kind}
+            )
+        else:
+            name = (yaml.safe_load(body) or {}).get("name")
+            if not name:
+                raise CliError("the spec has no 'name'")
+            result = _call(
+                args, "PUT", f"/v1/objectives/{name}", content=body, headers={"content-type": kind}
+            )
+        print(f"{result['name']} is at version {result['version']} ({result['status']})")
+        return
+    if not args.target:
+        raise CliError(f"objectives {args.action} needs an objective name")
+    if args.action == "get":
+        params = {"version": args.version} if args.version else None
+        _print(
+            _call(args, "GET", f"/v1/objectives/{args.target}", params=params), as_json=args.json
+        )
+    elif args.action == "versions":
+        _print(_call(args, "GET", f"/v1/objectives/{args.target}/versions"), as_json=args.json)
+    elif args.action == "retire":
+        result = _call(args, "POST", f"/v1/objectives/{args.target}/retire")
+        print(f"{result['name']} retired at version {result['version']}")
+
+
+def cmd_events(args: argparse.Namespace) -> None:
+    body, _ = _read_document(args.file)
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("["):
+        events = json.loads(text)
+    else:
+        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    accepted = duplicates = 0
+    for start in range(0, len(events), args.batch):
+        result = _call(args, "POST", "/v1/events", json=events[start : start + args.batch])
+        accepted += result["accepted"]
+        duplicates += result["duplicates"]
+        print(f"sent {min(start + args.batch, len(events))}/{len(events)}", file=sys.stderr)
+    print(json.dumps({"accepted": accepted, "duplicates": duplicates}))
+
+
+def cmd_service(args: argparse.Namespace) -> None:
+    import importlib
+
+    module = importlib.import_module(f"{SERVICES[args.command]}.__main__")
+    module.main()
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from tunewire.stack import embedded, processes
+
+    stack = embedded.EmbeddedStack(args.state_dir)
+    specs = [processes.ServiceSpec(name=name, module=module) for name, module in SERVICES.items()]
+    print("starting the broker, the S3 endpoint and the services ...", file=sys.stderr)
+    stack.up(specs, detach=True)
+    info = embedded.describe(args.state_dir) or {}
+    print(f"broker      {stack.bootstrap_servers}")
+    print(f"s3          {stack.s3_endpoint_url} (bucket {stack.bucket})")
+    for name, url in stack.service_urls.items():
+        print(f"{name:<11} {url}")
+    print(f"token       {info.get('token', '?')}")
+    print(f"logs        {stack.log_dir}")
+    print("stop with `tunewire down`")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    from tunewire.stack import embedded
+
+    embedded.EmbeddedStack(args.state_dir).down()
+    print(f"stopped; S3 contents kept in {args.state_dir / 's3'}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from tunewire import demo
+
+    demo.run(state_dir=args.state_dir, events=args.events, keep=args.keep, as_json=args.json)
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunewire",
+        description="Turn business events into domain-tuned LLM adapters, continuously.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where the embedded stack keeps its state, logs and S3 snapshot "
+        "(default: ./.tunewire or $TUNEWIRE_STACK_DIR)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the embedded stack (broker, S3, services) here")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="stop the embedded stack; S3 contents are kept")
+    down.set_defaults(func=cmd_down)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the main job on the embedded stack: objective, events in, redacted records out",
+    )
+    demo.add_argument("--events", type=int, default=200, help="sample tickets to send")
+    demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    demo.set_defaults(func=cmd_demo)
+
+    for name in SERVICES:
+        service = sub.add_parser(
+            name, help=f"run the {name} service (settings from TUNEWIRE_* environment variables)"
+        )
+        service.set_defaults(func=cmd_service)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", help="service URL (default: the running embedded stack's)")
+        p.add_argument("--token", help="API bearer token (default: $TUNEWIRE_TOKEN or the stack's)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+    objectives = sub.add_parser(
+        "objectives",
+        help="register, list, show, version or retire objectives",
+        description="Objectives say which events to learn from, how to label them, how to "
+        "train and which gates an adapter must pass. Specs are YAML or JSON.",
+    )
+    objectives.add_argument(
+        "action",
+        choices=["list", "get", "versions", "register", "update", "retire"],
+        help="register/update take a spec file; get/versions/retire take a name",
+    )
+    objectives.add_argument("target", nargs="?", help="spec file (or -) or objective name")
+    objectives.add_argument("--version", type=int, help="with get: a specific version")
+    client_options(objectives)
+    objectives.set_defaults(func=cmd_objectives)
+
+    events = sub.add_parser(
+        "events", help="send business events (JSON array or JSON lines of CloudEvents)"
+    )
+    events.add_argument("action", choices=["send"])
+    events.add_argument("file", help="file of events, or - for stdin")
+    events.add_argument("--batch", type=int, default=500, help="events per request")
+    client_options(events)
+    events.set_defaults(func=cmd_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``tunewire`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CliError as exc:
+        print(f"tunewire: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as exc:
+        from tunewire.stack import processes
+
+        if isinstance(exc, processes.StackError):
+            print(f"tunewire: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()
