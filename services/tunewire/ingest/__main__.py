@@ -18,6 +18,7 @@ def build(settings: config.IngestSettings) -> runner.Service:
     flow = pipeline.Pipeline(
         limits=settings.ingest, catalog=catalog, artifacts=artifacts, producer=producer
     )
+    flow.load_seen()
     raw_loop = consumer.loop(settings, flow, producer)
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from tunewire.core import bus, consuming, errors, runner, topics
 from tunewire.ingest import config, normalising, pipeline
 
 log = logging.getLogger(__name__)
+
+#: How often the flusher reloads seen ids written by other replicas.
+SEEN_REFRESH_S = 30.0
 
 
 class RawEventHandler:
@@ -47,12 +51,20 @@ def loop(
 
 
 def flusher(flow: pipeline.Pipeline, interval_s: float) -> runner.Worker:
-    """A worker that flushes events accepted over HTTP while no Kafka traffic does."""
+    """A worker that flushes events accepted over HTTP while no Kafka traffic does.
+
+    It also reloads the seen ids other replicas wrote, so an HTTP redelivery to another
+    replica is recognised within :data:`SEEN_REFRESH_S`.
+    """
 
     def run(stop: threading.Event) -> None:
+        last_refresh = time.monotonic()
         while not stop.wait(interval_s / 2):
             try:
                 flow.flush_if_due()
+                if time.monotonic() - last_refresh >= SEEN_REFRESH_S:
+                    flow.seen.refresh()
+                    last_refresh = time.monotonic()
             except Exception as exc:
                 log.warning("background flush failed; retrying", extra={"error": repr(exc)})
         flow.flush_patiently(timeout_s=10)

@@ -61,6 +61,19 @@ class Pipeline:
         self._lock = threading.RLock()
         self._dirty_since: float | None = None
 
+    def load_seen(self) -> None:
+        """Load the seen-id window from S3 before taking events, waiting out an outage."""
+        backoff = 0.5
+        while True:
+            try:
+                self.seen.refresh()
+                log.info("seen-id window ready", extra={"count": len(self.seen)})
+                return
+            except Exception as exc:
+                log.warning("cannot load seen ids yet; retrying", extra={"error": repr(exc)})
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
     # -- the two steps every event takes ------------------------------------------------
 
     def prepare(self, event: normalising.IncomingEvent, *, via: str) -> handlers.Accepted:
