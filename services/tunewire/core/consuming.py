@@ -100,9 +100,13 @@ class ConsumerLoop:
         try:
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=200)
-                for records in polled.values():
-                    for record in records:
-                        self._process(record, stop)
+                try:
+                    for records in polled.values():
+                        for record in records:
+                            self._process(record, stop)
+                except _Stopping:
+                    log.info("stopping during an outage; the unhandled rest is redelivered")
+                    break
                 self._report_lag()
                 if self._due():
                     self._make_durable(stop)
@@ -127,16 +131,29 @@ class ConsumerLoop:
         self._pending_count += 1
 
     def _handle_with_retries(self, message: bus.Message, stop: threading.Event) -> str:
+        """Handle one message; dead-letter it if it is bad, wait if a dependency is down."""
         backoff = self._config.retry_backoff_s
-        for attempt in range(1, self._config.handler_attempts + 1):
+        outage_backoff = self._config.retry_backoff_s
+        attempt = 0
+        while True:
             try:
                 self._handler.handle(message)
                 return "handled"
             except errors.InvalidEvent as exc:
-                self.dead_letter(message, kind=exc.kind, reason=exc.message, attempts=attempt)
+                self.dead_letter(message, kind=exc.kind, reason=exc.message, attempts=attempt + 1)
                 return "dead_lettered"
+            except errors.Unavailable as exc:
+                # The dependency is down, not the message: hold the partition, never DLQ.
+                self.healthy_flush = False
+                log.warning(
+                    "dependency down; waiting", extra={**_where(message), "error": str(exc)}
+                )
+                if stop.wait(outage_backoff):
+                    raise _Stopping from exc
+                outage_backoff = min(outage_backoff * 2, 5.0)
             except Exception as exc:
-                if attempt == self._config.handler_attempts:
+                attempt += 1
+                if attempt >= self._config.handler_attempts:
                     log.exception("handler failed; dead-lettering", extra=_where(message))
                     self.dead_letter(
                         message, kind="handler_error", reason=repr(exc), attempts=attempt
@@ -147,7 +164,6 @@ class ConsumerLoop:
                 )
                 stop.wait(backoff)
                 backoff *= 2
-        raise AssertionError("unreachable")
 
     def dead_letter(self, message: bus.Message, *, kind: str, reason: str, attempts: int) -> None:
         """Send a message to its topic's DLQ, as it was, with the error in headers."""
@@ -226,6 +242,10 @@ class ConsumerLoop:
                     continue
             if position is not None:
                 LAG.labels(self._group, tp.topic, str(tp.partition)).set(max(0, end - position))
+
+
+class _Stopping(Exception):
+    """Raised inside the loop when a stop is requested while waiting out an outage."""
 
 
 class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]

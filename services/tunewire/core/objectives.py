@@ -318,7 +318,14 @@ class ObjectiveCatalog:
         with self._lock:
             if time.monotonic() - self._loaded_at < max_age:
                 return dict(self._current)
-        loaded = {o.name: o for o in self.latest_all()}
+        try:
+            loaded = {o.name: o for o in self.latest_all()}
+        except errors.Unavailable:
+            with self._lock:
+                if self._loaded_at == float("-inf"):
+                    raise
+                # S3 is down: keep serving the last known objectives until it is back.
+                return dict(self._current)
         with self._lock:
             self._current = loaded
             self._loaded_at = time.monotonic()

@@ -7,6 +7,7 @@ other's objects; a set of files becomes visible only when its manifest is writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
@@ -71,7 +72,8 @@ class ArtifactStore:
         if content_encoding:
             extra["ContentEncoding"] = content_encoding
         try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+            with _reachable(f"writing {key}"):
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except botocore.exceptions.ClientError as exc:
             if _status(exc) in (409, 412):
                 raise errors.Conflict(f"{self.uri(key)} already exists") from exc
@@ -91,12 +93,13 @@ class ArtifactStore:
     def get_bytes(self, key: str) -> bytes:
         """Read one object; :class:`errors.NotFound` when it does not exist."""
         try:
-            response = self._client.get_object(Bucket=self.bucket, Key=key)
+            with _reachable(f"reading {key}"):
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+                return response["Body"].read()
         except botocore.exceptions.ClientError as exc:
             if _status(exc) == 404:
                 raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
             raise
-        return response["Body"].read()
 
     def get_json(self, key: str) -> Any:
         """Read a JSON document."""
@@ -108,21 +111,24 @@ class ArtifactStore:
         options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if start_after:
             options["StartAfter"] = start_after
-        for page in paginator.paginate(**options):
-            for item in page.get("Contents", []):
-                yield item["Key"]
+        with _reachable(f"listing {prefix}"):
+            for page in paginator.paginate(**options):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
 
     def list_prefixes(self, prefix: str) -> list[str]:
         """The 'folders' directly under a prefix (keys up to the next ``/``)."""
         paginator = self._client.get_paginator("list_objects_v2")
         found: list[str] = []
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-            found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        with _reachable(f"listing {prefix}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
         return found
 
     def delete(self, key: str) -> None:
         """Remove one object (no error when it is already gone)."""
-        self._client.delete_object(Bucket=self.bucket, Key=key)
+        with _reachable(f"deleting {key}"):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
 
     def publish_manifest(
         self, prefix: str, parts: Mapping[str, bytes], manifest: Mapping[str, Any]
@@ -137,6 +143,24 @@ class ArtifactStore:
         key = f"{prefix}/manifest.json"
         self.put_json(key, dict(manifest), only_if_absent=True)
         return key
+
+
+@contextlib.contextmanager
+def _reachable(what: str) -> Iterator[None]:
+    """Turn 'cannot reach S3' into :class:`errors.Unavailable`, which callers retry."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise errors.Unavailable(f"S3 is not reachable ({what}): {exc}") from exc
+
+
+_UNREACHABLE = (
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ResponseStreamingError,
+)
 
 
 def _status(exc: botocore.exceptions.ClientError) -> int:

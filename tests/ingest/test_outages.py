@@ -1,0 +1,104 @@
+"""An S3 outage of a few seconds delays ingest but loses nothing."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import TOKEN
+from tests.ingest.conftest import events_for
+from tests.ingest.test_kafka_events import RAW, binary
+from tests.support import kafka_io, proxy
+from tunewire.contracts.v1 import records_pb2
+from tunewire.stack import embedded, ports, processes
+
+
+@pytest.fixture
+def ingest_behind_proxy(
+    stack: embedded.EmbeddedStack,
+) -> Iterator[tuple[str, proxy.CuttableProxy]]:
+    """A second ingest replica whose S3 traffic goes through a proxy the test can cut."""
+    endpoint = urllib.parse.urlsplit(stack.s3_endpoint_url)
+    cut = proxy.CuttableProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+    port = ports.free_port()
+    env = {
+        **stack.service_env(port),
+        "TUNEWIRE_S3__ENDPOINT_URL": f"http://127.0.0.1:{cut.port}",
+        "TUNEWIRE_S3__MAX_ATTEMPTS": "2",
+        "TUNEWIRE_INGEST__FLUSH_INTERVAL_S": "0.5",
+    }
+    spec = processes.ServiceSpec(name="ingest-outage", module="tunewire.ingest", port=port, env=env)
+    process = processes.start_service(spec, log_dir=stack.log_dir)
+    try:
+        processes.wait_healthy(spec.url + "/healthz", timeout=60, process=process)
+        yield spec.url, cut
+    finally:
+        process.stop()
+        cut.close()
+
+
+def test_http_waits_out_an_s3_outage(
+    ingest_behind_proxy: tuple[str, proxy.CuttableProxy], objective: dict[str, Any], s3: Any
+) -> None:
+    url, cut = ingest_behind_proxy
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    events = events_for(objective, 6, seed=77)
+    warm = httpx.post(f"{url}/v1/events", json=events[:1], headers=headers, timeout=60)
+    assert warm.status_code == 202, "the replica knows the objective before the outage"
+    cut.cut()
+    threading.Timer(4.0, cut.restore).start()
+    started = time.monotonic()
+    response = httpx.post(f"{url}/v1/events", json=events[1:], headers=headers, timeout=60)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 5
+    assert time.monotonic() - started >= 3.5, "the answer came before S3 was back"
+    archived = _archived_ids(s3, objective["name"])
+    assert archived == {e["id"] for e in events}
+
+
+def test_kafka_events_survive_an_s3_outage(
+    ingest_behind_proxy: tuple[str, proxy.CuttableProxy],
+    objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+    s3: Any,
+) -> None:
+    _url, cut = ingest_behind_proxy
+    cut.cut()
+    events = events_for(objective, 40, seed=78)
+    kafka_io.produce(stack.bootstrap_servers, RAW, (binary(e) for e in events))
+    time.sleep(5)
+    cut.restore()
+    name = objective["name"].encode()
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
+    try:
+        reader.read_until(lambda msgs: len({m.value for m in msgs if m.key == name}) >= 40)
+        ids = {
+            records_pb2.Record.FromString(m.value).event_id
+            for m in reader.messages
+            if m.key == name
+        }
+    finally:
+        reader.close()
+    assert ids == {e["id"] for e in events}
+    deadline = time.monotonic() + 30
+    while _archived_ids(s3, objective["name"]) != ids and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _archived_ids(s3, objective["name"]) == ids
+
+
+def _archived_ids(s3: Any, objective: str) -> set[str]:
+    found: set[str] = set()
+    listing = s3.list_objects_v2(Bucket="tunewire", Prefix=f"raw/{objective}/")
+    for item in listing.get("Contents", []):
+        body = s3.get_object(Bucket="tunewire", Key=item["Key"])["Body"].read()
+        for line in gzip.decompress(body).splitlines():
+            found.add(json.loads(line)["id"])
+    return found
