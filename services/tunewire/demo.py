@@ -9,6 +9,7 @@ duplicates, DLQ entries and the archive in S3. Later stages of the pipeline exte
 from __future__ import annotations
 
 import collections
+import datetime
 import gzip
 import json
 import sys
@@ -22,7 +23,7 @@ from kafka.structs import TopicPartition
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import topics
+from tunewire.core import envelope, topics
 from tunewire.stack import embedded, processes
 
 
@@ -127,14 +128,7 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
 def _produce(bootstrap: str, events: list[dict[str, Any]], broken: list[bytes]) -> None:
     producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for event in events:
-        headers = [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", event["id"].encode()),
-            ("ce_type", event["type"].encode()),
-            ("ce_source", event["source"].encode()),
-            ("ce_time", event["time"].encode()),
-            ("content-type", b"application/json"),
-        ]
+        headers = binary_headers(event)
         producer.send(
             topics.EVENTS_RAW,
             key=b"support-intent",
@@ -150,6 +144,17 @@ def _produce(bootstrap: str, events: list[dict[str, Any]], broken: list[bytes]) 
         )
     producer.flush(30)
     producer.close()
+
+
+def binary_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """Kafka headers of a structured CloudEvent sent in binary mode, as a business system would."""
+    return envelope.Envelope(
+        id=event["id"],
+        type=event["type"],
+        source=event["source"],
+        time=datetime.datetime.fromisoformat(event["time"]),
+        datacontenttype="application/json",
+    ).headers()
 
 
 def _await_records(bootstrap: str, ids: set[str], *, timeout_s: float) -> list[records_pb2.Record]:

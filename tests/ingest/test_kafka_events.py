@@ -10,6 +10,7 @@ import pytest
 
 from tests.ingest.conftest import events_for
 from tests.support import kafka_io
+from tunewire import demo
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded
 
@@ -17,15 +18,7 @@ RAW = "tunewire.events.raw"
 
 
 def binary(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event["id"].encode()),
-        ("ce_type", event["type"].encode()),
-        ("ce_source", event["source"].encode()),
-        ("ce_time", event["time"].encode()),
-        ("content-type", b"application/json"),
-    ]
-    return b"k", json.dumps(event["data"]).encode(), headers
+    return b"k", json.dumps(event["data"]).encode(), demo.binary_headers(event)
 
 
 def structured(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
