@@ -56,7 +56,7 @@ def test_required_fields_cover_template_id_and_typed_fields() -> None:
         fields={"channel": "string", "priority": "integer"},
     )
 
-    assert source.template_fields() == ["subject", "body"]
+    assert source.template_fields() == ("subject", "body")
     assert source.required_fields() == {
         "subject": "string",
         "body": "string",

@@ -340,7 +340,7 @@ def test_no_planted_pii_survives_into_the_record_or_the_archive() -> None:
         stored = {
             "text": accepted.record.text,
             "fields_json": accepted.record.fields_json,
-            "archive_line": json.dumps(accepted.archive_line, ensure_ascii=False),
+            "archive_line": accepted.archive_line.decode(),
         }
         for where, value in stored.items():
             leaked = [pii for pii in samples.PLANTED_PII if pii in value]
@@ -353,7 +353,7 @@ def test_the_text_is_the_template_filled_from_redacted_data() -> None:
         clean = json.loads(accepted.record.fields_json)
 
         assert accepted.record.text == f"{clean['subject']}\n{clean['body']}"
-        assert accepted.archive_line["data"] == clean
+        assert json.loads(accepted.archive_line)["data"] == clean
         assert clean["subject"] == incoming.data["subject"]
         assert clean["customer"] == {"email": "<EMAIL>", "phone": "<PHONE>"}
 
@@ -419,21 +419,21 @@ def test_occurred_at_is_the_event_time() -> None:
     accepted = accept(event(time=moment))
 
     assert accepted.record.occurred_at.ToDatetime(tzinfo=datetime.UTC) == moment
-    assert accepted.archive_line["time"] == moment.isoformat()
-    assert accepted.archive_line["ingested_at"] == NOW.isoformat()
+    assert json.loads(accepted.archive_line)["time"] == moment.isoformat()
+    assert json.loads(accepted.archive_line)["ingested_at"] == NOW.isoformat()
 
 
 def test_an_event_without_time_occurred_when_it_was_ingested() -> None:
     accepted = accept(event(time=None))
 
     assert accepted.record.occurred_at.ToDatetime(tzinfo=datetime.UTC) == NOW
-    assert accepted.archive_line["time"] == NOW.isoformat()
+    assert json.loads(accepted.archive_line)["time"] == NOW.isoformat()
 
 
 def test_the_subject_is_redacted_in_the_archive() -> None:
     accepted = accept(event(subject="call back on +44 20 7946 0958"))
 
-    assert accepted.archive_line["subject"] == "call back on <PHONE>"
+    assert json.loads(accepted.archive_line)["subject"] == "call back on <PHONE>"
     assert accepted.redactions["phone"] == 1
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 
@@ -79,11 +80,12 @@ def for_payload(
 
 def derived_id(*parts: str) -> str:
     """A deterministic event id: a redelivered input yields the same output id."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "tunewire:" + "\x1f".join(parts)))
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).digest()
+    return str(uuid.UUID(bytes=digest))
 
 
 def timestamp(moment: datetime.datetime) -> timestamp_pb2.Timestamp:
     """A protobuf Timestamp of an aware datetime."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    seconds = moment.timestamp()
+    whole = int(seconds // 1)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=moment.microsecond * 1000)

@@ -10,11 +10,14 @@ new version with status ``retired``.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import string
 import threading
 import time
+import types
 import typing
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -63,9 +66,9 @@ class Source(_Strict):
                 )
         return value
 
-    def template_fields(self) -> list[str]:
+    def template_fields(self) -> tuple[str, ...]:
         """Fields referenced by the text template, in order."""
-        return [name for _, name, _, _ in string.Formatter().parse(self.text) if name]
+        return _template_fields(self.text)
 
     def required_fields(self) -> dict[str, FieldType]:
         """Every field an event must carry, with its type."""
@@ -73,6 +76,11 @@ class Source(_Strict):
         required.setdefault(self.id_field, "string")
         required.update(self.fields)
         return required
+
+
+@functools.lru_cache(maxsize=256)
+def _template_fields(template: str) -> tuple[str, ...]:
+    return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
 
 
 class Rule(_Strict):
@@ -232,7 +240,7 @@ class ObjectiveCatalog:
     def __init__(self, artifacts: store.ArtifactStore, *, cache_seconds: float = 10.0) -> None:
         self._store = artifacts
         self._cache_seconds = cache_seconds
-        self._current: dict[str, ObjectiveVersion] = {}
+        self._current: Mapping[str, ObjectiveVersion] = types.MappingProxyType({})
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
@@ -280,7 +288,7 @@ class ObjectiveCatalog:
                 f"objective {spec.name!r} version {version} was written concurrently; retry"
             ) from None
         with self._lock:
-            self._current[spec.name] = stored
+            self._current = types.MappingProxyType({**self._current, spec.name: stored})
         return stored
 
     # -- reads ----------------------------------------------------------------------------
@@ -312,12 +320,15 @@ class ObjectiveCatalog:
         names = [p[len("objectives/") : -1] for p in self._store.list_prefixes("objectives/")]
         return [self.get(name) for name in sorted(names)]
 
-    def current(self, *, max_age_s: float | None = None) -> dict[str, ObjectiveVersion]:
-        """Every objective's newest version, reloaded when older than the cache period."""
+    def current(self, *, max_age_s: float | None = None) -> Mapping[str, ObjectiveVersion]:
+        """Every objective's newest version, reloaded when older than the cache period.
+
+        The mapping returned is read-only and never changes (a reload replaces it), so the
+        hot path takes it without copying.
+        """
         max_age = self._cache_seconds if max_age_s is None else max_age_s
-        with self._lock:
-            if time.monotonic() - self._loaded_at < max_age:
-                return dict(self._current)
+        if time.monotonic() - self._loaded_at < max_age:
+            return self._current
         try:
             loaded = {o.name: o for o in self.latest_all()}
         except errors.Unavailable:
@@ -325,11 +336,11 @@ class ObjectiveCatalog:
                 if self._loaded_at == float("-inf"):
                     raise
                 # S3 is down: keep serving the last known objectives until it is back.
-                return dict(self._current)
+                return self._current
         with self._lock:
-            self._current = loaded
+            self._current = types.MappingProxyType(loaded)
             self._loaded_at = time.monotonic()
-            return dict(loaded)
+            return self._current
 
     def lookup(self, name: str) -> ObjectiveVersion | None:
         """The current version of ``name``; an unknown name triggers one early reload."""

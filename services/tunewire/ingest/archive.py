@@ -11,9 +11,7 @@ import collections
 import datetime
 import gzip
 import io
-import json
 import uuid
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -33,10 +31,9 @@ class Archive:
     def __len__(self) -> int:
         return sum(len(lines) for lines in self._buffers.values())
 
-    def append(self, objective: str, day: datetime.date, line: dict[str, Any]) -> None:
-        """Buffer one redacted event."""
-        encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode()
-        self._buffers[(objective, day.isoformat())].append(encoded)
+    def append(self, objective: str, day: datetime.date, line: bytes) -> None:
+        """Buffer one redacted event, already encoded as a JSON line."""
+        self._buffers[(objective, day.isoformat())].append(line)
 
     def flush(self) -> list[str]:
         """Write every buffer as one part; a failed write keeps its lines for the next try."""

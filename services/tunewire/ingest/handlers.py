@@ -35,7 +35,10 @@ class Accepted:
 
     objective: objectives.ObjectiveVersion
     record: records_pb2.Record
-    archive_line: dict[str, Any]
+    archive_line: bytes
+    """The redacted event as one JSON line for the archive."""
+    day: datetime.date
+    """The archive partition (the day ingest received the event)."""
     redactions: Mapping[str, int]
 
 
@@ -125,12 +128,13 @@ def accept(
     text = source.text.format_map({name: _text(clean[name]) for name in source.template_fields()})
     subject = redactor.redact_text(event.subject, counts) if event.subject else None
     occurred = event.time or now
+    fields_json = json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
     record = records_pb2.Record(
         objective=objective.name,
         objective_version=objective.version,
         source_id=_source_id(data[source.id_field], redactor),
         text=text,
-        fields_json=json.dumps(clean, ensure_ascii=False, separators=(",", ":")),
+        fields_json=fields_json,
         event_type=event.type,
         event_id=event.id,
         event_source=event.source,
@@ -138,7 +142,7 @@ def accept(
         ingested_at=envelope.timestamp(now),
         redactions=dict(counts),
     )
-    line = {
+    meta = {
         "id": event.id,
         "type": event.type,
         "source": event.source,
@@ -147,9 +151,13 @@ def accept(
         "objective": objective.name,
         "objective_version": objective.version,
         "ingested_at": now.isoformat(),
-        "data": clean,
     }
-    return Accepted(objective=objective, record=record, archive_line=line, redactions=counts)
+    # The data is already JSON in fields_json: splice it in rather than encode it twice.
+    head = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
+    line = f'{head[:-1]},"data":{fields_json}}}'.encode()
+    return Accepted(
+        objective=objective, record=record, archive_line=line, day=now.date(), redactions=counts
+    )
 
 
 def _source_id(raw: Any, redactor: redaction.Redactor) -> str:

@@ -53,27 +53,28 @@ def from_message(message: bus.Message, *, max_bytes: int) -> IncomingEvent:
     """Read a Kafka message from the raw topic."""
     _check_size(len(message.value), max_bytes)
     text = _decode(message.value)
-    if message.header("ce_specversion") is not None:
-        return _binary(message, text)
-    content_type = (message.header("content-type") or b"").decode("latin-1")
+    headers = dict(reversed(message.headers))  # the first value of a repeated header wins
+    if "ce_specversion" in headers:
+        return _binary(headers, text)
+    content_type = headers.get("content-type", b"").decode("latin-1")
     document = _parse_json(text)
     if content_type.startswith(CLOUDEVENTS_JSON) or (
         isinstance(document, dict) and "specversion" in document
     ):
         return from_structured(document, default_source="kafka")
-    event_type = _header_text(message, "ce_type") or _header_text(message, "type")
+    event_type = _header_text(headers, "ce_type") or _header_text(headers, "type")
     if not event_type:
         raise errors.InvalidEvent(
             "no event type: send a CloudEvent, or set the 'ce_type' header on plain JSON",
             kind="missing_attribute",
         )
     return IncomingEvent(
-        id=_header_text(message, "ce_id") or _content_id(event_type, message.value),
+        id=_header_text(headers, "ce_id") or _content_id(event_type, message.value),
         type=event_type,
-        source=_header_text(message, "ce_source") or "kafka",
+        source=_header_text(headers, "ce_source") or "kafka",
         time=None,
         subject=None,
-        objective=_header_text(message, "ce_objective") or _header_text(message, "objective"),
+        objective=_header_text(headers, "ce_objective") or _header_text(headers, "objective"),
         data=document,
     )
 
@@ -124,21 +125,21 @@ def parse_json_body(body: bytes) -> Any:
     return _parse_json(_decode(body))
 
 
-def _binary(message: bus.Message, text: str) -> IncomingEvent:
-    if _header_text(message, "ce_specversion") != "1.0":
+def _binary(headers: dict[str, bytes], text: str) -> IncomingEvent:
+    if _header_text(headers, "ce_specversion") != "1.0":
         raise errors.InvalidEvent("ce_specversion must be 1.0", kind="invalid_attribute")
-    missing = [h for h in ("ce_id", "ce_type", "ce_source") if not _header_text(message, h)]
+    missing = [h for h in ("ce_id", "ce_type", "ce_source") if not _header_text(headers, h)]
     if missing:
         raise errors.InvalidEvent(
             f"CloudEvents header(s) {', '.join(missing)} missing", kind="missing_attribute"
         )
     return IncomingEvent(
-        id=_header_text(message, "ce_id") or "",
-        type=_header_text(message, "ce_type") or "",
-        source=_header_text(message, "ce_source") or "",
-        time=_time(_header_text(message, "ce_time")),
-        subject=_header_text(message, "ce_subject"),
-        objective=_header_text(message, "ce_objective"),
+        id=_header_text(headers, "ce_id") or "",
+        type=_header_text(headers, "ce_type") or "",
+        source=_header_text(headers, "ce_source") or "",
+        time=_time(_header_text(headers, "ce_time")),
+        subject=_header_text(headers, "ce_subject"),
+        objective=_header_text(headers, "ce_objective"),
         data=_parse_json(text),
     )
 
@@ -174,8 +175,8 @@ def _parse_json(text: str) -> Any:
         raise errors.InvalidEvent("the event is nested too deeply", kind="too_deep") from None
 
 
-def _header_text(message: bus.Message, name: str) -> str | None:
-    value = message.header(name)
+def _header_text(headers: dict[str, bytes], name: str) -> str | None:
+    value = headers.get(name)
     if value is None:
         return None
     try:

@@ -9,6 +9,7 @@ seen ids — so an id is remembered only once everything it produced is safe.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import threading
 import time
@@ -96,7 +97,7 @@ class Pipeline:
         event_id = accepted.record.event_id
         with self._lock:
             if event_id in self.seen:
-                EVENTS.labels(via, "duplicate").inc()
+                _child(EVENTS, via, "duplicate").inc()
                 return "duplicate"
             record = accepted.record
             self._producer.publish(
@@ -110,21 +111,19 @@ class Pipeline:
                     subject=record.objective,
                 ),
             )
-            self._archive.append(
-                record.objective, record.ingested_at.ToDatetime().date(), accepted.archive_line
-            )
+            self._archive.append(record.objective, accepted.day, accepted.archive_line)
             self.seen.add(event_id)
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
         for kind, count in accepted.redactions.items():
-            REDACTIONS.labels(kind).inc(count)
-        EVENTS.labels(via, "record").inc()
+            _child(REDACTIONS, kind).inc(count)
+        _child(EVENTS, via, "record").inc()
         return "record"
 
     def reject(self, *, via: str, kind: str) -> None:
         """Count an event that ended as an HTTP error or a DLQ entry."""
-        EVENTS.labels(via, "rejected").inc()
-        REJECTIONS.labels(via, kind).inc()
+        _child(EVENTS, via, "rejected").inc()
+        _child(REJECTIONS, via, kind).inc()
 
     # -- durability ----------------------------------------------------------------------
 
@@ -167,3 +166,9 @@ class Pipeline:
             found = redaction.Redactor(redaction.PiiKind(k) for k in sorted(key))
             self._redactors[key] = found
         return found
+
+
+@functools.cache
+def _child(metric: Counter, *labels: str) -> Counter:
+    """A labelled counter, looked up once (``labels()`` costs a lock and a hash per call)."""
+    return metric.labels(*labels)
