@@ -25,6 +25,9 @@ from tunewire.core import bus, errors, settings, topics
 
 log = logging.getLogger(__name__)
 
+#: After a stop is requested, how long to keep trying to make the last batch durable.
+STOP_FLUSH_GRACE_S = 10.0
+
 MESSAGES = Counter(
     "tunewire_consumer_messages_total",
     "Messages consumed, by outcome (handled, dead_lettered).",
@@ -83,9 +86,12 @@ class ConsumerLoop:
         self._consumer: kafka.KafkaConsumer | None = None
         self.healthy_flush = True
         self.assigned = threading.Event()
+        self.stop_requested = threading.Event()
+        self._stop_seen: float | None = None
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; the in-flight batch is finished and committed first."""
+        self.stop_requested = stop
         consumer = kafka.KafkaConsumer(
             group_id=self._group,
             enable_auto_commit=False,
@@ -215,9 +221,11 @@ class ConsumerLoop:
                 log.warning(
                     "could not make the batch durable; retrying", extra={"error": repr(exc)}
                 )
-                if stop.is_set() and time.monotonic() - started > 30:
-                    log.error("stopping with an unflushed batch; it will be redelivered")
-                    return
+                if stop.is_set():
+                    self._stop_seen = self._stop_seen or time.monotonic()
+                    if time.monotonic() - self._stop_seen > STOP_FLUSH_GRACE_S:
+                        log.error("stopping with an unflushed batch; it will be redelivered")
+                        return
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         self.healthy_flush = True
@@ -256,7 +264,7 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: object) -> None:
         self._loop.assigned.clear()
-        self._loop._make_durable(threading.Event())
+        self._loop._make_durable(self._loop.stop_requested)
 
     def on_partitions_assigned(self, assigned: object) -> None:
         if self._loop._on_assigned is not None:

@@ -1,0 +1,141 @@
+"""The consumer loop against the real broker: retries, DLQ, commits, outages, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import kafka_io
+from tunewire.core import bus, consuming, errors, settings
+from tunewire.stack import embedded
+
+
+class Recorder:
+    """A handler that records what it saw and fails on request."""
+
+    def __init__(self, *, poison: bytes = b"", flaky_flushes: int = 0) -> None:
+        self.handled: list[bytes] = []
+        self.flushed = 0
+        self.poison = poison
+        self.flaky_flushes = flaky_flushes
+
+    def handle(self, message: bus.Message) -> None:
+        if message.value == self.poison:
+            raise RuntimeError("boom")
+        if message.value == b"invalid":
+            raise errors.InvalidEvent("never valid", kind="test_invalid")
+        self.handled.append(message.value)
+
+    def flush(self) -> None:
+        if self.flaky_flushes:
+            self.flaky_flushes -= 1
+            raise errors.Unavailable("S3 is down")
+        self.flushed += 1
+
+
+@pytest.fixture
+def kafka_config(stack: embedded.EmbeddedStack) -> settings.KafkaSettings:
+    return settings.KafkaSettings(
+        bootstrap_servers=stack.bootstrap_servers,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=300,
+        retry_backoff_s=0.01,
+    )
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"test.consuming.{uuid.uuid4().hex[:8]}"
+
+
+def _running(
+    config: settings.KafkaSettings, topic: str, group: str, handler: Recorder
+) -> Iterator[threading.Event]:
+    producer = bus.Producer(config, client_id="test")
+    loop = consuming.ConsumerLoop(
+        config=config,
+        group_id=group,
+        topic_names=[topic],
+        handler=handler,
+        producer=producer,
+        flush_interval_s=0.2,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        thread.join(20)
+        producer.close()
+        assert not thread.is_alive()
+
+
+def _wait(condition: object, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+
+
+def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    handler = Recorder(poison=b"poison")
+    values = [b"a", b"poison", b"invalid", b"b"]
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    for _ in _running(kafka_config, topic, f"g-{topic}", handler):
+        _wait(lambda: handler.handled == [b"a", b"b"])
+    assert handler.handled == [b"a", b"b"]
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, topic + ".dlq")
+    try:
+        dead = reader.read_until(lambda msgs: len(msgs) >= 2)
+    finally:
+        reader.close()
+    by_value = {m.value: m for m in dead}
+    assert kafka_io.header(by_value[b"poison"], "tunewire_error_kind") == b"handler_error"
+    assert kafka_io.header(by_value[b"poison"], "tunewire_attempts") == b"3"
+    assert b"boom" in (kafka_io.header(by_value[b"poison"], "tunewire_error") or b"")
+    assert kafka_io.header(by_value[b"invalid"], "tunewire_error_kind") == b"test_invalid"
+    assert kafka_io.header(by_value[b"invalid"], "tunewire_attempts") == b"1"
+
+
+def test_commits_only_after_flush_and_resumes_after_them(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    group = f"g-{topic}"
+    first = Recorder(flaky_flushes=3)
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", b"m%d" % n, []) for n in range(5)))
+    for _ in _running(kafka_config, topic, group, first):
+        _wait(lambda: first.flushed >= 1)
+    assert first.flushed >= 1, "the flush was retried through the outage"
+    assert first.handled == [b"m%d" % n for n in range(5)]
+
+    kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"after", [])])
+    second = Recorder()
+    for _ in _running(kafka_config, topic, group, second):
+        _wait(lambda: second.handled)
+        time.sleep(1)
+    assert second.handled == [b"after"], "committed messages are not delivered again"
+
+
+def test_an_unflushed_batch_is_redelivered(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    group = f"g-{topic}"
+    down = Recorder(flaky_flushes=10_000)
+    kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
+    stopped_at = time.monotonic()
+    for stop in _running(kafka_config, topic, group, down):
+        _wait(lambda: down.handled)
+        stopped_at = time.monotonic()
+        stop.set()
+    assert time.monotonic() - stopped_at < 40, "stopping gives up on an endless outage"
+    again = Recorder()
+    for _ in _running(kafka_config, topic, group, again):
+        _wait(lambda: again.handled)
+    assert again.handled == [b"x"]
