@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -19,11 +19,16 @@ class Recorder:
 
     def __init__(self, *, poison: bytes = b"", flaky_flushes: int = 0) -> None:
         self.handled: list[bytes] = []
+        self.prefetched: list[bytes] = []
         self.flushed = 0
         self.poison = poison
         self.flaky_flushes = flaky_flushes
 
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        self.prefetched.extend(m.value for m in messages)
+
     def handle(self, message: bus.Message) -> None:
+        assert message.value in self.prefetched, "every batch is shown to prefetch first"
         if message.value == self.poison:
             raise RuntimeError("boom")
         if message.value == b"invalid":
@@ -91,6 +96,7 @@ def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
     for _ in _running(kafka_config, topic, f"g-{topic}", handler):
         _wait(lambda: handler.handled == [b"a", b"b"])
     assert handler.handled == [b"a", b"b"]
+    assert handler.prefetched == values
     reader = kafka_io.TopicReader(stack.bootstrap_servers, topic + ".dlq")
     try:
         dead = reader.read_until(lambda msgs: len(msgs) >= 2)

@@ -148,3 +148,31 @@ def test_every_event_is_accounted_for(
     assert by_outcome.get("duplicate") == 5 + 4
     assert by_outcome.get("rejected") == 3 + len(bad)
     assert sum(by_outcome.values()) == total_in
+
+
+def test_a_large_batch_with_poison_inside_is_fully_accounted_for(
+    objective: dict[str, Any], stack: embedded.EmbeddedStack
+) -> None:
+    """Large polls go through the worker processes; the outcome must not change."""
+    events = events_for(objective, 400, seed=31)
+    marker = ("test_marker", objective["name"].encode())
+    messages = [binary(e) for e in events]
+    for position in (50, 150, 250, 350):
+        messages.insert(position, (b"k", b"{broken", [("ce_type", b"x"), marker]))
+    kafka_io.produce(stack.bootstrap_servers, RAW, messages)
+
+    name = objective["name"].encode()
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
+    try:
+        reader.read_until(lambda msgs: len([m for m in msgs if m.key == name]) >= 400)
+        reader.drain(quiet_s=1.0)
+        ids = [
+            records_pb2.Record.FromString(m.value).event_id
+            for m in reader.messages
+            if m.key == name
+        ]
+    finally:
+        reader.close()
+    assert sorted(ids) == sorted(e["id"] for e in events)
+    dead = _read(stack, RAW + ".dlq", lambda m: kafka_io.header(m, "test_marker") == marker[1])
+    assert len(dead) == 4

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import kafka
 import kafka.errors
@@ -49,6 +49,12 @@ FLUSH_FAILURES = Counter(
 
 class BatchHandler(Protocol):
     """What a service plugs into the loop."""
+
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        """See a polled batch before its messages are handled one by one, in order.
+
+        A handler may start work on them in parallel here; it must not cause side effects.
+        """
 
     def handle(self, message: bus.Message) -> None:
         """Process one message; raise InvalidEvent for input that can never succeed."""
@@ -106,10 +112,12 @@ class ConsumerLoop:
         try:
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=200)
+                batch = [_detached(r) for records in polled.values() for r in records]
                 try:
-                    for records in polled.values():
-                        for record in records:
-                            self._process(record, stop)
+                    if batch:
+                        self._handler.prefetch(batch)
+                    for message in batch:
+                        self._process(message, stop)
                 except _Stopping:
                     log.info("stopping during an outage; the unhandled rest is redelivered")
                     break
@@ -122,15 +130,7 @@ class ConsumerLoop:
             consumer.close(autocommit=False)
             self._consumer = None
 
-    def _process(self, record: object, stop: threading.Event) -> None:
-        message = bus.Message(
-            topic=record.topic,  # type: ignore[attr-defined]
-            partition=record.partition,  # type: ignore[attr-defined]
-            offset=record.offset,  # type: ignore[attr-defined]
-            key=record.key,  # type: ignore[attr-defined]
-            value=record.value or b"",  # type: ignore[attr-defined]
-            headers=list(record.headers or []),  # type: ignore[attr-defined]
-        )
+    def _process(self, message: bus.Message, stop: threading.Event) -> None:
         outcome = self._handle_with_retries(message, stop)
         MESSAGES.labels(self._group, message.topic, outcome).inc()
         self._pending[TopicPartition(message.topic, message.partition)] = message.offset + 1
@@ -270,6 +270,17 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         if self._loop._on_assigned is not None:
             self._loop._on_assigned()
         self._loop.assigned.set()
+
+
+def _detached(record: Any) -> bus.Message:
+    return bus.Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value or b"",
+        headers=list(record.headers or []),
+    )
 
 
 def _where(message: bus.Message) -> dict[str, object]:

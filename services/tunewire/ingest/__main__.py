@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tunewire.core import bus, http, logs, objectives, objectives_api, runner, store
-from tunewire.ingest import api, config, consumer, pipeline
+from tunewire.ingest import api, config, consumer, parallel, pipeline
 
 log = logging.getLogger("tunewire.ingest")
 
@@ -19,7 +19,18 @@ def build(settings: config.IngestSettings) -> runner.Service:
         limits=settings.ingest, catalog=catalog, artifacts=artifacts, producer=producer
     )
     flow.load_seen()
-    raw_loop = consumer.loop(settings, flow, producer)
+    workers = settings.ingest.prepare_workers
+    workers = parallel.default_workers() if workers is None else workers
+    pool = (
+        parallel.PreparePool(
+            workers=workers,
+            max_event_bytes=settings.ingest.max_event_bytes,
+            max_depth=settings.ingest.max_depth,
+        )
+        if workers
+        else None
+    )
+    raw_loop = consumer.loop(settings, flow, producer, pool)
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
@@ -55,9 +66,15 @@ def build(settings: config.IngestSettings) -> runner.Service:
             "consumer": raw_loop.run,
             "flusher": consumer.flusher(flow, settings.ingest.flush_interval_s),
         },
-        on_exit=producer.close,
+        on_exit=lambda: _close(producer, pool),
     )
     return service
+
+
+def _close(producer: bus.Producer, pool: parallel.PreparePool | None) -> None:
+    if pool is not None:
+        pool.close()
+    producer.close()
 
 
 def main() -> None:

@@ -27,6 +27,9 @@ class IngestLimits(BaseModel):
     """How long a redelivered ``ce_id`` is still recognised as a duplicate."""
     dedup_capacity: int = Field(default=1_000_000, ge=1000)
     """Most ids kept in memory (~100 bytes each); the oldest are forgotten first."""
+    prepare_workers: int | None = Field(default=None, ge=0, le=64)
+    """Processes that validate and redact raw-topic events beside the consumer; 0 turns
+    them off. Default: one per usable core beyond the first, at most four."""
     http_flush_timeout_s: float = Field(default=20.0, gt=0)
     """How long ``POST /v1/events`` waits out an S3 or broker outage before answering 503."""
 

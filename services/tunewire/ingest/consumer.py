@@ -5,44 +5,94 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future
 
 from tunewire.core import bus, consuming, errors, runner, topics
-from tunewire.ingest import config, normalising, pipeline
+from tunewire.ingest import config, handlers, normalising, parallel, pipeline
 
 log = logging.getLogger(__name__)
 
 #: How often the flusher reloads seen ids written by other replicas.
 SEEN_REFRESH_S = 30.0
+#: Messages per worker task: small enough to overlap publishing with preparing.
+PARALLEL_CHUNK = 64
 
 
 class RawEventHandler:
-    """A :class:`consuming.BatchHandler` over the pipeline."""
+    """A :class:`consuming.BatchHandler` over the pipeline, preparing in parallel if it can."""
 
-    def __init__(self, flow: pipeline.Pipeline, limits: config.IngestLimits) -> None:
+    def __init__(
+        self,
+        flow: pipeline.Pipeline,
+        limits: config.IngestLimits,
+        pool: parallel.PreparePool | None = None,
+    ) -> None:
         self._flow = flow
         self._limits = limits
+        self._pool = pool
+        self._ready: dict[tuple[str, int, int], tuple[Future[list[parallel.Prepared]], int]] = {}
+
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        """Send the batch to the worker processes in chunks (nothing to do without a pool)."""
+        self._ready.clear()
+        if self._pool is None or len(messages) < 2 * PARALLEL_CHUNK:
+            return
+        try:
+            current = self._flow.objectives()
+        except errors.Unavailable:
+            return  # each message then waits for S3 in handle(), as without a pool
+        for start in range(0, len(messages), PARALLEL_CHUNK):
+            chunk = messages[start : start + PARALLEL_CHUNK]
+            future = self._pool.submit(chunk, current)
+            for index, message in enumerate(chunk):
+                self._ready[(message.topic, message.partition, message.offset)] = (future, index)
 
     def handle(self, message: bus.Message) -> None:
+        slot = self._ready.pop((message.topic, message.partition, message.offset), None)
+        prepared = self._prepared_in_worker(slot) if slot else None
+        if prepared is None:
+            prepared = self._prepare_here(message)
+        elif isinstance(prepared, parallel.Rejected):
+            self._flow.reject(via="kafka", kind=prepared.kind)
+            raise prepared.error()
+        self._flow.commit(prepared, via="kafka")
+
+    def flush(self) -> None:
+        self._flow.flush()
+
+    def _prepare_here(self, message: bus.Message) -> handlers.Accepted:
         try:
             event = normalising.from_message(message, max_bytes=self._limits.max_event_bytes)
         except errors.InvalidEvent as exc:
             self._flow.reject(via="kafka", kind=exc.kind)
             raise
-        self._flow.commit(self._flow.prepare(event, via="kafka"), via="kafka")
+        return self._flow.prepare(event, via="kafka")
 
-    def flush(self) -> None:
-        self._flow.flush()
+    def _prepared_in_worker(
+        self, slot: tuple[Future[list[parallel.Prepared]], int]
+    ) -> parallel.Prepared | None:
+        future, index = slot
+        try:
+            return future.result()[index]
+        except Exception as exc:
+            # A worker died or the pool broke: prepare in this process instead.
+            log.warning("worker failed; preparing in the consumer", extra={"error": repr(exc)})
+            return None
 
 
 def loop(
-    settings: config.IngestSettings, flow: pipeline.Pipeline, producer: bus.Producer
+    settings: config.IngestSettings,
+    flow: pipeline.Pipeline,
+    producer: bus.Producer,
+    pool: parallel.PreparePool | None,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of the raw topic; it commits with each pipeline flush."""
     return consuming.ConsumerLoop(
         config=settings.kafka,
         group_id=settings.consumer_group,
         topic_names=[topics.EVENTS_RAW],
-        handler=RawEventHandler(flow, settings.ingest),
+        handler=RawEventHandler(flow, settings.ingest, pool),
         producer=producer,
         flush_interval_s=settings.ingest.flush_interval_s,
         flush_max_messages=settings.ingest.flush_max_events,

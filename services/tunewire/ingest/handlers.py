@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -31,9 +32,11 @@ _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Accepted:
-    """An event that passed: its record and the redacted line for the archive."""
+    """An event that passed: its record and the redacted line for the archive.
 
-    objective: objectives.ObjectiveVersion
+    Small and picklable: worker processes send it back to the consumer (see parallel.py).
+    """
+
     record: records_pb2.Record
     archive_line: bytes
     """The redacted event as one JSON line for the archive."""
@@ -155,9 +158,26 @@ def accept(
     # The data is already JSON in fields_json: splice it in rather than encode it twice.
     head = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
     line = f'{head[:-1]},"data":{fields_json}}}'.encode()
-    return Accepted(
-        objective=objective, record=record, archive_line=line, day=now.date(), redactions=counts
-    )
+    return Accepted(record=record, archive_line=line, day=now.date(), redactions=counts)
+
+
+def prepare(
+    event: normalising.IncomingEvent,
+    current: Mapping[str, objectives.ObjectiveVersion],
+    *,
+    max_depth: int,
+    now: datetime.datetime,
+) -> Accepted:
+    """Resolve the objective, then validate and redact: everything but the side effects."""
+    objective = resolve(event, current)
+    kinds = frozenset(objective.spec.redaction.kinds)
+    return accept(event, objective, redactor_for(kinds), max_depth=max_depth, now=now)
+
+
+@functools.lru_cache(maxsize=32)
+def redactor_for(kinds: frozenset[str]) -> redaction.Redactor:
+    """One shared redactor per set of PII kinds (building one compiles its patterns)."""
+    return redaction.Redactor(redaction.PiiKind(k) for k in sorted(kinds))
 
 
 def _source_id(raw: Any, redactor: redaction.Redactor) -> str:

@@ -13,13 +13,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Literal
 
 from prometheus_client import Counter
 
 from tunewire.core import bus, envelope, errors, idempotency, objectives, store, topics
-from tunewire.ingest import archive, config, handlers, normalising, redaction
+from tunewire.ingest import archive, config, handlers, normalising
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ class Pipeline:
             retention=limits.dedup_retention,
             capacity=limits.dedup_capacity,
         )
-        self._redactors: dict[frozenset[str], redaction.Redactor] = {}
         self._lock = threading.RLock()
         self._dirty_since: float | None = None
 
@@ -80,17 +79,19 @@ class Pipeline:
     def prepare(self, event: normalising.IncomingEvent, *, via: str) -> handlers.Accepted:
         """Resolve, validate and redact (no side effects); count and re-raise rejections."""
         try:
-            objective = handlers.resolve(event, self._catalog.current())
-            return handlers.accept(
+            return handlers.prepare(
                 event,
-                objective,
-                self._redactor(objective.spec.redaction.kinds),
+                self._catalog.current(),
                 max_depth=self._limits.max_depth,
                 now=datetime.datetime.now(datetime.UTC),
             )
         except errors.InvalidEvent as exc:
             self.reject(via=via, kind=exc.kind)
             raise
+
+    def objectives(self) -> Mapping[str, objectives.ObjectiveVersion]:
+        """The current objectives (cached by the catalog)."""
+        return self._catalog.current()
 
     def commit(self, accepted: handlers.Accepted, *, via: str) -> Outcome:
         """Publish the record and buffer the archive line, unless the id was seen."""
@@ -158,14 +159,6 @@ class Pipeline:
                 log.warning("flush failed; retrying", extra={"error": repr(exc)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-
-    def _redactor(self, kinds: Sequence[str]) -> redaction.Redactor:
-        key = frozenset(kinds)
-        found = self._redactors.get(key)
-        if found is None:
-            found = redaction.Redactor(redaction.PiiKind(k) for k in sorted(key))
-            self._redactors[key] = found
-        return found
 
 
 @functools.cache

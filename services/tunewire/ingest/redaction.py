@@ -8,11 +8,17 @@ is redacted here, on the hot path, before anything leaves the ingest service.
 
 What: a `Redactor` replaces each detected value with ``<EMAIL>``, ``<PHONE>``, ``<CARD>``,
 ``<IBAN>`` or ``<IP>`` and counts the replacements per kind (for metrics and audit).
-Detection is one combined regular expression with a named group per kind (compiled in four
+Detection is one combined regular expression with a named group per kind (compiled in
 variants, so that the e-mail and IPv6 alternatives only run on text holding an ``@`` or two
-``:``), followed by a cheap check of the candidate where a checksum exists: card numbers must
-pass Luhn, IBANs the ISO 13616 mod-97 check, IPv6 candidates must parse with `ipaddress`.
-Card numbers are tried before phone numbers, so a card is never half-redacted as a phone.
+``:``, and ASCII text gets cheaper ASCII-only patterns), followed by a cheap check of the
+candidate where a checksum exists: card numbers must pass Luhn, IBANs the ISO 13616 mod-97
+check, IPv6 candidates must parse with `ipaddress`. Card numbers are tried before phone
+numbers, so a card is never half-redacted as a phone.
+
+Speed, as this runs for every text of every event: text that cannot hold any kind (no digit,
+``@`` or two ``:``; or, when short, too few digits) skips the regular expression; the scan
+jumps in C from one non-word character to the next, since every kind starts after one. No
+result is cached: that would keep raw PII in memory.
 
 What it deliberately does not catch (false negatives traded for few false positives):
 
@@ -42,7 +48,8 @@ import collections
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable
+import string
+from collections.abc import Callable, Iterable
 from typing import TypeAlias
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -63,6 +70,13 @@ ALL_KINDS: frozenset[PiiKind] = frozenset(PiiKind)
 """Every kind; the default for `Redactor`."""
 
 _PLACEHOLDERS: dict[PiiKind, str] = {kind: f"<{kind.name}>" for kind in PiiKind}
+
+# Plain-str names of the kinds, for the hot path: hashing an enum member runs Python code.
+_EMAIL_KEY: str = PiiKind.EMAIL.value
+_PHONE_KEY: str = PiiKind.PHONE.value
+_CARD_KEY: str = PiiKind.CARD.value
+_IBAN_KEY: str = PiiKind.IBAN.value
+_IP_KEY: str = PiiKind.IP.value
 
 
 def placeholder(kind: PiiKind) -> str:
@@ -136,17 +150,26 @@ _PHONE_INTL = r"""
 )"""
 
 # National: an area code in parentheses, or digit groups with one consistent separator
-# (so "2026-11-27 10" never reads as one number).
+# (so "2026-11-27 10" never reads as one number). Digit groups that cannot reach the 9 digits
+# of a phone number (dates, mostly) are not even candidates: as a rejected candidate they
+# would only let the scan resume after their first group, where it goes on anyway.
 _PHONE_NATIONAL = r"""
 (?P<phone_nat>
   (?<![\w+\-./])
   (?:
     \(\d{1,5}\) [\x20\-]? \d{2,8} (?:[\x20\-]\d{2,8}){0,3}
     (?!\w|[.:/,]\d)
-  | \d{2,5} (?P<ps>[\x20\-]) \d{2,8} (?:(?P=ps)\d{2,8}){0,3}
+  | (?=(?:\d[\x20\-]?){9}) \d{2,5} (?P<ps>[\x20\-]) \d{2,8} (?:(?P=ps)\d{2,8}){0,3}
     (?!\w|(?P=ps)\d|[.:/,]\d)
   )
 )"""
+
+
+# The scanner of a text: `match` for a candidate at position 0 and `search` for one whose
+# first character follows a non-word character at or after the given position.
+_Scanner: TypeAlias = tuple[
+    Callable[[str], "re.Match[str] | None"], Callable[[str, int], "re.Match[str] | None"]
+]
 
 
 def _compile_candidates(*, email: bool, ipv6: bool, ascii: bool) -> _Scanner:
@@ -174,12 +197,6 @@ def _compile_candidates(*, email: bool, ipv6: bool, ascii: bool) -> _Scanner:
     return at_start.match, after_boundary.search
 
 
-# The scanner of a text: `match` for a candidate at position 0 and `search` for one whose
-# first character follows a non-word character at or after the given position.
-_Scanner: TypeAlias = tuple[
-    Callable[[str], "re.Match[str] | None"], Callable[[str, int], "re.Match[str] | None"]
-]
-
 _SCANNERS: dict[tuple[bool, bool, bool], _Scanner] = {
     (ascii, email, ipv6): _compile_candidates(email=email, ipv6=ipv6, ascii=ascii)
     for ascii in (False, True)
@@ -195,10 +212,14 @@ _PHONE_MIN_DIGITS = 9
 _PHONE_MAX_DIGITS = 15  # E.164, country code included, prefix excluded
 _CARD_MIN_DIGITS = 13
 _CARD_MAX_DIGITS = 19
+_SHORT = 15  # texts shorter than the shortest IBAN (Norway's), for a cheaper pre-check
 
 # Luhn doubles every second digit from the right: 0→0, 1→2, …, 5→1 (10-9), …, 9→9.
 _LUHN_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")
-_IBAN_LETTERS = str.maketrans({char: str(int(char, 36)) for char in string.ascii_letters})
+# ISO 13616 reads a letter as a two-digit number: A is 10, …, Z is 35 (and a digit as itself).
+_IBAN_VALUES: dict[str, str] = {
+    char: str(int(char, 36)) for char in string.ascii_letters + string.digits
+}
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -225,70 +246,82 @@ def _iban_valid(iban: str) -> bool:
     compact = iban.replace(" ", "")
     if not 15 <= len(compact) <= 34 or not compact.isascii() or not compact.isalnum():
         return False
-    rearranged = compact[4:] + compact[:4]
-    return int(rearranged.translate(_IBAN_LETTERS)) % 97 == 1
+    account = compact[4:]  # usually all digits
+    if not account.isdigit():
+        account = "".join(map(_IBAN_VALUES.__getitem__, account))
+    head = "".join(map(_IBAN_VALUES.__getitem__, compact[:4]))
+    return int(account + head) % 97 == 1
 
 
-# A candidate's verdict: the kind found (None: not personal data) and the slice of the text it
-# covers, which may be shorter than the regex match when only a part validates. Scanning
-# resumes at the slice's end, so a rejected candidate may leave room for another one.
-_Verdict: TypeAlias = tuple[PiiKind | None, int, int]
+# A candidate's verdict: the kind found, by its value (None: not personal data), and the
+# slice of the text it covers, which may be shorter than the regex match when only a part
+# validates. Scanning resumes at the slice's end, so a rejected candidate may leave room for
+# another one.
+_Verdict: TypeAlias = tuple[str | None, int, int]
 
 
 def _card_match(text: str, start: int, end: int, separator: str | None) -> _Verdict:
     span = text[start:end]
-    digits = span.replace(" ", "").replace("-", "") if separator else span
+    digits = span.replace(" ", "").replace("-", "")
     if _luhn_valid(digits):
-        return PiiKind.CARD, start, end
+        return _CARD_KEY, start, end
     # "4111 1111 1111 1111 123": the CVV or an expiry after the card became its 19-digit tail.
     if separator and span.count(separator) == 4:
         head = span[: span.rindex(separator)]
         if _luhn_valid(head.replace(separator, "")):
-            return PiiKind.CARD, start, start + len(head)
+            return _CARD_KEY, start, start + len(head)
     # Not a card, but a 13-15 digit number grouped like one may still be a phone number.
     if len(digits) <= _PHONE_MAX_DIGITS and _PHONE_ONLY.fullmatch(span):
-        return PiiKind.PHONE, start, end
+        return _PHONE_KEY, start, end
     return None, start, end
 
 
-def _phone_match(text: str, start: int, end: int, *, international: bool) -> _Verdict:
+def _phone_digits(span: str) -> int:
+    """Count the digits of a phone candidate: all of it but the joiners " -()" and "+"."""
+    if span.isascii():
+        return len(span.encode("ascii").translate(None, b" -()+"))
+    return len(span) - sum(span.count(joiner) for joiner in " -()+")
+
+
+def _phone_intl_match(text: str, start: int, end: int) -> _Verdict:
     span = text[start:end]
-    # A candidate holds only digits and the joiners " ", "-", "(", ")" and "+".
-    separators = (
-        span.count(" ") + span.count("-") + span.count("(") + span.count(")") + span.count("+")
-    )
-    digits = len(span) - separators
-    if international:
-        if span.startswith("00"):
-            digits -= 2
-            if not separators:  # "0012345678" is an order number, not a dialled number
-                return None, start, end
-        if digits > _PHONE_MAX_DIGITS:
-            # Trailing groups past 15 digits belong to whatever follows the number.
-            runs = list(_DIGITS_RUN.finditer(span))
-            while digits > _PHONE_MAX_DIGITS and len(runs) > 1:
-                digits -= len(runs.pop().group())
-            if _PHONE_MIN_DIGITS <= digits <= _PHONE_MAX_DIGITS:
-                return PiiKind.PHONE, start, start + runs[-1].end()
+    length = _phone_digits(span)
+    digits = length
+    if span.startswith("00"):
+        digits -= 2
+        if length == len(span):  # "0012345678" is an order number, not a dialled number
             return None, start, end
-        if digits >= _PHONE_MIN_DIGITS:  # the candidate ends in a digit
-            return PiiKind.PHONE, start, end
+    if digits > _PHONE_MAX_DIGITS:
+        # Trailing groups past 15 digits belong to whatever follows the number.
+        runs = list(_DIGITS_RUN.finditer(span))
+        while digits > _PHONE_MAX_DIGITS and len(runs) > 1:
+            digits -= len(runs.pop().group())
+        if _PHONE_MIN_DIGITS <= digits <= _PHONE_MAX_DIGITS:
+            return _PHONE_KEY, start, start + runs[-1].end()
         return None, start, end
+    if digits >= _PHONE_MIN_DIGITS:  # the candidate ends in a digit
+        return _PHONE_KEY, start, end
+    return None, start, end
+
+
+def _phone_national_match(text: str, start: int, end: int, separator: str | None) -> _Verdict:
+    span = text[start:end]
+    digits = _phone_digits(span)
     if _PHONE_MIN_DIGITS <= digits <= _PHONE_MAX_DIGITS:
-        return PiiKind.PHONE, start, end
-    first_run = _DIGITS_RUN.search(span)
-    assert first_run is not None  # every candidate holds digits
+        return _PHONE_KEY, start, end
+    # The first group of digits ends at the first separator, or at the area code's ")".
+    first_run_end = span.index(separator or ")")
     if digits < _PHONE_MIN_DIGITS:
         # "order 12 555-123-4567": the first group may be a quantity before the real number.
-        return None, start, start + first_run.end()
+        return None, start, start + first_run_end
     # "qty 12 4111 1111 1111 1111": a card after a quantity; anything else stays whole.
-    second_run = _DIGITS_RUN.search(span, first_run.end())
+    second_run = _DIGITS_RUN.search(span, first_run_end)
     assert second_run is not None  # a national candidate has at least two groups
     card = _CARD_ONLY.match(text, start + second_run.start())
     if card is not None:
         card_start, card_end = card.span()
         verdict = _card_match(text, card_start, card_end, card.group("cs"))
-        if verdict[0] is PiiKind.CARD:
+        if verdict[0] == _CARD_KEY:
             return verdict
     return None, start, end
 
@@ -296,12 +329,12 @@ def _phone_match(text: str, start: int, end: int, *, international: bool) -> _Ve
 def _iban_match(text: str, start: int, end: int) -> _Verdict:
     span = text[start:end]
     if _iban_valid(span):
-        return PiiKind.IBAN, start, end
+        return _IBAN_KEY, start, end
     # A following upper-case word or number may have been taken as a last group.
     while " " in span[5:]:
         span = span[: span.rindex(" ")]
         if _iban_valid(span):
-            return PiiKind.IBAN, start, start + len(span)
+            return _IBAN_KEY, start, start + len(span)
     return None, start, end
 
 
@@ -315,7 +348,7 @@ def _ipv6_match(text: str, start: int, end: int) -> _Verdict:
         ipaddress.IPv6Address(span)
     except ValueError:
         return None, start, end
-    return PiiKind.IP, start, start + len(span)
+    return _IP_KEY, start, start + len(span)
 
 
 class Redactor:
@@ -332,6 +365,9 @@ class Redactor:
         as a phone number when cards are switched off.
         """
         self.kinds: frozenset[PiiKind] = frozenset(kinds)
+        self._placeholders: dict[str, str] = {
+            kind.value: _PLACEHOLDERS[kind] for kind in self.kinds
+        }  # the enabled kinds, by value
 
     def redact_text(self, text: str, counts: collections.Counter[str]) -> str:
         """Replace each PII value with its typed placeholder.
@@ -340,39 +376,59 @@ class Redactor:
         Text without an ``@``, a digit or two ``:`` cannot hold any of the recognised kinds
         and is returned as is without running a regular expression.
         """
+        if text.isalpha():  # a word: no digit, "@" or ":"
+            return text
         has_at = "@" in text
         has_colons = text.count(":") >= 2
-        if not has_at and not has_colons and _DIGIT.search(text) is None:
-            return text
-        match_at_start, search_after_boundary = _SCANNERS[text.isascii(), has_at, has_colons]
+        is_ascii = text.isascii()
+        if not has_at and not has_colons:
+            if is_ascii and len(text) < _SHORT:
+                # Too short for an IBAN; a phone or card needs 9 digits, an IPv4 three dots.
+                digits = len(text) - len(text.encode("ascii").translate(None, b"0123456789"))
+                if digits < _PHONE_MIN_DIGITS and text.count(".") < 3:
+                    return text
+            elif _DIGIT.search(text) is None:
+                return text
+        scanner = _SCANNERS[is_ascii, has_at, has_colons]
+        found: list[str] = []  # the kind of each replacement
+        redacted = self._scan(text, scanner, found)
+        for kind in found:
+            counts[kind] += 1
+        return redacted
+
+    def _scan(self, text: str, scanner: _Scanner, found: list[str]) -> str:
+        """Redact ``text`` with ``scanner``; append each replacement's kind to ``found``."""
+        match_at_start, search_after_boundary = scanner
         pieces: list[str] = []
         copied = 0  # text[:copied] is already in pieces
-        kinds = self.kinds
+        placeholders = self._placeholders
         match = match_at_start(text) or search_after_boundary(text, 0)
         while match is not None:
             group = match.lastgroup
-            start, end = match.span(group)
+            start, end = match.span(match.lastindex or 0)
             verdict: _Verdict
             if group == "email":
-                verdict = PiiKind.EMAIL, start, end
+                verdict = _EMAIL_KEY, start, end
             elif group == "phone_intl":
-                verdict = _phone_match(text, start, end, international=True)
+                verdict = _phone_intl_match(text, start, end)
             elif group == "phone_nat":
-                verdict = _phone_match(text, start, end, international=False)
+                verdict = _phone_national_match(text, start, end, match.group("ps"))
             elif group == "card":
-                verdict = _card_match(text, start, end, match.group("cs") or match.group("cs6"))
+                verdict = _card_match(text, start, end, match.group("cs"))
             elif group == "ipv4":
-                verdict = PiiKind.IP, start, end
+                verdict = _IP_KEY, start, end
             elif group == "ipv6":
                 verdict = _ipv6_match(text, start, end)
             else:
                 verdict = _iban_match(text, start, end)
             kind, start, position = verdict
-            if kind is not None and kind in kinds:
+            if kind is not None and kind in placeholders:
+                found.append(kind)
+                if not start and position == len(text):  # the whole text, e.g. a contact field
+                    return placeholders[kind]
                 pieces.append(text[copied:start])
-                pieces.append(_PLACEHOLDERS[kind])
+                pieces.append(placeholders[kind])
                 copied = position
-                counts[_COUNTER_KEYS[kind]] += 1
             # A candidate at `position` follows the character before it (see the scanners).
             match = search_after_boundary(text, position - 1)
         if not pieces:
@@ -402,7 +458,7 @@ class Redactor:
         if (
             isinstance(value, int)
             and not isinstance(value, bool)
-            and PiiKind.CARD in self.kinds
+            and _CARD_KEY in self._placeholders
             and value > 0
         ):
             digits = str(value)
@@ -410,6 +466,3 @@ class Redactor:
                 counts[PiiKind.CARD.value] += 1
                 return _PLACEHOLDERS[PiiKind.CARD]
         return value
-
-
-_COUNTER_KEYS: dict[PiiKind, str] = {kind: kind.value for kind in PiiKind}

@@ -1,0 +1,82 @@
+"""Worker processes prepare events exactly as the consumer process would."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tunewire import demo, samples
+from tunewire.core import bus, errors, objectives
+from tunewire.ingest import handlers, normalising, parallel
+
+LIMITS = {"max_event_bytes": 256 * 1024, "max_depth": 32}
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[parallel.PreparePool]:
+    workers = parallel.PreparePool(workers=1, **LIMITS)
+    yield workers
+    workers.close()
+
+
+def _catalog() -> dict[str, objectives.ObjectiveVersion]:
+    spec = objectives.parse_spec(samples.support_intent_spec())
+    version = objectives.ObjectiveVersion(
+        name=spec.name,
+        version=3,
+        status="active",
+        spec=spec,
+        created_at=datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC),
+        created_by="test",
+    )
+    return {spec.name: version}
+
+
+def _messages() -> list[bus.Message]:
+    found = [
+        bus.Message("raw", 0, n, b"k", json.dumps(e["data"]).encode(), demo.binary_headers(e))
+        for n, e in enumerate(samples.tickets(40, seed=9))
+    ]
+    found.append(bus.Message("raw", 0, 40, b"k", b"{broken", [("ce_type", b"ticket.created")]))
+    found.append(bus.Message("raw", 0, 41, b"k", b'{"x": 1}', [("ce_type", b"ticket.created")]))
+    return found
+
+
+def test_workers_give_the_same_records_and_rejections(pool: parallel.PreparePool) -> None:
+    catalog = _catalog()
+    messages = _messages()
+    results = pool.submit(messages, catalog).result(timeout=60)
+    assert len(results) == len(messages)
+    now = datetime.datetime.now(datetime.UTC)
+    for message, result in zip(messages, results, strict=True):
+        try:
+            event = normalising.from_message(message, max_bytes=LIMITS["max_event_bytes"])
+            here: object = handlers.prepare(event, catalog, max_depth=32, now=now)
+        except errors.InvalidEvent as exc:
+            assert result == parallel.Rejected(kind=exc.kind, message=exc.message)
+            continue
+        assert isinstance(result, handlers.Accepted) and isinstance(here, handlers.Accepted)
+        assert result.record.text == here.record.text
+        assert result.record.fields_json == here.record.fields_json
+        assert result.record.source_id == here.record.source_id
+        assert result.record.objective_version == 3
+        assert dict(result.redactions) == dict(here.redactions)
+    kinds = [r.kind for r in results if isinstance(r, parallel.Rejected)]
+    assert kinds == ["malformed", "missing_field"]
+
+
+def test_a_new_catalog_reaches_the_workers(pool: parallel.PreparePool) -> None:
+    first = _catalog()
+    message = _messages()[:1]
+    assert isinstance(pool.submit(message, first).result(timeout=60)[0], handlers.Accepted)
+    retired = {
+        name: version.model_copy(update={"status": "retired"}) for name, version in first.items()
+    }
+    result = pool.submit(message, retired).result(timeout=60)[0]
+    assert result == parallel.Rejected(
+        kind="unknown_event_type",
+        message="no active objective takes 'ticket.created' events (known: none)",
+    )
