@@ -10,6 +10,7 @@ partition. An outage while flushing (S3 or Kafka down) is retried until it passe
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -105,6 +106,7 @@ class ConsumerLoop:
             session_timeout_ms=self._config.session_timeout_ms,
             heartbeat_interval_ms=self._config.heartbeat_interval_ms,
             max_poll_records=self._config.max_poll_records,
+            fetch_max_wait_ms=self._config.fetch_max_wait_ms,
             **self._config.client_options(),
         )
         self._consumer = consumer
@@ -132,7 +134,7 @@ class ConsumerLoop:
 
     def _process(self, message: bus.Message, stop: threading.Event) -> None:
         outcome = self._handle_with_retries(message, stop)
-        MESSAGES.labels(self._group, message.topic, outcome).inc()
+        _messages_counter(self._group, message.topic, outcome).inc()
         self._pending[TopicPartition(message.topic, message.partition)] = message.offset + 1
         self._pending_count += 1
 
@@ -270,6 +272,11 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         if self._loop._on_assigned is not None:
             self._loop._on_assigned()
         self._loop.assigned.set()
+
+
+@functools.cache
+def _messages_counter(group: str, topic: str, outcome: str) -> Counter:
+    return MESSAGES.labels(group, topic, outcome)
 
 
 def _detached(record: Any) -> bus.Message:

@@ -41,6 +41,9 @@ class KafkaSettings(BaseModel):
     """Consumer group session timeout. The embedded broker wants ~2000 for fast joins."""
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     """Consumer heartbeat; keep it under a third of the session timeout."""
+    fetch_max_wait_ms: int = Field(default=500, ge=0)
+    """How long the broker may hold a fetch waiting for data. The embedded broker (tansu)
+    sometimes holds it the full time although records wait, so the stack sets 100."""
     max_poll_records: int = Field(default=500, ge=1)
     """Messages fetched per poll; one poll is handled before the next."""
     linger_ms: int = Field(default=5, ge=0)

@@ -72,7 +72,7 @@ def _accept_batch(
             details=problems,
         )
     results = [
-        {"id": accepted.record.event_id, "status": flow.commit(accepted, via="http")}
+        {"id": accepted.event_id, "status": flow.commit(accepted, via="http")}
         for accepted in prepared
     ]
     flow.flush_patiently(timeout_s=limits.http_flush_timeout_s)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 from tunewire.core import bus, consuming, errors, runner, topics
 from tunewire.ingest import config, handlers, normalising, parallel, pipeline
@@ -44,7 +45,15 @@ class RawEventHandler:
             return  # each message then waits for S3 in handle(), as without a pool
         for start in range(0, len(messages), PARALLEL_CHUNK):
             chunk = messages[start : start + PARALLEL_CHUNK]
-            future = self._pool.submit(chunk, current)
+            try:
+                future = self._pool.submit(chunk, current)
+            except BrokenProcessPool as exc:
+                log.error(
+                    "worker pool broke; preparing in the consumer from now on",
+                    extra={"error": repr(exc)},
+                )
+                self._pool = None
+                return
             for index, message in enumerate(chunk):
                 self._ready[(message.topic, message.partition, message.offset)] = (future, index)
 

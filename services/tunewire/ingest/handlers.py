@@ -30,19 +30,34 @@ _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Accepted:
-    """An event that passed: its record and the redacted line for the archive.
+#: The CloudEvents source of every record ingest publishes.
+RECORD_SOURCE = "tunewire/ingest"
 
-    Small and picklable: worker processes send it back to the consumer (see parallel.py).
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    """An event that passed, ready to publish: its record and the redacted archive line.
+
+    Everything is already encoded, so worker processes can send it back to the consumer
+    cheaply (see parallel.py) and the consumer only has to hand bytes to Kafka and S3.
     """
 
-    record: records_pb2.Record
+    event_id: str
+    objective: str
+    record_value: bytes
+    """The serialised ``tunewire.v1.Record``."""
+    record_headers: list[tuple[str, bytes]]
+    """Its CloudEvents headers; the id is derived from the event id, so it is stable."""
     archive_line: bytes
     """The redacted event as one JSON line for the archive."""
     day: datetime.date
     """The archive partition (the day ingest received the event)."""
     redactions: Mapping[str, int]
+
+    @property
+    def record(self) -> records_pb2.Record:
+        """The record, parsed back (for callers that inspect it)."""
+        return records_pb2.Record.FromString(self.record_value)
 
 
 def resolve(
@@ -158,7 +173,21 @@ def accept(
     # The data is already JSON in fields_json: splice it in rather than encode it twice.
     head = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
     line = f'{head[:-1]},"data":{fields_json}}}'.encode()
-    return Accepted(record=record, archive_line=line, day=now.date(), redactions=counts)
+    headers = envelope.for_payload(
+        record,
+        id=envelope.derived_id("record", objective.name, event.id),
+        source=RECORD_SOURCE,
+        time=now,
+    ).headers()
+    return Accepted(
+        event_id=event.id,
+        objective=objective.name,
+        record_value=record.SerializeToString(),
+        record_headers=headers,
+        archive_line=line,
+        day=now.date(),
+        redactions=dict(counts),
+    )
 
 
 def prepare(

@@ -18,7 +18,7 @@ from typing import Literal
 
 from prometheus_client import Counter
 
-from tunewire.core import bus, envelope, errors, idempotency, objectives, store, topics
+from tunewire.core import bus, errors, idempotency, objectives, store, topics
 from tunewire.ingest import archive, config, handlers, normalising
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ REJECTIONS = Counter(
     "tunewire_ingest_rejections_total", "Rejected events by reason.", ["via", "kind"]
 )
 REDACTIONS = Counter("tunewire_ingest_redactions_total", "PII values redacted, by kind.", ["kind"])
-RECORD_SOURCE = "tunewire/ingest"
 
 
 class Pipeline:
@@ -95,24 +94,18 @@ class Pipeline:
 
     def commit(self, accepted: handlers.Accepted, *, via: str) -> Outcome:
         """Publish the record and buffer the archive line, unless the id was seen."""
-        event_id = accepted.record.event_id
+        event_id = accepted.event_id
         with self._lock:
             if event_id in self.seen:
                 _child(EVENTS, via, "duplicate").inc()
                 return "duplicate"
-            record = accepted.record
-            self._producer.publish(
+            self._producer.send(
                 topics.RECORDS,
-                record,
-                key=record.objective,
-                event=envelope.for_payload(
-                    record,
-                    id=envelope.derived_id("record", record.objective, event_id),
-                    source=RECORD_SOURCE,
-                    subject=record.objective,
-                ),
+                key=accepted.objective,
+                value=accepted.record_value,
+                headers=accepted.record_headers,
             )
-            self._archive.append(record.objective, accepted.day, accepted.archive_line)
+            self._archive.append(accepted.objective, accepted.day, accepted.archive_line)
             self.seen.add(event_id)
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()

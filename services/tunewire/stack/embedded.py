@@ -85,6 +85,7 @@ def service_env(
         "TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers,
         "TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS": "2000",
         "TUNEWIRE_KAFKA__HEARTBEAT_INTERVAL_MS": "300",
+        "TUNEWIRE_KAFKA__FETCH_MAX_WAIT_MS": "100",
         "TUNEWIRE_S3__ENDPOINT_URL": s3_endpoint_url,
         "TUNEWIRE_S3__BUCKET": bucket,
         "AWS_ACCESS_KEY_ID": objectstore.CREDENTIALS["access_key_id"],
