@@ -153,3 +153,11 @@ def test_events_need_a_valid_token(ingest_url: str, objective: dict[str, Any]) -
     )
     assert missing.status_code == wrong.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_lone_surrogate_is_a_400_not_a_500(api: httpx.Client, objective: dict[str, Any]) -> None:
+    events = events_for(objective, 1, seed=13)
+    body = json.dumps(events).replace(events[0]["data"]["subject"], "x\\ud800y", 1)
+    response = api.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert "surrogate" in response.json()["message"]

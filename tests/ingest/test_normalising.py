@@ -362,3 +362,12 @@ def test_parse_json_body_reports_the_same_kinds() -> None:
         with pytest.raises(errors.InvalidEvent) as raised:
             normalising.parse_json_body(raw)
         assert raised.value.kind == kind
+
+
+def test_a_lone_surrogate_escape_is_refused_and_a_pair_is_kept() -> None:
+    lone = message(b'{"body": "a\\ud800b"}', [("ce_type", b"t")])
+    with pytest.raises(errors.InvalidEvent) as caught:
+        normalising.from_message(lone, max_bytes=LIMIT)
+    assert caught.value.kind == "invalid_utf8"
+    pair = message(b'{"body": "smile \\ud83d\\ude00"}', [("ce_type", b"t")])
+    assert normalising.from_message(pair, max_bytes=LIMIT).data == {"body": "smile \U0001f600"}

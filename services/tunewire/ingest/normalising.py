@@ -14,11 +14,13 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import re
 from typing import Any
 
 from tunewire.core import bus, errors
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _STRUCTURED_ATTRIBUTES = frozenset(
     {
         "specversion",
@@ -126,20 +128,36 @@ def parse_json_body(body: bytes) -> Any:
 
 
 def _binary(headers: dict[str, bytes], text: str) -> IncomingEvent:
-    if _header_text(headers, "ce_specversion") != "1.0":
+    attributes = {
+        name: _header_text(headers, name)
+        for name in (
+            "ce_specversion",
+            "ce_id",
+            "ce_type",
+            "ce_source",
+            "ce_time",
+            "ce_subject",
+            "ce_objective",
+        )
+        if name in headers
+    }
+    if attributes.get("ce_specversion") != "1.0":
         raise errors.InvalidEvent("ce_specversion must be 1.0", kind="invalid_attribute")
-    missing = [h for h in ("ce_id", "ce_type", "ce_source") if not _header_text(headers, h)]
-    if missing:
+    event_id = attributes.get("ce_id")
+    event_type = attributes.get("ce_type")
+    source = attributes.get("ce_source")
+    if not (event_id and event_type and source):
+        missing = [h for h in ("ce_id", "ce_type", "ce_source") if not attributes.get(h)]
         raise errors.InvalidEvent(
             f"CloudEvents header(s) {', '.join(missing)} missing", kind="missing_attribute"
         )
     return IncomingEvent(
-        id=_header_text(headers, "ce_id") or "",
-        type=_header_text(headers, "ce_type") or "",
-        source=_header_text(headers, "ce_source") or "",
-        time=_time(_header_text(headers, "ce_time")),
-        subject=_header_text(headers, "ce_subject"),
-        objective=_header_text(headers, "ce_objective"),
+        id=event_id,
+        type=event_type,
+        source=source,
+        time=_time(attributes.get("ce_time")),
+        subject=attributes.get("ce_subject"),
+        objective=attributes.get("ce_objective"),
         data=_parse_json(text),
     )
 
@@ -165,7 +183,15 @@ def _decode(raw: bytes) -> str:
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        document = json.loads(text)
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            # JSON may escape a lone UTF-16 surrogate, which no UTF-8 text can hold.
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return document
+    except UnicodeEncodeError:
+        raise errors.InvalidEvent(
+            "the event holds an unpaired UTF-16 surrogate escape (\\udXXX)", kind="invalid_utf8"
+        ) from None
     except json.JSONDecodeError as exc:
         raise errors.InvalidEvent(
             f"the event is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -272,6 +273,43 @@ class EmbeddedStack:
             return
         with self._locked():
             self._stop_all(snapshot=snapshot)
+
+    def restart_broker(
+        self, *, kill: bool = False, while_down: Callable[[], object] | None = None
+    ) -> None:
+        """Stop the broker, call ``while_down()``, then start it again on the same port.
+
+        For outage tests: the services keep running and their clients reconnect to the same
+        address. ``kill`` sends SIGKILL at once (a crash) instead of SIGTERM with the stack's
+        grace. Topics and committed offsets survive only with ``persist_kafka=True``; otherwise
+        the new broker is a brand-new cluster. The broker is started again even if
+        ``while_down`` raises, and the state file is updated so that ``down()`` stops the new
+        process.
+        """
+        kafka_broker = self._broker
+        if kafka_broker is None or self._state is None:
+            raise StackNotRunningError("the broker is not running; call up() first")
+        with self._locked():
+            old = kafka_broker.process
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(old.pid, signal.SIGKILL)
+            kafka_broker.stop(grace=self.stop_grace)  # also reaps it
+            self._own.pop(old.pid, None)
+            self._state["processes"] = [
+                item for item in self._state["processes"] if item["pid"] != old.pid
+            ]
+            self._write_state()
+            try:
+                if while_down is not None:
+                    while_down()
+            finally:
+                kafka_broker.start(timeout=self.startup_timeout)
+                self._record(
+                    "broker",
+                    kafka_broker.process,
+                    {"bootstrap_servers": kafka_broker.bootstrap_servers},
+                )
 
     def __enter__(self) -> EmbeddedStack:
         if not self._running:
