@@ -44,8 +44,9 @@ Method: drain a pre-filled backlog, and time it from the output's Kafka timestam
    committed offsets (all N), not from the output's end offsets: tansu's ListOffsets(latest)
    answers less than the real log end.
 
-The ingest process's peak RSS is its ``VmHWM`` (from ``/proc/<pid>/status``, pid from
-``<state_dir>/stack.json``), read after the drain. The baseline also reports its own.
+The ingest process's peak RSS is the sum of ``VmHWM`` (from ``/proc/<pid>/status``, pid from
+``<state_dir>/stack.json``) over it and its worker processes, read after the drain; its CPU
+time also counts the workers. The baseline also reports its own.
 """
 
 from __future__ import annotations
@@ -342,19 +343,47 @@ def check_records(drain: Drain, expected_ids: set[str]) -> int:
     return len(drain.values)
 
 
+def family(pid: int) -> list[int]:
+    """A process and its descendants (ingest's worker processes), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
-    """``VmHWM`` of a live process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise BenchFailure(f"no VmHWM for pid {pid}")
+    """Sum of ``VmHWM`` over a live process and its workers, in MiB (an upper bound)."""
+    total = 0.0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+    if not total:
+        raise BenchFailure(f"no VmHWM for pid {pid}")
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = int(fields[11]) + int(fields[12])
+    """User + system CPU time so far of a live process and its workers."""
+    ticks = 0
+    for member in family(pid):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{member}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
