@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import uuid
 
 import pytest
@@ -78,3 +79,16 @@ def test_an_unreachable_endpoint_is_unavailable_not_a_crash(
         dead.get_bytes("anything")
     with pytest.raises(errors.Unavailable):
         dead.check()
+
+
+def test_compare_and_swap_with_etags(artifacts: store.ArtifactStore) -> None:
+    key = f"tests/{uuid.uuid4().hex}/lease.json"
+    first = artifacts.put_json(key, {"holder": "a"}, only_if_absent=True)
+    body, etag = artifacts.get_versioned(key)
+    assert json.loads(body) == {"holder": "a"}
+    assert etag == first
+    second = artifacts.put_json(key, {"holder": "b"}, if_match=etag)
+    assert second != first
+    with pytest.raises(errors.Conflict):
+        artifacts.put_json(key, {"holder": "c"}, if_match=etag)
+    assert artifacts.get_json(key) == {"holder": "b"}

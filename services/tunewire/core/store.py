@@ -63,26 +63,46 @@ class ArtifactStore:
         *,
         content_type: str = "application/octet-stream",
         only_if_absent: bool = False,
+        if_match: str | None = None,
         content_encoding: str | None = None,
-    ) -> None:
-        """Write one object; with ``only_if_absent`` a second writer gets ``errors.Conflict``."""
+    ) -> str:
+        """Write one object and return its ETag.
+
+        With ``only_if_absent`` a second writer gets :class:`errors.Conflict`; with
+        ``if_match`` (an ETag from :meth:`get_versioned`) the write succeeds only if nobody
+        changed the object since — compare-and-swap, for leases shared by replicas.
+        """
         extra: dict[str, Any] = {"ContentType": content_type}
         if only_if_absent:
             extra["IfNoneMatch"] = "*"
+        if if_match is not None:
+            extra["IfMatch"] = if_match
         if content_encoding:
             extra["ContentEncoding"] = content_encoding
         try:
             with _reachable(f"writing {key}"):
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+                response = self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except botocore.exceptions.ClientError as exc:
             if _status(exc) in (409, 412):
-                raise errors.Conflict(f"{self.uri(key)} already exists") from exc
+                what = "changed since it was read" if if_match else "already exists"
+                raise errors.Conflict(f"{self.uri(key)} {what}") from exc
+            if if_match is not None and _status(exc) == 404:
+                raise errors.Conflict(f"{self.uri(key)} was removed since it was read") from exc
             raise
+        return str(response.get("ETag", ""))
 
-    def put_json(self, key: str, value: Any, *, only_if_absent: bool = False) -> None:
-        """Write a JSON document."""
+    def put_json(
+        self, key: str, value: Any, *, only_if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Write a JSON document; returns its ETag (conditions as for :meth:`put_bytes`)."""
         data = json.dumps(value, sort_keys=True, indent=2).encode()
-        self.put_bytes(key, data, content_type="application/json", only_if_absent=only_if_absent)
+        return self.put_bytes(
+            key,
+            data,
+            content_type="application/json",
+            only_if_absent=only_if_absent,
+            if_match=if_match,
+        )
 
     def upload_stream(self, key: str, stream: IO[bytes], *, content_type: str) -> None:
         """Stream a file-like object up (multipart above 8 MiB), never holding it whole."""
@@ -104,6 +124,17 @@ class ArtifactStore:
     def get_json(self, key: str) -> Any:
         """Read a JSON document."""
         return json.loads(self.get_bytes(key))
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """Read one object with its ETag, for a later ``put_bytes(..., if_match=etag)``."""
+        try:
+            with _reachable(f"reading {key}"):
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+                return response["Body"].read(), str(response["ETag"])
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404:
+                raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
+            raise
 
     def list_keys(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
         """Every key under a prefix in lexicographic order, page by page."""
