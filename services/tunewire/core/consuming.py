@@ -94,6 +94,7 @@ class ConsumerLoop:
         self.healthy_flush = True
         self.assigned = threading.Event()
         self.stop_requested = threading.Event()
+        self.broker_reachable = True
         self._stop_seen: float | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -112,8 +113,20 @@ class ConsumerLoop:
         self._consumer = consumer
         consumer.subscribe(self._topics, listener=_Rebalance(self))
         try:
+            broker_backoff = 0.2
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=200)
+                try:
+                    polled = consumer.poll(timeout_ms=200)
+                    broker_backoff = 0.2
+                except kafka.errors.KafkaError as exc:
+                    # The broker is unreachable (kafka-python raises from the coordinator
+                    # lookup): wait and poll again; the client reconnects by itself.
+                    self.broker_reachable = False
+                    log.warning("cannot poll the broker; retrying", extra={"error": str(exc)})
+                    stop.wait(broker_backoff)
+                    broker_backoff = min(broker_backoff * 2, 5.0)
+                    continue
+                self.broker_reachable = True
                 batch = [_detached(r) for records in polled.values() for r in records]
                 try:
                     if batch:

@@ -37,6 +37,8 @@ def build(settings: config.IngestSettings) -> runner.Service:
     def consumer_assigned() -> None:
         if not raw_loop.assigned.is_set():
             raise RuntimeError("waiting for partitions of the raw topic")
+        if not raw_loop.broker_reachable:
+            raise RuntimeError("the consumer cannot reach the broker")
         if not raw_loop.healthy_flush:
             raise RuntimeError("the last flush failed (broker or S3 down)")
 
