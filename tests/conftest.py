@@ -25,7 +25,19 @@ def stack(
 ) -> collections.abc.Iterator[embedded.EmbeddedStack]:
     state = tmp_path_factory.mktemp("stack")
     running = embedded.EmbeddedStack(state, api_tokens=[TOKEN])
-    running.up([processes.ServiceSpec(name="ingest", module="tunewire.ingest")])
+    running.up(
+        [
+            processes.ServiceSpec(name="ingest", module="tunewire.ingest"),
+            processes.ServiceSpec(
+                name="label",
+                module="tunewire.label",
+                env={
+                    "TUNEWIRE_LABEL__SNAPSHOT_CHECK_S": "1",
+                    "TUNEWIRE_LABEL__FLUSH_INTERVAL_S": "0.5",
+                },
+            ),
+        ]
+    )
     try:
         yield running
     finally:
@@ -42,6 +54,17 @@ def api(ingest_url: str) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the ingest service."""
     with httpx.Client(
         base_url=ingest_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def label_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
+    """An authenticated client of the label service."""
+    with httpx.Client(
+        base_url=stack.service_urls["label"],
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=60,
     ) as client:
         yield client
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-SERVICES = {"ingest": "tunewire.ingest"}
+SERVICES = {"ingest": "tunewire.ingest", "label": "tunewire.label"}
 DEFAULT_STATE_DIR = Path(os.environ.get("TUNEWIRE_STACK_DIR", ".tunewire"))
 
 
@@ -30,11 +30,12 @@ class CliError(Exception):
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
-    url = args.url or os.environ.get("TUNEWIRE_URL")
+    service = getattr(args, "service", "ingest")
+    url = args.url or os.environ.get(f"TUNEWIRE_{service.upper()}_URL")
     token = args.token or os.environ.get("TUNEWIRE_TOKEN")
     if url is None or token is None:
         stack = _stack_info(args.state_dir)
-        url = url or stack["services"]["ingest"]
+        url = url or stack["services"][service]
         token = token or stack["token"]
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
@@ -151,6 +152,94 @@ def cmd_events(args: argparse.Namespace) -> None:
     print(json.dumps({"accepted": accepted, "duplicates": duplicates}))
 
 
+def cmd_queue(args: argparse.Namespace) -> None:
+    path = f"/v1/queue/{args.objective}"
+    if args.action == "status":
+        status = _call(args, "GET", path)
+        if args.json:
+            _print(status, as_json=True)
+            return
+        counts = status["counts"]
+        print(
+            f"{args.objective}: {counts.get('open', 0)} open, {counts.get('claimed', 0)} "
+            f"claimed, {counts.get('done', 0)} done; {status['examples']} examples"
+        )
+        for name, answered in sorted(status["annotators"].items()):
+            print(f"  {name:<24} {answered} answers")
+        agreement = status.get("agreement") or {}
+        if agreement.get("items"):
+            print(
+                f"  agreement over {agreement['items']} items: "
+                f"{agreement.get('percent_agreement', 0):.0f}%, "
+                f"Fleiss' kappa {agreement.get('fleiss_kappa', 0):.2f}"
+            )
+        return
+    if not args.annotator:
+        raise CliError(f"queue {args.action} needs --annotator NAME")
+    if args.action == "claim":
+        try:
+            with _client(args) as client:
+                response = client.post(f"{path}/claim", json={"annotator": args.annotator})
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the service: {exc}") from None
+        if response.status_code == 204:
+            print("the queue has nothing for you right now")
+            return
+        if response.status_code >= 400:
+            raise CliError(f"error {response.status_code}: {response.text}")
+        claim = response.json()
+        task = claim["task"]
+        if args.json:
+            _print(claim, as_json=True)
+            return
+        print(f"task {task['task_id']} (claim {claim['claim_id']}, until {claim['expires_at']})")
+        print(f"  {task['text']}")
+        for rule, label in task["hints"]:
+            print(f"  hint: {rule} votes {label}")
+        return
+    if not args.task:
+        raise CliError(f"queue {args.action} needs --task TASK_ID")
+    body = {"annotator": args.annotator, "claim_id": args.claim}
+    if args.action == "submit":
+        if not args.label:
+            raise CliError("queue submit needs --label LABEL")
+        result = _call(
+            args, "POST", f"{path}/tasks/{args.task}/answer", json={**body, "label": args.label}
+        )
+        resolved = result.get("resolved")
+        print(f"{result['status']}" + (f"; resolved as {resolved['label']}" if resolved else ""))
+    elif args.action == "skip":
+        if not args.claim:
+            raise CliError("queue skip needs --claim CLAIM_ID")
+        _call(args, "POST", f"{path}/tasks/{args.task}/skip", json=body)
+        print("skipped")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    path = f"/v1/datasets/{args.objective}"
+    if args.action == "build":
+        manifest = _call(args, "POST", path)
+        state = "built" if manifest.pop("created") else "unchanged (already built)"
+        print(f"{manifest['dataset_id']} {state}: {manifest['counts']}")
+        return
+    if args.action == "show":
+        if not args.dataset:
+            raise CliError("datasets show needs a DATASET_ID")
+        _print(_call(args, "GET", f"{path}/{args.dataset}"), as_json=args.json)
+        return
+    snapshots = _call(args, "GET", path)["snapshots"]
+    if args.json:
+        _print(snapshots, as_json=True)
+        return
+    print(f"{'DATASET':<22} {'CREATED':<26} {'TRAIN':>7} {'EVAL':>7} PARENT")
+    for item in snapshots:
+        counts = item.get("counts", {})
+        print(
+            f"{item['dataset_id']:<22} {item.get('created_at', ''):<26} "
+            f"{counts.get('train', 0):>7} {counts.get('eval', 0):>7} {item.get('parent') or '-'}"
+        )
+
+
 def cmd_service(args: argparse.Namespace) -> None:
     import importlib
 
@@ -245,6 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     objectives.add_argument("--version", type=int, help="with get: a specific version")
     client_options(objectives)
     objectives.set_defaults(func=cmd_objectives)
+
+    queue = sub.add_parser(
+        "queue",
+        help="the human labelling queue: status, claim, submit, skip",
+        description="Work the human labelling queue of an objective from the terminal.",
+    )
+    queue.add_argument("action", choices=["status", "claim", "submit", "skip"])
+    queue.add_argument("objective", help="objective name")
+    queue.add_argument("--annotator", help="who is labelling (claim, submit, skip)")
+    queue.add_argument("--task", help="task id (submit, skip)")
+    queue.add_argument("--claim", help="claim id from `queue claim` (submit, skip)")
+    queue.add_argument("--label", help="the label to submit")
+    client_options(queue)
+    queue.set_defaults(func=cmd_queue, service="label")
+
+    datasets = sub.add_parser(
+        "datasets",
+        help="dataset snapshots: list, show, build now",
+        description="Snapshots are train/eval JSONL files plus a manifest in S3.",
+    )
+    datasets.add_argument("action", choices=["list", "show", "build"])
+    datasets.add_argument("objective", help="objective name")
+    datasets.add_argument("dataset", nargs="?", help="dataset id (show)")
+    client_options(datasets)
+    datasets.set_defaults(func=cmd_datasets, service="label")
 
     events = sub.add_parser(
         "events", help="send business events (JSON array or JSON lines of CloudEvents)"

@@ -243,6 +243,7 @@ class ObjectiveCatalog:
         self._current: Mapping[str, ObjectiveVersion] = types.MappingProxyType({})
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -320,34 +321,44 @@ class ObjectiveCatalog:
         names = [p[len("objectives/") : -1] for p in self._store.list_prefixes("objectives/")]
         return [self.get(name) for name in sorted(names)]
 
-    def current(self, *, max_age_s: float | None = None) -> Mapping[str, ObjectiveVersion]:
+    def current(self, *, fresher_than: float | None = None) -> Mapping[str, ObjectiveVersion]:
         """Every objective's newest version, reloaded when older than the cache period.
 
-        The mapping returned is read-only and never changes (a reload replaces it), so the
-        hot path takes it without copying.
+        ``fresher_than`` (a ``time.monotonic()`` value, e.g. when an event was received)
+        forces a reload unless one started after that moment: an objective registered just
+        before its first event is then always found, and a burst of events that name an
+        unknown objective costs one reload, not one each. The mapping returned is read-only
+        and never changes (a reload replaces it), so the hot path takes it without copying.
         """
-        max_age = self._cache_seconds if max_age_s is None else max_age_s
-        if time.monotonic() - self._loaded_at < max_age:
+        if self._fresh(fresher_than):
             return self._current
-        try:
-            loaded = {o.name: o for o in self.latest_all()}
-        except errors.Unavailable:
-            with self._lock:
+        with self._reload_lock:
+            if self._fresh(fresher_than):  # another thread reloaded while we waited
+                return self._current
+            started = time.monotonic()
+            try:
+                loaded = {o.name: o for o in self.latest_all()}
+            except errors.Unavailable:
                 if self._loaded_at == float("-inf"):
                     raise
                 # S3 is down: keep serving the last known objectives until it is back.
                 return self._current
-        with self._lock:
-            self._current = types.MappingProxyType(loaded)
-            self._loaded_at = time.monotonic()
-            return self._current
+            with self._lock:
+                self._current = types.MappingProxyType(loaded)
+                self._loaded_at = started
+                return self._current
 
-    def lookup(self, name: str) -> ObjectiveVersion | None:
-        """The current version of ``name``; an unknown name triggers one early reload."""
+    def lookup(self, name: str, *, fresher_than: float | None = None) -> ObjectiveVersion | None:
+        """The current version of ``name``; unknown names are re-checked as for ``current``."""
         found = self.current().get(name)
-        if found is None:
-            found = self.current(max_age_s=1.0).get(name)
+        if found is None and fresher_than is not None:
+            found = self.current(fresher_than=fresher_than).get(name)
         return found
+
+    def _fresh(self, fresher_than: float | None) -> bool:
+        if fresher_than is not None:
+            return self._loaded_at >= fresher_than
+        return time.monotonic() - self._loaded_at < self._cache_seconds
 
 
 def _key(name: str, version: int) -> str:

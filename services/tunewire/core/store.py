@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
@@ -109,6 +110,17 @@ class ArtifactStore:
         self._client.upload_fileobj(
             stream, self.bucket, key, ExtraArgs={"ContentType": content_type}
         )
+
+    def upload_file(self, key: str, path: pathlib.Path, *, content_type: str) -> None:
+        """Upload a local file (multipart above 8 MiB), reading its parts lazily from disk.
+
+        Preferred over :meth:`upload_stream` for large files: boto3 then holds a few parts
+        in memory at a time instead of buffering ahead from the stream.
+        """
+        with _reachable(f"uploading {key}"):
+            self._client.upload_file(
+                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+            )
 
     def get_bytes(self, key: str) -> bytes:
         """Read one object; :class:`errors.NotFound` when it does not exist."""

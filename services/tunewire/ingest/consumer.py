@@ -63,8 +63,11 @@ class RawEventHandler:
         if prepared is None:
             prepared = self._prepare_here(message)
         elif isinstance(prepared, parallel.Rejected):
-            self._flow.reject(via="kafka", kind=prepared.kind)
-            raise prepared.error()
+            if prepared.kind in handlers.STALE_CATALOG_KINDS:
+                prepared = self._prepare_here(message)  # re-checks a fresh catalog
+            else:
+                self._flow.reject(via="kafka", kind=prepared.kind)
+                raise prepared.error()
         self._flow.commit(prepared, via="kafka")
 
     def flush(self) -> None:

@@ -30,6 +30,9 @@ _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
 }
 
 
+#: Rejections that a catalog reloaded just now might turn into acceptance.
+STALE_CATALOG_KINDS = frozenset({"unknown_objective", "retired_objective", "unknown_event_type"})
+
 #: The CloudEvents source of every record ingest publishes.
 RECORD_SOURCE = "tunewire/ingest"
 

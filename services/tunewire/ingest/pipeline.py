@@ -77,16 +77,30 @@ class Pipeline:
 
     def prepare(self, event: normalising.IncomingEvent, *, via: str) -> handlers.Accepted:
         """Resolve, validate and redact (no side effects); count and re-raise rejections."""
+        received = time.monotonic()
         try:
-            return handlers.prepare(
-                event,
-                self._catalog.current(),
-                max_depth=self._limits.max_depth,
-                now=datetime.datetime.now(datetime.UTC),
-            )
+            try:
+                return self._prepare(event, self._catalog.current())
+            except errors.InvalidEvent as exc:
+                if exc.kind not in handlers.STALE_CATALOG_KINDS:
+                    raise
+                # Maybe the objective was registered (or changed) after our last reload.
+                return self._prepare(event, self._catalog.current(fresher_than=received))
         except errors.InvalidEvent as exc:
             self.reject(via=via, kind=exc.kind)
             raise
+
+    def _prepare(
+        self,
+        event: normalising.IncomingEvent,
+        current: Mapping[str, objectives.ObjectiveVersion],
+    ) -> handlers.Accepted:
+        return handlers.prepare(
+            event,
+            current,
+            max_depth=self._limits.max_depth,
+            now=datetime.datetime.now(datetime.UTC),
+        )
 
     def objectives(self) -> Mapping[str, objectives.ObjectiveVersion]:
         """The current objectives (cached by the catalog)."""

@@ -1,0 +1,76 @@
+"""Entry point: ``python -m tunewire.label`` (also ``tunewire label``)."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+from tunewire.core import bus, http, logs, objectives, runner, store
+from tunewire.label import api, config, consumer, examples, pipeline, queue, snapshots
+
+log = logging.getLogger("tunewire.label")
+
+
+def build(settings: config.LabelSettings) -> runner.Service:
+    """Wire the label process from its settings."""
+    artifacts = store.ArtifactStore(settings.s3)
+    producer = bus.Producer(settings.kafka, client_id="tunewire-label")
+    catalog = objectives.ObjectiveCatalog(artifacts)
+    example_log = examples.ExampleLog(artifacts)
+    workdir = pathlib.Path(settings.label.workdir) if settings.label.workdir else None
+    flow = pipeline.LabelPipeline(
+        limits=settings.label,
+        catalog=catalog,
+        artifacts=artifacts,
+        producer=producer,
+        human_queue=queue.HumanQueue(artifacts, lease_seconds=settings.label.lease_seconds),
+        builder=snapshots.SnapshotBuilder(artifacts, example_log, producer, workdir=workdir),
+        log_=example_log,
+    )
+    flow.seen.refresh()
+    records_loop = consumer.loop(settings, flow, producer)
+    auth = http.BearerAuth(settings.api_tokens)
+    service: runner.Service
+
+    def consumer_ready() -> None:
+        if not records_loop.assigned.is_set():
+            raise RuntimeError("waiting for partitions of the records topic")
+        if not records_loop.broker_reachable:
+            raise RuntimeError("the consumer cannot reach the broker")
+        if not records_loop.healthy_flush:
+            raise RuntimeError("the last flush failed (broker or S3 down)")
+
+    probes = http.Probes(
+        checks={
+            "s3": artifacts.check,
+            "kafka": lambda: bus.check_reachable(settings.kafka),
+            "consumer": consumer_ready,
+        },
+        alive=lambda: service.alive(),
+    )
+    app = http.create_app(
+        title="tunewire label", probes=probes, routers=[api.router(flow=flow, auth=auth)]
+    )
+    service = runner.Service(
+        app=app,
+        host=settings.http.host,
+        port=settings.http.port,
+        workers={
+            "consumer": records_loop.run,
+            "snapshotter": consumer.snapshotter(flow, settings.label),
+        },
+        on_exit=producer.close,
+    )
+    return service
+
+
+def main() -> None:
+    """Build settings once, configure logs, run until SIGTERM."""
+    settings = config.LabelSettings()
+    logs.configure(settings.log_level)
+    log.info("starting label on port %d", settings.http.port)
+    build(settings).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""HTTP routes of the label service: the human queue and dataset snapshots.
+
+Annotators are identified by the ``annotator`` field they send (the console signs them in);
+every route needs a bearer token. Wrong labels are 422, a lost or expired lease is 409.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import fastapi
+from fastapi import concurrency
+from pydantic import BaseModel, Field
+
+from tunewire.core import errors, http
+from tunewire.label import pipeline
+
+_ANNOTATOR = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
+
+
+class ClaimRequest(BaseModel):
+    annotator: str = _ANNOTATOR
+
+
+class AnswerRequest(BaseModel):
+    annotator: str = _ANNOTATOR
+    label: str = Field(min_length=1)
+    claim_id: str | None = None
+
+
+class SkipRequest(BaseModel):
+    annotator: str = _ANNOTATOR
+    claim_id: str
+
+
+def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.APIRouter:
+    """Routes under ``/v1/queue`` and ``/v1/datasets``."""
+    routes = fastapi.APIRouter(prefix="/v1", tags=["label"])
+    Actor = fastapi.Depends(auth)
+
+    def restored(name: str) -> str:
+        objective = flow.objective(name)
+        flow.restore(objective.name)
+        return objective.name
+
+    @routes.get("/queue/{objective}", summary="Queue counts, per-annotator counts, agreement")
+    def queue_status(objective: str, _: str = Actor) -> dict[str, Any]:
+        name = restored(objective)
+        return {
+            "objective": name,
+            "counts": flow.queue.counts(name),
+            "annotators": flow.queue.annotators(name),
+            "agreement": flow.queue.agreement(name),
+            "examples": flow.example_count(name),
+        }
+
+    @routes.post("/queue/{objective}/claim", summary="Claim the next task (a lease)")
+    def claim(objective: str, body: ClaimRequest, _: str = Actor) -> fastapi.Response:
+        claimed = flow.queue.claim(restored(objective), body.annotator)
+        if claimed is None:
+            return fastapi.Response(status_code=204)
+        return fastapi.responses.JSONResponse(dataclasses.asdict(claimed))
+
+    @routes.post("/queue/{objective}/tasks/{task_id}/renew", summary="Extend a lease")
+    def renew(objective: str, task_id: str, body: SkipRequest, _: str = Actor) -> dict[str, Any]:
+        renewed = flow.queue.renew(restored(objective), task_id, body.annotator, body.claim_id)
+        return dataclasses.asdict(renewed)
+
+    @routes.post("/queue/{objective}/tasks/{task_id}/answer", summary="Submit a label")
+    def answer(objective: str, task_id: str, body: AnswerRequest, _: str = Actor) -> dict[str, Any]:
+        return flow.submit(objective, task_id, body.annotator, body.label, body.claim_id)
+
+    @routes.post("/queue/{objective}/tasks/{task_id}/skip", summary="Skip a task")
+    def skip(objective: str, task_id: str, body: SkipRequest, _: str = Actor) -> dict[str, Any]:
+        flow.queue.skip(restored(objective), task_id, body.annotator, body.claim_id)
+        return {"status": "skipped"}
+
+    @routes.get("/datasets/{objective}", summary="Snapshots of an objective, oldest first")
+    def datasets(objective: str, _: str = Actor) -> dict[str, Any]:
+        name = restored(objective)
+        return {"objective": name, "snapshots": flow.builder.manifests(name)}
+
+    @routes.get("/datasets/{objective}/{dataset_id}", summary="One snapshot's manifest")
+    def dataset(objective: str, dataset_id: str, _: str = Actor) -> dict[str, Any]:
+        for manifest in flow.builder.manifests(restored(objective)):
+            if manifest.get("dataset_id") == dataset_id:
+                return manifest
+        raise errors.NotFound(f"objective {objective!r} has no snapshot {dataset_id!r}")
+
+    @routes.post("/datasets/{objective}", status_code=201, summary="Build a snapshot now")
+    async def build(objective: str, _: str = Actor) -> dict[str, Any]:
+        version = flow.objective(objective)
+        info = await concurrency.run_in_threadpool(flow.snapshot, version, reason="request")
+        return {"created": info.created, **info.manifest}
+
+    return routes

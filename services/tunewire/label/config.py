@@ -1,0 +1,35 @@
+"""Settings of the label service (``TUNEWIRE_LABEL__*`` on top of the shared ones)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tunewire.core import settings
+
+
+class LabelLimits(BaseModel):
+    """How the label service batches, leases and deduplicates."""
+
+    flush_interval_s: float = Field(default=2.0, gt=0)
+    """How often new examples are written to S3 (and offsets committed)."""
+    flush_max_records: int = Field(default=20_000, ge=1)
+    lease_seconds: float = Field(default=300.0, ge=5)
+    """How long a claimed task stays with its annotator before it returns to the queue."""
+    queue_refresh_s: float = Field(default=10.0, gt=0)
+    """How often the queue is reloaded from S3 (changes made through other replicas)."""
+    near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+    """Estimated Jaccard similarity above which a text counts as a near-duplicate."""
+    near_duplicate_capacity: int = Field(default=50_000, ge=1000)
+    """Texts kept in the near-duplicate index per objective (~3.7 KB each; the oldest are
+    forgotten first)."""
+    snapshot_check_s: float = Field(default=5.0, gt=0)
+    """How often the snapshot trigger is checked."""
+    workdir: str | None = None
+    """Scratch directory for snapshot files (default: the system temp dir)."""
+
+
+class LabelSettings(settings.ServiceSettings):
+    """Everything the label process needs."""
+
+    label: LabelLimits = LabelLimits()
+    consumer_group: str = "tunewire-label"

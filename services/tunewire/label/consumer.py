@@ -1,0 +1,80 @@
+"""The records consumer and the snapshot trigger: the label service's background work."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from tunewire.core import bus, consuming, runner, topics
+from tunewire.label import config, pipeline
+
+log = logging.getLogger(__name__)
+
+
+class RecordHandler:
+    """A :class:`consuming.BatchHandler` over the label pipeline."""
+
+    def __init__(self, flow: pipeline.LabelPipeline) -> None:
+        self._flow = flow
+
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        """Nothing to start early: labelling is cheaper than ingest's preparation."""
+
+    def handle(self, message: bus.Message) -> None:
+        self._flow.handle(message)
+
+    def flush(self) -> None:
+        self._flow.flush()
+
+
+def loop(
+    settings: config.LabelSettings, flow: pipeline.LabelPipeline, producer: bus.Producer
+) -> consuming.ConsumerLoop:
+    """The consumer loop of ``tunewire.records``."""
+    return consuming.ConsumerLoop(
+        config=settings.kafka,
+        group_id=settings.consumer_group,
+        topic_names=[topics.RECORDS],
+        handler=RecordHandler(flow),
+        producer=producer,
+        flush_interval_s=settings.label.flush_interval_s,
+        flush_max_messages=settings.label.flush_max_records,
+        on_assigned=lambda: flow.seen.refresh(),
+    )
+
+
+def snapshotter(flow: pipeline.LabelPipeline, limits: config.LabelLimits) -> runner.Worker:
+    """A worker that builds snapshots when triggers fire and keeps the queue fresh."""
+
+    def run(stop: threading.Event) -> None:
+        last_refresh = time.monotonic()
+        while not stop.wait(limits.snapshot_check_s):
+            for objective in list(flow.objectives().values()):
+                if objective.status != "active":
+                    continue
+                try:
+                    built = flow.maybe_snapshot(objective)
+                    if built is not None:
+                        log.info(
+                            "snapshot %s (%s)",
+                            built.dataset_id,
+                            "built" if built.created else "existing",
+                            extra={"objective": objective.name},
+                        )
+                except Exception as exc:
+                    log.warning(
+                        "snapshot check failed; retrying later",
+                        extra={"objective": objective.name, "error": repr(exc)},
+                    )
+            if time.monotonic() - last_refresh >= limits.queue_refresh_s:
+                try:
+                    for name in list(flow.objectives()):
+                        flow.queue.refresh(name)
+                    flow.update_queue_depth()
+                    last_refresh = time.monotonic()
+                except Exception as exc:
+                    log.warning("queue refresh failed", extra={"error": repr(exc)})
+
+    return run

@@ -1,0 +1,212 @@
+"""Labelled examples and the append-only log that keeps them in S3.
+
+Every example label decides (by rules or by people) is appended to an in-memory buffer and
+written, on :meth:`ExampleLog.flush`, as one gzip JSON-lines segment per objective under
+``labels/{objective}/examples/``. Segment keys start with a UTC timestamp, so listing the
+prefix returns them in the order they were written and a snapshot can stream the whole log
+back segment by segment without ever holding it in memory. Segments are immutable (written
+only if absent), so two replicas flushing at once never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gzip
+import io
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from tunewire.contracts.v1 import examples_pb2
+from tunewire.core import envelope, errors, store
+
+LabelSourceName = Literal["rule", "human"]
+SplitName = Literal["train", "eval"]
+
+SEGMENT_SUFFIX = ".jsonl.gz"
+
+_LABEL_SOURCES: dict[str, examples_pb2.LabelSource] = {
+    "rule": examples_pb2.LABEL_SOURCE_RULE,
+    "human": examples_pb2.LABEL_SOURCE_HUMAN,
+}
+_SPLITS: dict[str, examples_pb2.Split] = {
+    "train": examples_pb2.SPLIT_TRAIN,
+    "eval": examples_pb2.SPLIT_EVAL,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One labelled item, as stored in a segment line and announced on ``tunewire.examples``.
+
+    The split is decided once, when the example is labelled, and stored with it: a snapshot
+    never recomputes it, so an item stays in the same split in every snapshot.
+    """
+
+    example_id: str
+    objective: str
+    objective_version: int
+    source_id: str
+    record_id: str
+    event_id: str
+    text: str
+    label: str
+    label_source: LabelSourceName
+    voters: tuple[str, ...]
+    """Names of the rules that voted for the label, or the annotators who chose it."""
+    split: SplitName
+    labelled_at: str
+    """ISO 8601 time the label was decided, with its UTC offset."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of one segment line."""
+        document = dataclasses.asdict(self)
+        document["voters"] = list(self.voters)
+        return document
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Example:
+        """Read a segment line back; :class:`ValueError` when a field is missing or wrong."""
+        label_source = document["label_source"]
+        split = document["split"]
+        if label_source not in _LABEL_SOURCES:
+            raise ValueError(f"unknown label_source {label_source!r}")
+        if split not in _SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        return cls(
+            example_id=str(document["example_id"]),
+            objective=str(document["objective"]),
+            objective_version=int(document["objective_version"]),
+            source_id=str(document["source_id"]),
+            record_id=str(document["record_id"]),
+            event_id=str(document["event_id"]),
+            text=str(document["text"]),
+            label=str(document["label"]),
+            label_source=label_source,
+            voters=tuple(str(v) for v in document["voters"]),
+            split=split,
+            labelled_at=str(document["labelled_at"]),
+        )
+
+    def to_proto(self) -> examples_pb2.LabelledExample:
+        """The ``tunewire.v1.LabelledExample`` event of this example.
+
+        The proto keeps rule names and the annotator apart; several annotators who agreed
+        on a human label are joined with commas in ``annotator``.
+        """
+        human = self.label_source == "human"
+        return examples_pb2.LabelledExample(
+            objective=self.objective,
+            objective_version=self.objective_version,
+            source_id=self.source_id,
+            record_id=self.record_id,
+            text=self.text,
+            label=self.label,
+            label_source=_LABEL_SOURCES[self.label_source],
+            voting_rules=[] if human else list(self.voters),
+            annotator=",".join(self.voters) if human else "",
+            split=_SPLITS[self.split],
+            labelled_at=envelope.timestamp(datetime.datetime.fromisoformat(self.labelled_at)),
+        )
+
+
+class ExampleLog:
+    """Buffers examples and writes them as immutable, time-ordered segments in S3.
+
+    Thread-safe: the consumer loop (rule labels) and the HTTP API (human labels) append to
+    the same log. A segment whose write fails goes back to the front of the buffer, so the
+    caller can retry the flush (and must not commit its input offsets until one succeeds).
+    """
+
+    def __init__(self, artifacts: store.ArtifactStore) -> None:
+        self._store = artifacts
+        self._buffer: dict[str, list[Example]] = {}
+        self._lock = threading.Lock()
+        self._last_stamp = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+    def append(self, example: Example) -> None:
+        """Buffer one example in memory until the next :meth:`flush`."""
+        with self._lock:
+            self._buffer.setdefault(example.objective, []).append(example)
+
+    def pending(self) -> int:
+        """Examples buffered and not yet written."""
+        with self._lock:
+            return sum(len(batch) for batch in self._buffer.values())
+
+    def flush(self) -> list[str]:
+        """Write one segment per objective with buffered examples; returns the keys written.
+
+        Every objective is tried even when one fails; the examples of a failed write stay
+        buffered and the first error is raised after the others were written.
+        """
+        with self._lock:
+            batches, self._buffer = self._buffer, {}
+        written: list[str] = []
+        failure: Exception | None = None
+        for objective, batch in batches.items():
+            try:
+                written.append(self._write_segment(objective, batch))
+            except Exception as exc:  # whatever went wrong, the examples must not be lost
+                with self._lock:
+                    self._buffer.setdefault(objective, [])[:0] = batch
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return written
+
+    def segments(self, objective: str) -> list[str]:
+        """The keys of an objective's segments, oldest first."""
+        return list(self._segment_keys(objective))
+
+    def iter_examples(self, objective: str, *, after: str | None = None) -> Iterator[Example]:
+        """Stream an objective's examples in log order, one segment in memory at a time.
+
+        ``after`` is a segment key: only segments written after it are read (for catching
+        up from a known point instead of re-reading the whole log).
+        """
+        for key in self._segment_keys(objective, after=after):
+            data = self._store.get_bytes(key)
+            with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as lines:
+                for line in lines:
+                    if line.strip():
+                        yield Example.from_json(json.loads(line))
+
+    def _segment_keys(self, objective: str, *, after: str | None = None) -> Iterator[str]:
+        for key in self._store.list_keys(_prefix(objective), start_after=after):
+            if key.endswith(SEGMENT_SUFFIX):
+                yield key
+
+    def _write_segment(self, objective: str, batch: list[Example]) -> str:
+        buffer = io.BytesIO()
+        # mtime=0: the bytes depend on the examples only, which the conflict check relies on.
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
+            for example in batch:
+                out.write(json.dumps(example.to_json(), ensure_ascii=False).encode())
+                out.write(b"\n")
+        data = buffer.getvalue()
+        key = f"{_prefix(objective)}{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
+        try:
+            self._store.put_bytes(key, data, content_type="application/gzip", only_if_absent=True)
+        except errors.Conflict:
+            # The key is random, so a conflict almost surely means an earlier attempt of this
+            # very write succeeded and only its answer was lost (a retried conditional PUT).
+            if self._store.get_bytes(key) != data:
+                raise
+        return key
+
+    def _stamp(self) -> str:
+        """A UTC timestamp that never goes backwards within this process (key order)."""
+        with self._lock:
+            now = datetime.datetime.now(datetime.UTC)
+            if now <= self._last_stamp:
+                now = self._last_stamp + datetime.timedelta(microseconds=1)
+            self._last_stamp = now
+        return now.strftime("%Y%m%dT%H%M%S%f")
+
+
+def _prefix(objective: str) -> str:
+    return f"labels/{objective}/examples/"

@@ -1,0 +1,291 @@
+"""The stateful half of the label service: records in, examples, tasks and snapshots out.
+
+Both entry points — the records consumer and the human queue's HTTP API — go through one
+:class:`LabelPipeline`. Order of durability on :meth:`LabelPipeline.flush`: example segments
+in S3, then their events on ``tunewire.examples``, then new human tasks, then the seen ids —
+so an event never announces an example that S3 does not hold, and nothing is remembered as
+seen before everything it produced is safe.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import message as protobuf_message
+from prometheus_client import Counter, Gauge
+
+from tunewire.contracts.v1 import records_pb2
+from tunewire.core import bus, envelope, errors, idempotency, objectives, store, topics
+from tunewire.label import config, examples, labelling, queue, snapshots
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter(
+    "tunewire_label_records_total",
+    "Records by outcome: labelled, queued, or the reason they were kept out.",
+    ["objective", "outcome"],
+)
+DECISIONS = Counter(
+    "tunewire_label_rule_decisions_total",
+    "What the rules decided per record (agreed = covered; conflict, abstain, too_few_votes).",
+    ["objective", "decision"],
+)
+EXAMPLES = Counter(
+    "tunewire_label_examples_total", "Labelled examples stored, by source.", ["objective", "source"]
+)
+QUEUE_DEPTH = Gauge("tunewire_label_queue_depth", "Open human tasks.", ["objective"])
+SNAPSHOT_EXAMPLES = Gauge(
+    "tunewire_label_snapshot_examples", "Examples in the latest snapshot.", ["objective", "split"]
+)
+SNAPSHOTS = Counter("tunewire_label_snapshots_total", "Snapshots built.", ["objective", "reason"])
+EXAMPLE_SOURCE = "tunewire/label"
+
+
+class LabelPipeline:
+    """Labels records, keeps the human queue, stores examples and builds snapshots."""
+
+    def __init__(
+        self,
+        *,
+        limits: config.LabelLimits,
+        catalog: objectives.ObjectiveCatalog,
+        artifacts: store.ArtifactStore,
+        producer: bus.Producer,
+        human_queue: queue.HumanQueue,
+        builder: snapshots.SnapshotBuilder,
+        log_: examples.ExampleLog,
+    ) -> None:
+        self._limits = limits
+        self._catalog = catalog
+        self._producer = producer
+        self.queue = human_queue
+        self.builder = builder
+        self._log = log_
+        self._labeller = labelling.Labeller(
+            near_threshold=limits.near_duplicate_threshold,
+            near_capacity=limits.near_duplicate_capacity,
+        )
+        self.seen = idempotency.SeenWindow(
+            artifacts,
+            prefix="state/label/seen",
+            retention=datetime.timedelta(hours=24),
+            capacity=1_000_000,
+        )
+        self._pending_events: list[examples.Example] = []
+        self._pending_tasks: list[queue.Task] = []
+        self._example_counts: collections.Counter[str] = collections.Counter()
+        self._restored: set[str] = set()
+        self._lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def restore(self, objective: str) -> None:
+        """Rebuild what an objective has seen and counted from S3 (once per objective)."""
+        with self._lock:
+            if objective in self._restored:
+                return
+            count = 0
+            for example in self._log.iter_examples(objective):
+                self._labeller.remember(objective, source_id=example.source_id, text=example.text)
+                count += 1
+            self._example_counts[objective] = count
+            self.queue.refresh(objective)
+            self._restored.add(objective)
+        self._finish_resolutions(objective)
+        log.info("restored %d examples", count, extra={"objective": objective})
+
+    # -- records -----------------------------------------------------------------------------
+
+    def handle(self, message: bus.Message) -> None:
+        """One record from ``tunewire.records``."""
+        received = time.monotonic()
+        record_id = (message.header("ce_id") or b"").decode("utf-8", "replace")
+        try:
+            record = records_pb2.Record.FromString(message.value)
+        except protobuf_message.DecodeError as exc:
+            raise errors.InvalidEvent(
+                f"not a tunewire.v1.Record: {exc}", kind="malformed"
+            ) from None
+        if not record_id:
+            raise errors.InvalidEvent("the record has no ce_id header", kind="missing_attribute")
+        if record_id in self.seen:
+            RECORDS.labels(record.objective, "redelivered").inc()
+            return
+        objective = self._catalog.lookup(record.objective, fresher_than=received)
+        if objective is None:
+            raise errors.InvalidEvent(
+                f"objective {record.objective!r} is not registered", kind="unknown_objective"
+            )
+        self.restore(objective.name)
+        try:
+            fields = json.loads(record.fields_json) if record.fields_json else {}
+        except json.JSONDecodeError:
+            fields = {}
+        outcome = self._labeller.label(
+            record,
+            record_id=record_id,
+            objective=objective,
+            fields=fields if isinstance(fields, dict) else {},
+            now=datetime.datetime.now(datetime.UTC),
+        )
+        with self._lock:
+            if isinstance(outcome, labelling.Labelled):
+                self._add_example(outcome.example)
+                _counter(DECISIONS, objective.name, "agreed").inc()
+                _counter(RECORDS, objective.name, "labelled").inc()
+            elif isinstance(outcome, labelling.Queued):
+                self._pending_tasks.append(outcome.task)
+                _counter(DECISIONS, objective.name, outcome.task.reason).inc()
+                _counter(RECORDS, objective.name, "queued").inc()
+            else:
+                if outcome.reason in ("conflict", "abstain", "too_few_votes"):
+                    _counter(DECISIONS, objective.name, outcome.reason).inc()
+                _counter(RECORDS, objective.name, outcome.reason).inc()
+            self.seen.add(record_id)
+
+    def flush(self) -> None:
+        """Make everything handled durable, in the order the module docstring gives."""
+        with self._lock:
+            self._log.flush()
+            for example in self._pending_events:
+                self._announce(example)
+            self._producer.flush()
+            self._pending_events.clear()
+            for task in self._pending_tasks:
+                self.queue.enqueue(task)
+            self._pending_tasks.clear()
+            self.seen.persist()
+
+    # -- the human queue ---------------------------------------------------------------------
+
+    def submit(
+        self, objective_name: str, task_id: str, annotator: str, label: str, claim_id: str | None
+    ) -> dict[str, Any]:
+        """Record an annotator's answer; a resolved task becomes an example at once."""
+        objective = self.objective(objective_name)
+        self.restore(objective.name)
+        result = self.queue.submit(
+            objective.name,
+            task_id,
+            annotator,
+            label,
+            claim_id=claim_id,
+            labels=objective.spec.labels,
+            labels_per_item=objective.spec.labelling.labels_per_item,
+        )
+        resolved = None
+        if result.resolution is not None:
+            if result.status == "recorded":
+                # A repeated answer ("unchanged") never stores twice; a resolution a crash
+                # left unfinished is completed by restore() instead.
+                self._store_resolution(objective, result.resolution)
+            resolved = {
+                "label": result.resolution.label,
+                "annotators": list(result.resolution.annotators),
+            }
+        return {"status": result.status, "resolved": resolved}
+
+    def _finish_resolutions(self, objective_name: str) -> None:
+        """Store examples for tasks resolved before a crash but never marked done."""
+        objective = self._catalog.lookup(objective_name)
+        if objective is None:
+            return
+        for resolution in self.queue.unfinished_resolutions(objective_name):
+            self._store_resolution(objective, resolution)
+
+    def _store_resolution(
+        self, objective: objectives.ObjectiveVersion, resolution: queue.Resolution
+    ) -> None:
+        example = labelling.human_example(
+            resolution, objective, datetime.datetime.now(datetime.UTC)
+        )
+        with self._lock:
+            self._add_example(example)
+            self.flush()
+        self.queue.mark_done(resolution)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def maybe_snapshot(
+        self, objective: objectives.ObjectiveVersion
+    ) -> snapshots.SnapshotInfo | None:
+        """Build a snapshot when the objective's trigger fires (min_examples, retrain_every)."""
+        self.restore(objective.name)
+        policy = objective.spec.dataset
+        total = self._example_counts[objective.name]
+        latest = self.builder.latest(objective.name)
+        if latest is None:
+            due = total >= policy.min_examples
+        else:
+            due = total - int(latest.get("examples", 0)) >= policy.retrain_every
+        if not due:
+            return None
+        return self.snapshot(objective, reason="trigger")
+
+    def snapshot(
+        self, objective: objectives.ObjectiveVersion, *, reason: str
+    ) -> snapshots.SnapshotInfo:
+        """Build (or find) the snapshot of every example stored so far, and announce it."""
+        with self._snapshot_lock:
+            with self._lock:
+                self.flush()
+            rules = list(self._labeller.rules_for(objective).names)
+            info = self.builder.build(objective, rules=rules, reason=reason)
+        if info.created:
+            SNAPSHOTS.labels(objective.name, reason).inc()
+        for split, count in info.manifest.get("counts", {}).items():
+            SNAPSHOT_EXAMPLES.labels(objective.name, split).set(count)
+        return info
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def objective(self, name: str) -> objectives.ObjectiveVersion:
+        """The current version of an objective; 404 when unknown."""
+        found = self._catalog.lookup(name, fresher_than=time.monotonic())
+        if found is None:
+            raise errors.NotFound(f"no objective named {name!r}")
+        return found
+
+    def objectives(self) -> Mapping[str, objectives.ObjectiveVersion]:
+        return self._catalog.current()
+
+    def example_count(self, objective: str) -> int:
+        return self._example_counts[objective]
+
+    def update_queue_depth(self) -> None:
+        """Refresh the queue-depth gauge for every objective seen so far."""
+        for name in list(self._restored):
+            QUEUE_DEPTH.labels(name).set(self.queue.counts(name).get("open", 0))
+
+    def _add_example(self, example: examples.Example) -> None:
+        self._log.append(example)
+        self._pending_events.append(example)
+        self._example_counts[example.objective] += 1
+        _counter(EXAMPLES, example.objective, example.label_source).inc()
+
+    def _announce(self, example: examples.Example) -> None:
+        payload = example.to_proto()
+        self._producer.publish(
+            topics.EXAMPLES,
+            payload,
+            key=example.objective,
+            event=envelope.for_payload(
+                payload,
+                id=envelope.derived_id("example", example.example_id),
+                source=EXAMPLE_SOURCE,
+            ),
+        )
+
+
+@functools.cache
+def _counter(metric: Counter, *labels: str) -> Counter:
+    return metric.labels(*labels)

@@ -1,0 +1,857 @@
+"""The human labelling queue, kept entirely in S3.
+
+Items the objective's rules cannot decide (a conflict, an abstention, too few votes) wait
+here for people. S3 is the only source of truth, so every replica of the label service
+shares one queue and nothing is lost on a restart; what a replica holds in memory is a
+cache that :meth:`HumanQueue.refresh` rebuilds.
+
+Layout under ``labels/{objective}/queue/``:
+
+``tasks/{task_id}.json``
+    The item, written only if absent (enqueueing twice is harmless).
+``claims/{task_id}.json``
+    A lease: who works on the task, with which ``claim_id``, until when. Taken with
+    ``If-None-Match: *``, or, when the existing lease has expired, replaced with
+    ``If-Match: <its etag>`` -- so of two replicas racing for a task exactly one wins,
+    and the loser simply tries the next task.
+``answers/{task_id}/{annotator}.json``
+    One per task and annotator, written only if absent: the same answer twice is an
+    idempotent retry, a different one is a conflict. Each answer records the
+    ``labels_per_item`` it was given under, so whether (and by which answer) a task was
+    resolved can be recomputed from S3 alone after a crash.
+``skips/{task_id}/{annotator}.json``
+    The annotator passed on the task; it is not offered to them again.
+``done/{task_id}.json``
+    The service has durably stored the resolved example (:meth:`HumanQueue.mark_done`).
+
+A task is *resolved* once some label has at least ``labels_per_item`` votes and strictly
+more than any other label; from then on it is offered to nobody. Resolved tasks without a
+done marker are what :meth:`HumanQueue.unfinished_resolutions` hands back after a crash.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import contextlib
+import dataclasses
+import datetime
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from tunewire.core import errors, store
+
+REASONS = ("conflict", "abstain", "too_few_votes")
+"""Why a task needs a human, as :func:`tunewire.label.rules.decide` reports it."""
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""Objective names and task ids: one safe S3 path segment, no ``/``, no ``..`` tricks."""
+
+_ANNOTATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+"""Annotator names: as segments, plus ``@`` and ``+`` so e-mail addresses work."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One item waiting for a human label."""
+
+    task_id: str
+    objective: str
+    source_id: str
+    record_id: str
+    event_id: str
+    text: str
+    hints: tuple[tuple[str, str], ...]
+    """``(rule name, label)`` votes of the rules, shown to annotators as hints."""
+    reason: str
+    """Why it needs a human: ``conflict``, ``abstain`` or ``too_few_votes``."""
+    enqueued_at: str
+    """ISO 8601 time; the queue hands out the oldest task first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A lease on a task: only its holder may submit an answer until ``expires_at``."""
+
+    task: Task
+    annotator: str
+    claim_id: str
+    expires_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """The label people agreed on, and who gave it (in the order they answered)."""
+
+    task: Task
+    label: str
+    annotators: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitResult:
+    """What a submit did.
+
+    ``recorded`` with a ``resolution`` means this very answer resolved the task: the
+    caller stores the example, then calls :meth:`HumanQueue.mark_done`. ``unchanged`` is
+    a retry of an answer already recorded; its ``resolution`` is the task's resolution
+    while that is still waiting for :meth:`HumanQueue.mark_done` (so a retried request
+    can finish the job a crashed one started), else None.
+    """
+
+    status: Literal["recorded", "unchanged"]
+    resolution: Resolution | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    annotator: str
+    label: str
+    labels_per_item: int
+    answered_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lease:
+    annotator: str
+    claim_id: str
+    expires_at: float
+
+
+@dataclasses.dataclass
+class _Objective:
+    """The in-memory cache of one objective's queue (never more than what S3 says)."""
+
+    tasks: dict[str, Task] = dataclasses.field(default_factory=dict)
+    order: list[tuple[float, str]] = dataclasses.field(default_factory=list)
+    """``(enqueued_at, task_id)`` of the unresolved tasks, oldest first: claim's index."""
+    answers: dict[str, dict[str, _Answer]] = dataclasses.field(default_factory=dict)
+    skips: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    leases: dict[str, _Lease] = dataclasses.field(default_factory=dict)
+    resolved: dict[str, Resolution] = dataclasses.field(default_factory=dict)
+    done: set[str] = dataclasses.field(default_factory=set)
+
+
+class HumanQueue:
+    """The labelling queue of every objective, shared through S3 by all replicas.
+
+    Every change is written to S3 before a method returns; the in-memory indexes only
+    save round trips (claim walks a sorted index of open tasks instead of listing the
+    bucket) and are reloaded by :meth:`refresh`, lazily on an objective's first use.
+    Thread-safe: one lock guards the indexes and is never held across an S3 call.
+    """
+
+    def __init__(
+        self,
+        artifacts: store.ArtifactStore,
+        *,
+        lease_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self._artifacts = artifacts
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._objectives: dict[str, _Objective] = {}
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def refresh(self, objective: str) -> None:
+        """(Re)load an objective's tasks, answers, skips, leases and done markers from S3.
+
+        Tasks and answers never change once written, so only unknown ones are read; leases
+        are read afresh. Called on first use, and periodically to see other replicas' work.
+        """
+        _check_segment(objective, "objective")
+        prefix = _prefix(objective)
+        with self._lock:
+            known = self._objectives.get(objective)
+            known_tasks = set(known.tasks) if known else set()
+            known_answers = (
+                {(t, a) for t, by in known.answers.items() for a in by} if known else set()
+            )
+
+        tasks: list[Task] = []
+        for key in self._artifacts.list_keys(f"{prefix}tasks/"):
+            task_id = _name(key, f"{prefix}tasks/")
+            if task_id is not None and task_id not in known_tasks:
+                tasks.append(_task_from_json(self._artifacts.get_json(key)))
+
+        answers: list[tuple[str, _Answer]] = []
+        for key in self._artifacts.list_keys(f"{prefix}answers/"):
+            pair = _pair(key, f"{prefix}answers/")
+            if pair is not None and pair not in known_answers:
+                answers.append((pair[0], _answer_from_json(self._artifacts.get_json(key))))
+
+        skips = [
+            pair
+            for key in self._artifacts.list_keys(f"{prefix}skips/")
+            if (pair := _pair(key, f"{prefix}skips/")) is not None
+        ]
+        done = {
+            task_id
+            for key in self._artifacts.list_keys(f"{prefix}done/")
+            if (task_id := _name(key, f"{prefix}done/")) is not None
+        }
+        leases: dict[str, _Lease] = {}
+        for key in self._artifacts.list_keys(f"{prefix}claims/"):
+            task_id = _name(key, f"{prefix}claims/")
+            if task_id is None:
+                continue
+            try:
+                leases[task_id] = _lease_from_json(self._artifacts.get_json(key))
+            except errors.NotFound:
+                continue  # released between the listing and the read
+
+        with self._lock:
+            state = self._objectives.setdefault(objective, _Objective())
+            for task in tasks:
+                self._add_task(state, task)
+            for task_id, answer in answers:
+                state.answers.setdefault(task_id, {})[answer.annotator] = answer
+            for task_id, annotator in skips:
+                state.skips.setdefault(task_id, set()).add(annotator)
+            state.done |= done
+            state.leases = leases
+            for task_id in {t for t, _ in answers} | done:
+                self._update_resolution(state, task_id)
+
+    def _state(self, objective: str) -> _Objective:
+        """The objective's cache, loaded from S3 on first use."""
+        _check_segment(objective, "objective")
+        with self._lock:
+            state = self._objectives.get(objective)
+        if state is None:
+            self.refresh(objective)
+            with self._lock:
+                state = self._objectives[objective]
+        return state
+
+    # -- enqueueing --------------------------------------------------------------------------
+
+    def enqueue(self, task: Task) -> bool:
+        """Add a task unless one with its id exists; True when this call added it.
+
+        Idempotent on ``task_id``, so a redelivered record never queues an item twice.
+        """
+        _check_segment(task.task_id, "task id")
+        if task.reason not in REASONS:
+            raise errors.InvalidRequest(
+                f"task reason {task.reason!r} is not one of {', '.join(REASONS)}"
+            )
+        _parse_time(task.enqueued_at, "enqueued_at")
+        state = self._state(task.objective)
+        with self._lock:
+            if task.task_id in state.tasks:
+                return False
+        key = f"{_prefix(task.objective)}tasks/{task.task_id}.json"
+        try:
+            self._artifacts.put_json(key, _task_to_json(task), only_if_absent=True)
+        except errors.Conflict:
+            # Another replica queued it first: cache the stored copy, not ours.
+            stored = _task_from_json(self._artifacts.get_json(key))
+            with self._lock:
+                self._add_task(state, stored)
+            return False
+        with self._lock:
+            self._add_task(state, task)
+        return True
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def claim(self, objective: str, annotator: str) -> Claim | None:
+        """Lease the oldest open task this annotator may work on, or None when there is none.
+
+        Skips tasks that are resolved, that the annotator answered or skipped, and that
+        someone else holds a valid lease on. When the oldest such task is one this annotator
+        already holds, that lease is handed back as it is (a reloaded page gets its task
+        again). Each candidate is verified in
+        S3 after the lease is taken, so a stale cache costs a retry, never a wrong offer.
+        """
+        _check_annotator(annotator)
+        state = self._state(objective)
+        now = self._clock()
+        cursor: tuple[float, str] | None = None
+        while True:
+            # Walk the index from a cursor, taking the lock only to find the next candidate,
+            # so a long queue is neither copied nor locked while S3 answers.
+            with self._lock:
+                index = 0 if cursor is None else bisect.bisect_right(state.order, cursor)
+                cursor = None
+                for position in range(index, len(state.order)):
+                    entry = state.order[position]
+                    if self._may_offer(state, entry[1], annotator, now):
+                        cursor = entry
+                        break
+            if cursor is None:
+                return None
+            found = self._try_claim(objective, state, cursor[1], annotator)
+            if found is not None:
+                return found
+
+    def _may_offer(self, state: _Objective, task_id: str, annotator: str, now: float) -> bool:
+        if task_id in state.resolved or task_id in state.done:
+            return False
+        if annotator in state.answers.get(task_id, {}) or annotator in state.skips.get(
+            task_id, set()
+        ):
+            return False
+        lease = state.leases.get(task_id)
+        return lease is None or lease.annotator == annotator or lease.expires_at <= now
+
+    def _try_claim(
+        self, objective: str, state: _Objective, task_id: str, annotator: str
+    ) -> Claim | None:
+        """Take the lease on one task, or None when another annotator has it or won the race."""
+        key = _claim_key(objective, task_id)
+        now = self._clock()
+        lease = _Lease(annotator, uuid.uuid4().hex, now + self._lease_seconds)
+        try:
+            self._artifacts.put_json(key, _lease_to_json(task_id, lease), only_if_absent=True)
+        except errors.Conflict:
+            try:
+                raw, etag = self._artifacts.get_versioned(key)
+            except errors.NotFound:
+                return None  # released just now; the next claim will find it free
+            held = _lease_from_json(_json(raw))
+            if held.expires_at > now:
+                with self._lock:
+                    state.leases[task_id] = held
+                if held.annotator == annotator:
+                    return self._claim_of(state, task_id, held)
+                return None
+            try:
+                self._artifacts.put_json(key, _lease_to_json(task_id, lease), if_match=etag)
+            except errors.Conflict:
+                return None  # another replica took over the expired lease first
+        with self._lock:
+            state.leases[task_id] = lease
+        # The lease is ours; make sure the task still needs this annotator (another replica
+        # may have recorded answers or a skip that our cache has not seen yet).
+        self._sync_answers(objective, state, task_id)
+        self._sync_skips(objective, state, task_id)
+        with self._lock:
+            offer = not (
+                task_id in state.resolved
+                or annotator in state.answers.get(task_id, {})
+                or annotator in state.skips.get(task_id, set())
+            )
+        if not offer:
+            self._release(objective, state, task_id, lease)
+            return None
+        return self._claim_of(state, task_id, lease)
+
+    def renew(self, objective: str, task_id: str, annotator: str, claim_id: str) -> Claim:
+        """Extend a lease by ``lease_seconds`` from now; :class:`errors.Conflict` if it was lost.
+
+        A lease that has expired counts as lost even if nobody took it yet, as at submit:
+        once expired, any other annotator may have been offered the task.
+        """
+        _check_annotator(annotator)
+        state = self._state(objective)
+        self._task(objective, state, task_id)
+        key = _claim_key(objective, task_id)
+        _, etag = self._held_lease(objective, task_id, annotator, claim_id)
+        lease = _Lease(annotator, claim_id, self._clock() + self._lease_seconds)
+        try:
+            self._artifacts.put_json(key, _lease_to_json(task_id, lease), if_match=etag)
+        except errors.Conflict as exc:
+            raise errors.Conflict(
+                f"your lease on task {task_id!r} was taken over while renewing it; "
+                "claim a task again"
+            ) from exc
+        with self._lock:
+            state.leases[task_id] = lease
+        return self._claim_of(state, task_id, lease)
+
+    def skip(self, objective: str, task_id: str, annotator: str, claim_id: str) -> None:
+        """Pass on a task: it is never offered to this annotator again, and the lease is freed.
+
+        The skip is recorded even when the lease has meanwhile expired or moved on (the
+        annotator's wish is clear); the lease is released only if it is still theirs.
+        """
+        _check_annotator(annotator)
+        state = self._state(objective)
+        self._task(objective, state, task_id)
+        self._artifacts.put_json(
+            f"{_prefix(objective)}skips/{task_id}/{annotator}.json",
+            {"annotator": annotator, "claim_id": claim_id, "skipped_at": _iso(self._clock())},
+        )
+        with self._lock:
+            state.skips.setdefault(task_id, set()).add(annotator)
+        try:
+            raw, _ = self._artifacts.get_versioned(_claim_key(objective, task_id))
+        except errors.NotFound:
+            return
+        held = _lease_from_json(_json(raw))
+        if held.annotator == annotator and held.claim_id == claim_id:
+            self._release(objective, state, task_id, held)
+
+    def _held_lease(
+        self, objective: str, task_id: str, annotator: str, claim_id: str | None
+    ) -> tuple[_Lease, str]:
+        """The caller's valid lease and its etag, else :class:`errors.Conflict` saying why."""
+        try:
+            raw, etag = self._artifacts.get_versioned(_claim_key(objective, task_id))
+        except errors.NotFound as exc:
+            raise errors.Conflict(
+                f"you hold no lease on task {task_id!r} (it expired and was released, or was "
+                "never claimed); claim a task again"
+            ) from exc
+        held = _lease_from_json(_json(raw))
+        expired = held.expires_at <= self._clock()
+        if held.annotator == annotator and held.claim_id == claim_id:
+            if expired:
+                raise errors.Conflict(
+                    f"your lease on task {task_id!r} expired at {_iso(held.expires_at)}; "
+                    "claim a task again"
+                )
+            return held, etag
+        if held.annotator != annotator and not expired:
+            raise errors.Conflict(
+                f"the lease on task {task_id!r} is held by someone else (yours, if you had "
+                "one, expired); claim a task again"
+            )
+        raise errors.Conflict(
+            f"you hold no lease on task {task_id!r} (it expired, or was never claimed); "
+            "claim a task again"
+        )
+
+    def _release(self, objective: str, state: _Objective, task_id: str, lease: _Lease) -> None:
+        """Free a lease we hold.
+
+        The delete is unconditional (the store has no conditional delete), so it is sent
+        only while the lease is still valid by our clock: until then nobody else may take
+        it over, so we cannot delete someone else's lease. An expired lease is left in place
+        -- it is already free for the next claimer's compare-and-swap.
+        """
+        if self._clock() < lease.expires_at:
+            self._artifacts.delete(_claim_key(objective, task_id))
+        with self._lock:
+            cached = state.leases.get(task_id)
+            if cached is not None and cached.claim_id == lease.claim_id:
+                del state.leases[task_id]
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        objective: str,
+        task_id: str,
+        annotator: str,
+        label: str,
+        *,
+        claim_id: str | None,
+        labels: Sequence[str],
+        labels_per_item: int,
+    ) -> SubmitResult:
+        """Record an annotator's label for a task they hold a valid lease on.
+
+        Repeating the same answer is idempotent (with or without a lease, even after the
+        task is done); a different answer from the same annotator is a conflict. Returns
+        the resolution when this answer resolved the task.
+        """
+        _check_annotator(annotator)
+        if label not in labels:
+            raise errors.InvalidRequest(
+                f"label {label!r} is not one of the objective's labels: {', '.join(labels)}",
+                details={"allowed": list(labels)},
+            )
+        if labels_per_item < 1:
+            raise errors.InvalidRequest("labels_per_item must be at least 1")
+        state = self._state(objective)
+        self._task(objective, state, task_id)
+        answer_key = f"{_prefix(objective)}answers/{task_id}/{annotator}.json"
+
+        with self._lock:
+            cached = state.answers.get(task_id, {}).get(annotator)
+        if cached is not None:
+            return self._repeat(state, task_id, cached, label)
+        try:
+            lease, _ = self._held_lease(objective, task_id, annotator, claim_id)
+        except errors.Conflict as no_lease:
+            # Without a lease, only a repeat of an answer already recorded is accepted.
+            try:
+                previous = _answer_from_json(self._artifacts.get_json(answer_key))
+            except errors.NotFound:
+                raise no_lease from None
+            self._remember_answer(state, task_id, previous)
+            return self._repeat(state, task_id, previous, label)
+
+        answer = _Answer(annotator, label, labels_per_item, self._clock())
+        try:
+            self._artifacts.put_json(answer_key, _answer_to_json(answer), only_if_absent=True)
+        except errors.Conflict:
+            previous = _answer_from_json(self._artifacts.get_json(answer_key))
+            self._remember_answer(state, task_id, previous)
+            return self._repeat(state, task_id, previous, label)
+        self._remember_answer(state, task_id, answer)
+        self._release(objective, state, task_id, lease)
+        self._sync_answers(objective, state, task_id)
+        with self._lock:
+            resolution = state.resolved.get(task_id)
+            decided_by_us = (
+                resolution is not None
+                and _deciding_answer(state.answers.get(task_id, {}).values()) == annotator
+            )
+        return SubmitResult("recorded", resolution if decided_by_us else None)
+
+    def _repeat(
+        self, state: _Objective, task_id: str, previous: _Answer, label: str
+    ) -> SubmitResult:
+        if previous.label != label:
+            raise errors.Conflict(
+                f"you already answered {previous.label!r} for task {task_id!r}; "
+                "an answer cannot be changed"
+            )
+        with self._lock:
+            pending = None if task_id in state.done else state.resolved.get(task_id)
+        return SubmitResult("unchanged", pending)
+
+    def mark_done(self, resolution: Resolution) -> None:
+        """Record that the service has durably stored the resolved example.
+
+        Call it only after that write: a crash in between leaves the task in
+        :meth:`unfinished_resolutions`, never lost. Idempotent.
+        """
+        task = resolution.task
+        _check_segment(task.task_id, "task id")
+        state = self._state(task.objective)
+        # Conflict: already marked, by us or another replica.
+        with contextlib.suppress(errors.Conflict):
+            self._artifacts.put_json(
+                f"{_prefix(task.objective)}done/{task.task_id}.json",
+                {
+                    "task_id": task.task_id,
+                    "label": resolution.label,
+                    "annotators": list(resolution.annotators),
+                    "done_at": _iso(self._clock()),
+                },
+                only_if_absent=True,
+            )
+        with self._lock:
+            state.done.add(task.task_id)
+            self._update_resolution(state, task.task_id)
+
+    def unfinished_resolutions(self, objective: str) -> list[Resolution]:
+        """Tasks resolved by answers but not marked done, oldest first (crash recovery)."""
+        state = self._state(objective)
+        with self._lock:
+            pending = [
+                resolution
+                for task_id, resolution in state.resolved.items()
+                if task_id not in state.done
+            ]
+        return sorted(pending, key=lambda r: (_parse_time(r.task.enqueued_at), r.task.task_id))
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def counts(self, objective: str) -> dict[str, int]:
+        """``open`` (not done), ``claimed`` (valid lease), ``done`` and ``answers``."""
+        state = self._state(objective)
+        now = self._clock()
+        with self._lock:
+            done = len(state.done & state.tasks.keys())
+            return {
+                "open": len(state.tasks) - done,
+                "claimed": sum(
+                    1
+                    for task_id, lease in state.leases.items()
+                    if lease.expires_at > now
+                    and task_id not in state.resolved
+                    and task_id not in state.done
+                ),
+                "done": done,
+                "answers": sum(len(by) for by in state.answers.values()),
+            }
+
+    def annotators(self, objective: str) -> dict[str, int]:
+        """Answers given per annotator."""
+        state = self._state(objective)
+        with self._lock:
+            tally = collections.Counter(a for by in state.answers.values() for a in by)
+        return dict(sorted(tally.items()))
+
+    def agreement(self, objective: str) -> dict[str, float | int]:
+        """How much annotators agree, over the items with at least two answers.
+
+        ``percent_agreement`` is the mean, over items, of the share of annotator pairs that
+        gave the same label, as a percentage. ``fleiss_kappa`` corrects that for chance with
+        Fleiss' formula, generalised to items with different numbers of answers (each item's
+        agreement uses its own count; chance agreement uses the pooled label shares); it is
+        exactly Fleiss' kappa when every item has the same number of answers. Keys whose
+        value is undefined (no items; every answer the same label) are left out.
+        """
+        state = self._state(objective)
+        with self._lock:
+            items = [
+                collections.Counter(a.label for a in by.values())
+                for by in state.answers.values()
+                if len(by) >= 2
+            ]
+        return agreement_of(items)
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _task(self, objective: str, state: _Objective, task_id: str) -> Task:
+        """The task (from the cache, else S3); :class:`errors.NotFound` when unknown."""
+        _check_segment(task_id, "task id")
+        with self._lock:
+            task = state.tasks.get(task_id)
+        if task is not None:
+            return task
+        task = _task_from_json(
+            self._artifacts.get_json(f"{_prefix(objective)}tasks/{task_id}.json")
+        )
+        with self._lock:
+            self._add_task(state, task)
+        return task
+
+    def _claim_of(self, state: _Objective, task_id: str, lease: _Lease) -> Claim:
+        with self._lock:
+            task = state.tasks[task_id]
+        return Claim(task, lease.annotator, lease.claim_id, _iso(lease.expires_at))
+
+    def _sync_answers(self, objective: str, state: _Objective, task_id: str) -> None:
+        """Bring one task's answers up to date: one listing, reads only for unknown ones."""
+        prefix = f"{_prefix(objective)}answers/{task_id}/"
+        with self._lock:
+            known = set(state.answers.get(task_id, {}))
+        for key in self._artifacts.list_keys(prefix):
+            annotator = _name(key, prefix)
+            if annotator is None or annotator in known:
+                continue
+            try:
+                self._remember_answer(
+                    state, task_id, _answer_from_json(self._artifacts.get_json(key))
+                )
+            except errors.NotFound:
+                continue
+
+    def _sync_skips(self, objective: str, state: _Objective, task_id: str) -> None:
+        prefix = f"{_prefix(objective)}skips/{task_id}/"
+        found = {
+            annotator
+            for key in self._artifacts.list_keys(prefix)
+            if (annotator := _name(key, prefix)) is not None
+        }
+        with self._lock:
+            state.skips.setdefault(task_id, set()).update(found)
+
+    def _remember_answer(self, state: _Objective, task_id: str, answer: _Answer) -> None:
+        with self._lock:
+            state.answers.setdefault(task_id, {})[answer.annotator] = answer
+            self._update_resolution(state, task_id)
+
+    @staticmethod
+    def _add_task(state: _Objective, task: Task) -> None:
+        """Index a task (caller holds the lock)."""
+        if task.task_id in state.tasks:
+            return
+        state.tasks[task.task_id] = task
+        bisect.insort(state.order, (_parse_time(task.enqueued_at), task.task_id))
+        HumanQueue._update_resolution(state, task.task_id)
+
+    @staticmethod
+    def _update_resolution(state: _Objective, task_id: str) -> None:
+        """Recompute whether a task is resolved; drop it from the open index if so."""
+        task = state.tasks.get(task_id)
+        if task is None or task_id in state.resolved:
+            return
+        decided = _resolve(state.answers.get(task_id, {}).values())
+        if decided is None and task_id not in state.done:
+            return
+        if decided is not None:
+            label, annotators = decided
+            state.resolved[task_id] = Resolution(task, label, annotators)
+        entry = (_parse_time(task.enqueued_at), task_id)
+        index = bisect.bisect_left(state.order, entry)
+        if index < len(state.order) and state.order[index] == entry:
+            del state.order[index]
+
+
+def agreement_of(items: Sequence[Mapping[str, int]]) -> dict[str, float | int]:
+    """Percent agreement and (generalised) Fleiss' kappa of label counts per item.
+
+    Each item maps a label to how many annotators gave it; items with fewer than two
+    answers are ignored. See :meth:`HumanQueue.agreement` for the definitions.
+    """
+    rated = [item for item in items if sum(item.values()) >= 2]
+    result: dict[str, float | int] = {"items": len(rated)}
+    if not rated:
+        return result
+    per_item = []
+    pooled: collections.Counter[str] = collections.Counter()
+    for item in rated:
+        n = sum(item.values())
+        per_item.append(sum(c * (c - 1) for c in item.values()) / (n * (n - 1)))
+        pooled.update(item)
+    observed = sum(per_item) / len(per_item)
+    result["percent_agreement"] = 100.0 * observed
+    total = sum(pooled.values())
+    expected = sum((c / total) ** 2 for c in pooled.values())
+    if expected < 1.0:
+        result["fleiss_kappa"] = (observed - expected) / (1.0 - expected)
+    return result
+
+
+def _ordered(answers: Iterable[_Answer]) -> list[_Answer]:
+    return sorted(answers, key=lambda a: (a.answered_at, a.annotator))
+
+
+def _resolve(answers: Iterable[_Answer]) -> tuple[str, tuple[str, ...]] | None:
+    """The label and its voters at the first answer that resolved the task, if any.
+
+    Walks the answers in the order they were given, applying each answer's own
+    ``labels_per_item``, so the result is the one the resolving submit reported, whatever
+    arrived later.
+    """
+    step = _resolving_step(answers)
+    if step is None:
+        return None
+    ordered, index, label = step
+    return label, tuple(a.annotator for a in ordered[: index + 1] if a.label == label)
+
+
+def _deciding_answer(answers: Iterable[_Answer]) -> str | None:
+    """The annotator whose answer resolved the task, if it is resolved."""
+    step = _resolving_step(answers)
+    return None if step is None else step[0][step[1]].annotator
+
+
+def _resolving_step(answers: Iterable[_Answer]) -> tuple[list[_Answer], int, str] | None:
+    ordered = _ordered(answers)
+    tally: collections.Counter[str] = collections.Counter()
+    for index, answer in enumerate(ordered):
+        tally[answer.label] += 1
+        leaders = tally.most_common(2)
+        top, votes = leaders[0]
+        runner_up = leaders[1][1] if len(leaders) > 1 else 0
+        if votes >= answer.labels_per_item and votes > runner_up:
+            return ordered, index, top
+    return None
+
+
+def _check_segment(value: str, what: str) -> None:
+    if not _SEGMENT.fullmatch(value):
+        raise errors.InvalidRequest(
+            f"{what} {value!r} is not valid: use up to 200 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+
+
+def _check_annotator(value: str) -> None:
+    if not _ANNOTATOR.fullmatch(value):
+        raise errors.InvalidRequest(
+            f"annotator {value!r} is not valid: use up to 128 letters, digits, '.', '_', '-', "
+            "'@' or '+', starting with a letter or digit"
+        )
+
+
+def _prefix(objective: str) -> str:
+    return f"labels/{objective}/queue/"
+
+
+def _claim_key(objective: str, task_id: str) -> str:
+    return f"{_prefix(objective)}claims/{task_id}.json"
+
+
+def _name(key: str, prefix: str) -> str | None:
+    """``{prefix}{name}.json`` -> name (None for anything else under the prefix)."""
+    rest = key[len(prefix) :]
+    if "/" in rest or not rest.endswith(".json"):
+        return None
+    return rest[: -len(".json")]
+
+
+def _pair(key: str, prefix: str) -> tuple[str, str] | None:
+    """``{prefix}{task_id}/{annotator}.json`` -> (task_id, annotator)."""
+    task_id, _, rest = key[len(prefix) :].partition("/")
+    if not task_id or "/" in rest or not rest.endswith(".json"):
+        return None
+    return task_id, rest[: -len(".json")]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).isoformat()
+
+
+def _parse_time(value: str, what: str = "time") -> float:
+    """Seconds since the epoch of an ISO 8601 time (UTC when it has no offset)."""
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidRequest(f"{what} {value!r} is not an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
+def _json(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+def _task_to_json(task: Task) -> dict[str, Any]:
+    body = dataclasses.asdict(task)
+    body["hints"] = [list(hint) for hint in task.hints]
+    return body
+
+
+def _task_from_json(body: Mapping[str, Any]) -> Task:
+    return Task(
+        task_id=body["task_id"],
+        objective=body["objective"],
+        source_id=body["source_id"],
+        record_id=body["record_id"],
+        event_id=body["event_id"],
+        text=body["text"],
+        hints=tuple((str(rule), str(label)) for rule, label in body["hints"]),
+        reason=body["reason"],
+        enqueued_at=body["enqueued_at"],
+    )
+
+
+def _answer_to_json(answer: _Answer) -> dict[str, Any]:
+    return {
+        "annotator": answer.annotator,
+        "label": answer.label,
+        "labels_per_item": answer.labels_per_item,
+        "answered_at": _iso(answer.answered_at),
+    }
+
+
+def _answer_from_json(body: Mapping[str, Any]) -> _Answer:
+    return _Answer(
+        annotator=body["annotator"],
+        label=body["label"],
+        labels_per_item=int(body["labels_per_item"]),
+        answered_at=_parse_time(body["answered_at"]),
+    )
+
+
+def _lease_to_json(task_id: str, lease: _Lease) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "annotator": lease.annotator,
+        "claim_id": lease.claim_id,
+        "expires_at": _iso(lease.expires_at),
+        # Exact seconds as well: the ISO form is rounded to microseconds, and replicas must
+        # agree to the last digit on whether a lease has expired.
+        "expires_epoch": lease.expires_at,
+    }
+
+
+def _lease_from_json(body: Mapping[str, Any]) -> _Lease:
+    epoch = body.get("expires_epoch")
+    return _Lease(
+        annotator=body["annotator"],
+        claim_id=body["claim_id"],
+        expires_at=float(epoch) if epoch is not None else _parse_time(body["expires_at"]),
+    )

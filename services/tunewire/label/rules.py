@@ -1,0 +1,170 @@
+"""Weak supervision: an objective's labelling rules, compiled once, voting on each record.
+
+Each rule of ``spec.labelling.rules`` votes for its label when it matches a record and abstains
+otherwise; :func:`decide` turns the votes into a label, or into a reason the record goes to the
+human queue (or is dropped). The module is pure — no I/O — so the consumer can call it per record
+and the tests can pin every case. Patterns are compiled in :meth:`RuleSet.compile`, never per
+record, because :meth:`RuleSet.votes` sits on the ingest-rate hot path.
+
+How each rule kind matches:
+
+- ``any``: keywords and phrases match as whole words, case-insensitively (full Unicode case
+  folding, so ``STRASSE`` matches ``straße``): ``refund`` matches ``Refund!`` but not ``refunded``
+  or ``nonrefund``, and the words of a phrase may be separated by any run of whitespace
+  (``log in`` matches ``log\\nin``). Blank keywords are ignored; a rule with none never votes.
+- ``regex``: searched anywhere in the text, case-insensitively; the author adds ``\\b`` where
+  word boundaries matter.
+- ``field`` + ``equals``: the record's data field, as a string, equals ``equals`` exactly
+  (case-sensitive). Booleans compare as ``true``/``false`` (as written in JSON/YAML), a missing
+  or null field abstains, and a dotted name (``customer.tier``) reaches into nested objects when
+  no top-level field has that exact name.
+- ``min_length``/``max_length``: the text's length in characters lies within the bounds, both
+  inclusive; a missing bound is open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from tunewire.core import objectives
+
+Reason = Literal["agreed", "conflict", "abstain", "too_few_votes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Vote:
+    """One rule's vote: the rule's stable name (``{label}/{kind}#{index}``) and its label."""
+
+    rule: str
+    label: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The outcome for one record.
+
+    ``label`` is set only when ``reason`` is ``agreed``; for the other reasons the votes (kept
+    for lineage and for the human queue) say which labels were proposed.
+    """
+
+    label: str | None
+    reason: Reason
+    votes: tuple[Vote, ...]
+
+
+# A compiled rule: the text (original and case-folded) and the record's fields in, match or not.
+_Matcher = Callable[[str, str, Mapping[str, Any]], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    vote: Vote
+    matches: _Matcher
+
+
+class RuleSet:
+    """An objective's rules, compiled once; cheap to call per record and safe to share."""
+
+    def __init__(self, compiled: Sequence[_Compiled]) -> None:
+        self._rules = tuple(compiled)
+
+    @classmethod
+    def compile(cls, spec: objectives.ObjectiveSpec) -> RuleSet:
+        """Compile every rule of ``spec.labelling.rules`` (the spec has validated them)."""
+        return cls([_compile(index, rule) for index, rule in enumerate(spec.labelling.rules)])
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every rule's name, in the objective's order."""
+        return tuple(rule.vote.rule for rule in self._rules)
+
+    def votes(self, text: str, fields: Mapping[str, Any]) -> list[Vote]:
+        """The votes of the rules that match, in the objective's rule order."""
+        # Folded once per record, not once per keyword rule.
+        folded = text.casefold()
+        return [rule.vote for rule in self._rules if rule.matches(text, folded, fields)]
+
+
+def decide(votes: Sequence[Vote], min_agreement: int) -> Decision:
+    """Turn votes into a decision.
+
+    No votes abstain. Votes for two or more labels are a conflict even when one label has more
+    votes: rules that disagree are a question for a human, not a majority. A single label needs
+    ``min_agreement`` votes from distinct rules (a repeated vote of the same rule counts once).
+    """
+    kept = tuple(votes)
+    if not kept:
+        return Decision(label=None, reason="abstain", votes=kept)
+    labels = {vote.label for vote in kept}
+    if len(labels) > 1:
+        return Decision(label=None, reason="conflict", votes=kept)
+    if len({vote.rule for vote in kept}) < min_agreement:
+        return Decision(label=None, reason="too_few_votes", votes=kept)
+    return Decision(label=labels.pop(), reason="agreed", votes=kept)
+
+
+def _compile(index: int, rule: objectives.Rule) -> _Compiled:
+    if rule.any is not None:
+        return _Compiled(Vote(f"{rule.label}/any#{index}", rule.label), _keywords(rule.any))
+    if rule.regex is not None:
+        return _Compiled(Vote(f"{rule.label}/regex#{index}", rule.label), _regex(rule.regex))
+    if rule.field is not None and rule.equals is not None:
+        matcher = _field_equals(rule.field, rule.equals)
+        return _Compiled(Vote(f"{rule.label}/field#{index}", rule.label), matcher)
+    matcher = _length(rule.min_length, rule.max_length)
+    return _Compiled(Vote(f"{rule.label}/length#{index}", rule.label), matcher)
+
+
+def _keywords(keywords: Sequence[str]) -> _Matcher:
+    # One alternation per rule; the lookarounds (rather than \b) also give whole-word matches
+    # for keywords that start or end with punctuation, such as "c++".
+    phrases = [
+        r"\s+".join(re.escape(word) for word in keyword.casefold().split())
+        for keyword in keywords
+        if keyword.strip()
+    ]
+    if not phrases:
+        return lambda text, folded, fields: False
+    # Longest first, so the alternation tries the most specific phrase before its prefix.
+    phrases.sort(key=len, reverse=True)
+    search = re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)").search
+    return lambda text, folded, fields: search(folded) is not None
+
+
+def _regex(pattern: str) -> _Matcher:
+    search = re.compile(pattern, re.IGNORECASE).search
+    return lambda text, folded, fields: search(text) is not None
+
+
+def _field_equals(name: str, expected: str) -> _Matcher:
+    path = name.split(".")
+
+    def matches(text: str, folded: str, fields: Mapping[str, Any]) -> bool:
+        value = _lookup(fields, name, path)
+        if value is None:
+            return False
+        if isinstance(value, bool):
+            return ("true" if value else "false") == expected
+        return str(value) == expected
+
+    return matches
+
+
+def _lookup(fields: Mapping[str, Any], name: str, path: Sequence[str]) -> Any:
+    if name in fields:
+        return fields[name]
+    value: Any = fields
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _length(minimum: int | None, maximum: int | None) -> _Matcher:
+    low = 0 if minimum is None else minimum
+    high = float("inf") if maximum is None else maximum
+    return lambda text, folded, fields: low <= len(text) <= high

@@ -1,0 +1,145 @@
+"""The label service's rules: each kind votes or abstains, names are stable, and decide()
+turns votes into a label or a reason for a human."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tunewire import samples
+from tunewire.core import objectives
+from tunewire.label import rules
+
+
+def ruleset(*rule_list: dict[str, Any], labels: tuple[str, ...] = ("a", "b")) -> rules.RuleSet:
+    document = copy.deepcopy(samples.support_intent_spec())
+    document["labels"] = list(labels)
+    document["labelling"] = {"rules": list(rule_list)}
+    return rules.RuleSet.compile(objectives.parse_spec(document))
+
+
+def voted(rs: rules.RuleSet, text: str, fields: dict[str, Any] | None = None) -> list[str]:
+    return [vote.rule for vote in rs.votes(text, fields or {})]
+
+
+@pytest.mark.parametrize(
+    ("text", "matches"),
+    [
+        ("I want a refund", True),
+        ("REFUND!", True),
+        ("(refund)", True),
+        ("refunded already", False),
+        ("nonrefundable", False),
+        ("please LOG\n  In now", True),
+        ("blog in", False),
+        ("", False),
+    ],
+)
+def test_any_matches_whole_words_and_phrases_case_insensitively(text: str, matches: bool) -> None:
+    rs = ruleset({"label": "a", "any": ["refund", "log in"]})
+    assert voted(rs, text) == (["a/any#0"] if matches else [])
+
+
+def test_any_folds_unicode_case_and_respects_unicode_word_boundaries() -> None:
+    rs = ruleset({"label": "a", "any": ["straße", "café"]})
+    assert voted(rs, "STRASSE 5") == ["a/any#0"]
+    assert voted(rs, "Un CAFÉ, s'il vous plaît") == ["a/any#0"]
+    assert voted(rs, "cafés") == []
+    assert voted(rs, "Hauptstraße") == []
+
+
+def test_any_with_punctuation_keywords_and_blank_keywords() -> None:
+    assert voted(ruleset({"label": "a", "any": ["c++"]}), "I write C++ daily") == ["a/any#0"]
+    assert voted(ruleset({"label": "a", "any": ["", "  "]}), "anything at all") == []
+    assert voted(ruleset({"label": "a", "any": []}), "anything at all") == []
+
+
+def test_regex_is_searched_case_insensitively() -> None:
+    rs = ruleset({"label": "b", "regex": r"\bdeliver(y|ed)?\b"})
+    assert voted(rs, "Delivery is LATE") == ["b/regex#0"]
+    assert voted(rs, "it was DELIVERED") == ["b/regex#0"]
+    assert voted(rs, "deliverance") == []
+    assert voted(ruleset({"label": "b", "regex": "ü+"}), "MÜNCHEN") == ["b/regex#0"]
+
+
+def test_field_equals_compares_as_string_case_sensitively() -> None:
+    rs = ruleset({"label": "a", "field": "channel", "equals": "chat"})
+    assert voted(rs, "x", {"channel": "chat"}) == ["a/field#0"]
+    assert voted(rs, "x", {"channel": "Chat"}) == []
+    assert voted(rs, "x", {"channel": None}) == []
+    assert voted(rs, "x", {}) == []
+    assert voted(ruleset({"label": "a", "field": "n", "equals": "3"}), "x", {"n": 3}) == [
+        "a/field#0"
+    ]
+    flag = ruleset({"label": "a", "field": "vip", "equals": "true"})
+    assert voted(flag, "x", {"vip": True}) == ["a/field#0"]
+    assert voted(flag, "x", {"vip": False}) == []
+
+
+def test_field_reaches_into_nested_objects_with_a_dotted_name() -> None:
+    rs = ruleset({"label": "a", "field": "customer.tier", "equals": "gold"})
+    assert voted(rs, "x", {"customer": {"tier": "gold"}}) == ["a/field#0"]
+    assert voted(rs, "x", {"customer.tier": "gold"}) == ["a/field#0"]
+    assert voted(rs, "x", {"customer": "gold"}) == []
+
+
+def test_length_bounds_are_inclusive_characters() -> None:
+    rs = ruleset({"label": "a", "min_length": 3, "max_length": 5})
+    assert voted(rs, "ab") == []
+    assert voted(rs, "abc") == ["a/length#0"]
+    assert voted(rs, "ééééé") == ["a/length#0"]
+    assert voted(rs, "abcdef") == []
+    assert voted(ruleset({"label": "a", "max_length": 2}), "") == ["a/length#0"]
+    assert voted(ruleset({"label": "a", "min_length": 2}), "x" * 10_000) == ["a/length#0"]
+
+
+def test_rule_names_follow_the_objectives_rule_order() -> None:
+    spec = objectives.parse_spec(samples.support_intent_spec())
+    rs = rules.RuleSet.compile(spec)
+    assert rs.names == ("refund/any#0", "shipping/regex#1", "account/any#2", "warranty/any#3")
+    votes = rs.votes("Refund request\nThe parcel is late.", {})
+    assert votes == [
+        rules.Vote("refund/any#0", "refund"),
+        rules.Vote("shipping/regex#1", "shipping"),
+    ]
+
+
+def test_sample_rules_are_right_when_they_agree_and_leave_some_to_humans() -> None:
+    spec = objectives.parse_spec(samples.support_intent_spec())
+    rs = rules.RuleSet.compile(spec)
+    decisions = []
+    for ticket, intent in samples.labelled_tickets(500):
+        data = ticket["data"]
+        decision = rules.decide(rs.votes(data["subject"] + "\n" + data["body"], data), 1)
+        decisions.append(decision.reason)
+        if decision.label is not None:
+            assert decision.label == intent, data
+    agreed = decisions.count("agreed") / len(decisions)
+    assert 0.8 < agreed < 0.97, "most are covered, and some need a human"
+    assert "conflict" in decisions and "abstain" in decisions
+
+
+VA1, VA2, VB = rules.Vote("a/any#0", "a"), rules.Vote("a/regex#1", "a"), rules.Vote("b/any#2", "b")
+
+
+@pytest.mark.parametrize(
+    ("votes", "min_agreement", "label", "reason"),
+    [
+        ([], 1, None, "abstain"),
+        ([VA1], 1, "a", "agreed"),
+        ([VA1, VA2], 2, "a", "agreed"),
+        ([VA1], 2, None, "too_few_votes"),
+        ([VA1, VA1], 2, None, "too_few_votes"),
+        ([VA1, VB], 1, None, "conflict"),
+        ([VA1, VA2, VB], 1, None, "conflict"),
+        ([VA1, VA2, VB], 5, None, "conflict"),
+    ],
+)
+def test_decide(
+    votes: list[rules.Vote], min_agreement: int, label: str | None, reason: str
+) -> None:
+    decision = rules.decide(votes, min_agreement)
+    assert (decision.label, decision.reason) == (label, reason)
+    assert decision.votes == tuple(votes)

@@ -1,0 +1,189 @@
+"""The label service on the embedded stack: records → rule labels → queue → snapshots."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import kafka_io
+from tunewire import samples
+from tunewire.contracts.v1 import datasets_pb2, examples_pb2, records_pb2
+from tunewire.stack import embedded
+
+
+def _wait(check: Callable[[], Any], *, timeout_s: float = 40, every_s: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(every_s)
+
+
+@pytest.fixture
+def labelled_objective(api: httpx.Client) -> dict[str, Any]:
+    """An objective with the sample rules, a human queue and a small first snapshot."""
+    suffix = uuid.uuid4().hex[:8]
+    spec = copy.deepcopy(samples.support_intent_spec())
+    spec["name"] = f"label-{suffix}"
+    spec["source"]["event_type"] = f"ticket.label.{suffix}"
+    spec["dataset"] = {"eval_fraction": 0.25, "min_examples": 30, "retrain_every": 20}
+    assert api.post("/v1/objectives", json=spec).status_code == 201
+    return spec
+
+
+def _send(api: httpx.Client, spec: dict[str, Any], count: int, *, seed: int) -> dict[str, str]:
+    """Send tickets through ingest; returns ticket_id → the intent it was written for."""
+    truth = {}
+    events = []
+    for event, intent in samples.labelled_tickets(count, seed=seed):
+        event["type"] = spec["source"]["event_type"]
+        event["id"] = f"{spec['name']}-{event['id']}"
+        truth[event["data"]["ticket_id"]] = intent
+        events.append(event)
+    assert api.post("/v1/events", json=events).status_code == 202
+    return truth
+
+
+def test_records_become_examples_tasks_and_a_snapshot(
+    api: httpx.Client,
+    label_api: httpx.Client,
+    labelled_objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+    s3: Any,
+) -> None:
+    name = labelled_objective["name"]
+    truth = _send(api, labelled_objective, 60, seed=501)
+
+    def settled() -> dict[str, Any] | None:
+        status = label_api.get(f"/v1/queue/{name}").json()
+        handled = status["examples"] + status["counts"].get("open", 0)
+        return status if handled >= 55 else None
+
+    status = _wait(settled)
+    assert status, label_api.get(f"/v1/queue/{name}").json()
+    assert status["counts"]["open"] >= 1, "conflicts and abstentions wait for a human"
+
+    # An annotator works the queue; each resolved task becomes an example.
+    answered = 0
+    while True:
+        claim = label_api.post(f"/v1/queue/{name}/claim", json={"annotator": "ann-1"})
+        if claim.status_code == 204:
+            break
+        task = claim.json()["task"]
+        intent = truth[task["source_id"]]
+        wrong = label_api.post(
+            f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
+            json={
+                "annotator": "ann-1",
+                "label": "not-a-label",
+                "claim_id": claim.json()["claim_id"],
+            },
+        )
+        assert wrong.status_code == 422
+        result = label_api.post(
+            f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
+            json={"annotator": "ann-1", "label": intent, "claim_id": claim.json()["claim_id"]},
+        )
+        assert result.status_code == 200, result.text
+        assert result.json()["resolved"]["label"] == intent
+        again = label_api.post(
+            f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
+            json={"annotator": "ann-1", "label": intent},
+        )
+        assert again.json()["status"] == "unchanged"
+        answered += 1
+    assert answered == status["counts"]["open"]
+    after = label_api.get(f"/v1/queue/{name}").json()
+    assert after["annotators"] == {"ann-1": answered}
+
+    # The first snapshot is built by the trigger (min_examples=30) and announced.
+    snapshots = _wait(lambda: label_api.get(f"/v1/datasets/{name}").json()["snapshots"])
+    assert snapshots, "no snapshot after the trigger"
+    first = snapshots[0]
+    assert first["examples"] >= 30
+    assert first["counts"]["train"] + first["counts"]["eval"] == first["examples"]
+    train = s3.get_object(Bucket="tunewire", Key=first["files"]["train"])["Body"].read()
+    line = json.loads(train.splitlines()[0])
+    assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant"]
+    assert line["messages"][2]["content"] in labelled_objective["labels"]
+    lineage = s3.get_object(Bucket="tunewire", Key=first["files"]["lineage"])["Body"].read()
+    assert all(json.loads(row)["event_id"].startswith(name) for row in lineage.splitlines())
+
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.datasets")
+    try:
+        mine = lambda msgs: [m for m in msgs if m.key == name.encode()]  # noqa: E731
+        reader.read_until(lambda msgs: len(mine(msgs)) >= 1)
+        announced = [
+            datasets_pb2.DatasetSnapshot.FromString(m.value) for m in mine(reader.messages)
+        ]
+    finally:
+        reader.close()
+    assert first["dataset_id"] in {a.dataset_id for a in announced}
+
+    # More events, a snapshot on request: an item never changes split between snapshots.
+    _send(api, labelled_objective, 40, seed=502)
+    _wait(lambda: label_api.get(f"/v1/queue/{name}").json()["examples"] >= first["examples"] + 30)
+    built = label_api.post(f"/v1/datasets/{name}")
+    assert built.status_code == 201, built.text
+    second = built.json()
+    assert second["parent"] == first["dataset_id"]
+    assert second["examples"] > first["examples"]
+
+    def splits(manifest: dict[str, Any]) -> dict[str, str]:
+        found = {}
+        for split in ("train", "eval"):
+            body = s3.get_object(Bucket="tunewire", Key=manifest["files"][split])["Body"].read()
+            found.update({json.loads(row)["source_id"]: split for row in body.splitlines()})
+        return found
+
+    before, now = splits(first), splits(second)
+    assert all(now[source] == split for source, split in before.items())
+
+
+def test_examples_are_announced_with_provenance(
+    api: httpx.Client,
+    label_api: httpx.Client,
+    labelled_objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+) -> None:
+    name = labelled_objective["name"]
+    _send(api, labelled_objective, 10, seed=503)
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.examples")
+    try:
+        mine = lambda msgs: [m for m in msgs if m.key == name.encode()]  # noqa: E731
+        reader.read_until(lambda msgs: len(mine(msgs)) >= 5)
+        found = [examples_pb2.LabelledExample.FromString(m.value) for m in mine(reader.messages)]
+    finally:
+        reader.close()
+    assert found
+    for example in found:
+        assert example.label in labelled_objective["labels"]
+        assert example.source_id.startswith("T-503-")
+
+
+def test_records_of_unknown_objectives_go_to_the_dlq(stack: embedded.EmbeddedStack) -> None:
+    marker = uuid.uuid4().hex
+    record = records_pb2.Record(objective=f"nobody-{marker}", source_id="x", text="hello")
+    headers = [("ce_id", marker.encode()), ("ce_type", b"tunewire.v1.Record")]
+    kafka_io.produce(
+        stack.bootstrap_servers,
+        "tunewire.records",
+        [(record.objective.encode(), record.SerializeToString(), headers)],
+    )
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records.dlq")
+    try:
+        dead = reader.read_until(
+            lambda msgs: any(kafka_io.header(m, "ce_id") == marker.encode() for m in msgs)
+        )
+    finally:
+        reader.close()
+    mine = [m for m in dead if kafka_io.header(m, "ce_id") == marker.encode()]
+    assert kafka_io.header(mine[0], "tunewire_error_kind") == b"unknown_objective"
