@@ -301,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the main job on the embedded stack: objective, events in, redacted records out",
+        help="run the main job on the embedded stack: events in, redacted, labelled, a dataset",
     )
-    demo.add_argument("--events", type=int, default=200, help="sample tickets to send")
+    demo.add_argument("--events", type=int, default=300, help="sample tickets to send")
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
     demo.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     demo.set_defaults(func=cmd_demo)
