@@ -15,7 +15,7 @@ import pytest
 from tests.support import kafka_io
 from tunewire import samples
 from tunewire.contracts.v1 import datasets_pb2, examples_pb2, records_pb2
-from tunewire.stack import embedded
+from tunewire.stack import embedded, ports, processes
 
 
 def _wait(check: Callable[[], Any], *, timeout_s: float = 40, every_s: float = 0.3) -> Any:
@@ -187,3 +187,90 @@ def test_records_of_unknown_objectives_go_to_the_dlq(stack: embedded.EmbeddedSta
         reader.close()
     mine = [m for m in dead if kafka_io.header(m, "ce_id") == marker.encode()]
     assert kafka_io.header(mine[0], "tunewire_error_kind") == b"unknown_objective"
+
+
+def test_records_of_a_retired_objective_go_to_the_dlq(
+    api: httpx.Client, labelled_objective: dict[str, Any], stack: embedded.EmbeddedStack
+) -> None:
+    name = labelled_objective["name"]
+    assert api.post(f"/v1/objectives/{name}/retire").status_code == 200
+    marker = uuid.uuid4().hex
+    record = records_pb2.Record(objective=name, source_id="late", text="a late refund request")
+    headers = [("ce_id", marker.encode()), ("ce_type", b"tunewire.v1.Record")]
+    kafka_io.produce(
+        stack.bootstrap_servers,
+        "tunewire.records",
+        [(name.encode(), record.SerializeToString(), headers)],
+    )
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records.dlq")
+    try:
+        dead = reader.read_until(
+            lambda msgs: any(kafka_io.header(m, "ce_id") == marker.encode() for m in msgs)
+        )
+    finally:
+        reader.close()
+    mine = [m for m in dead if kafka_io.header(m, "ce_id") == marker.encode()]
+    assert kafka_io.header(mine[0], "tunewire_error_kind") == b"retired_objective"
+
+
+def test_the_queue_lives_in_s3_so_a_new_replica_sees_it(
+    api: httpx.Client,
+    label_api: httpx.Client,
+    labelled_objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+) -> None:
+    name = labelled_objective["name"]
+    _send(api, labelled_objective, 40, seed=504)
+    status = _wait(
+        lambda: (s := label_api.get(f"/v1/queue/{name}").json())["counts"].get("open") and s
+    )
+    assert status, "some tasks wait for a human"
+    port = ports.free_port()
+    spec = processes.ServiceSpec(
+        name="label-replica", module="tunewire.label", port=port, env=stack.service_env(port)
+    )
+    replica = processes.start_service(spec, log_dir=stack.log_dir)
+    try:
+        processes.wait_healthy(spec.url + "/healthz", timeout=60, process=replica)
+        seen = httpx.get(
+            f"{spec.url}/v1/queue/{name}", headers=label_api.headers, timeout=60
+        ).json()
+        assert seen["counts"]["open"] == status["counts"]["open"]
+        claim = httpx.post(
+            f"{spec.url}/v1/queue/{name}/claim",
+            json={"annotator": "ann-r"},
+            headers=label_api.headers,
+            timeout=60,
+        )
+        assert claim.status_code == 200
+        # The lease is in S3: the first replica does not offer the same task to anyone.
+        other = label_api.post(f"/v1/queue/{name}/claim", json={"annotator": "ann-s"})
+        if other.status_code == 200:
+            assert other.json()["task"]["task_id"] != claim.json()["task"]["task_id"]
+    finally:
+        replica.stop()
+
+
+def test_metrics_count_what_happened(
+    api: httpx.Client, label_api: httpx.Client, labelled_objective: dict[str, Any]
+) -> None:
+    name = labelled_objective["name"]
+    _send(api, labelled_objective, 10, seed=505)
+
+    def labelled() -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in label_api.get("/metrics").text.splitlines()
+            if line.startswith("tunewire_label_records_total{")
+            and f'objective="{name}"' in line
+            and 'outcome="labelled"' in line
+        )
+
+    assert _wait(labelled) > 0
+    text = label_api.get("/metrics").text
+    for metric in (
+        "tunewire_label_rule_decisions_total",
+        "tunewire_label_examples_total",
+        "tunewire_consumer_lag",
+    ):
+        assert metric in text
