@@ -36,6 +36,7 @@ class ArtifactStore:
                 retries={"max_attempts": config.max_attempts, "mode": "adaptive"},
                 connect_timeout=2,
                 read_timeout=20,
+                max_pool_connections=32,
             ),
         )
 

@@ -10,6 +10,7 @@ seen before everything it produced is safe.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import datetime
 import functools
 import json
@@ -85,6 +86,9 @@ class LabelPipeline:
         self._restored: set[str] = set()
         self._lock = threading.RLock()
         self._snapshot_lock = threading.Lock()
+        self._writers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=16, thread_name_prefix="label-s3"
+        )
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -160,8 +164,9 @@ class LabelPipeline:
                 self._announce(example)
             self._producer.flush()
             self._pending_events.clear()
-            for task in self._pending_tasks:
-                self.queue.enqueue(task)
+            # One small object per task: written in parallel, not one round trip after another.
+            for _ in self._writers.map(self.queue.enqueue, self._pending_tasks):
+                pass
             self._pending_tasks.clear()
             self.seen.persist()
 
