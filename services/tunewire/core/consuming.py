@@ -97,6 +97,15 @@ class ConsumerLoop:
         self.broker_reachable = True
         self._stop_seen: float | None = None
 
+    def check_ready(self) -> None:
+        """A readiness check: raises with the reason unless the loop can do its job now."""
+        if not self.assigned.is_set():
+            raise RuntimeError(f"waiting for partitions of {', '.join(self._topics)}")
+        if not self.broker_reachable:
+            raise RuntimeError("the consumer cannot reach the broker")
+        if not self.healthy_flush:
+            raise RuntimeError("the last flush failed (broker or S3 down)")
+
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; the in-flight batch is finished and committed first."""
         self.stop_requested = stop

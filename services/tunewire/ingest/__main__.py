@@ -34,19 +34,11 @@ def build(settings: config.IngestSettings) -> runner.Service:
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
-    def consumer_assigned() -> None:
-        if not raw_loop.assigned.is_set():
-            raise RuntimeError("waiting for partitions of the raw topic")
-        if not raw_loop.broker_reachable:
-            raise RuntimeError("the consumer cannot reach the broker")
-        if not raw_loop.healthy_flush:
-            raise RuntimeError("the last flush failed (broker or S3 down)")
-
     probes = http.Probes(
         checks={
             "s3": artifacts.check,
             "kafka": lambda: bus.check_reachable(settings.kafka),
-            "consumer": consumer_assigned,
+            "consumer": raw_loop.check_ready,
         },
         alive=lambda: service.alive(),
     )

@@ -32,19 +32,11 @@ def build(settings: config.LabelSettings) -> runner.Service:
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
-    def consumer_ready() -> None:
-        if not records_loop.assigned.is_set():
-            raise RuntimeError("waiting for partitions of the records topic")
-        if not records_loop.broker_reachable:
-            raise RuntimeError("the consumer cannot reach the broker")
-        if not records_loop.healthy_flush:
-            raise RuntimeError("the last flush failed (broker or S3 down)")
-
     probes = http.Probes(
         checks={
             "s3": artifacts.check,
             "kafka": lambda: bus.check_reachable(settings.kafka),
-            "consumer": consumer_ready,
+            "consumer": records_loop.check_ready,
         },
         alive=lambda: service.alive(),
     )
