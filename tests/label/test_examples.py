@@ -169,3 +169,13 @@ def test_a_line_with_an_unknown_split_is_refused() -> None:
     assert examples.Example.from_json(document) == make("o", 1)
     with pytest.raises(ValueError, match="split"):
         examples.Example.from_json({**document, "split": "test"})
+
+
+def test_a_segment_line_has_every_field_of_the_example() -> None:
+    import dataclasses
+    import json
+
+    example = make("o", 1, label_source="human", voters=("ann", "bob"))
+    document = example.to_json()
+    assert document == {**dataclasses.asdict(example), "voters": ["ann", "bob"]}
+    assert json.loads(json.dumps(document)) == document

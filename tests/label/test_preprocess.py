@@ -190,3 +190,69 @@ def test_short_texts_are_one_shingle() -> None:
 def test_rejects_nonsense_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         preprocess.NearDuplicates(**kwargs)  # type: ignore[arg-type]
+
+
+def test_invisible_characters_go_in_non_ascii_text_too() -> None:
+    assert preprocess.normalise("caf\u00e9\u200b au\u2060 lait\u180e") == "café au lait"
+    assert preprocess.normalise("e\u200b\u0301") == "e\u0301"  # removed after NFKC, as ever
+
+
+def _reference_seen_or_add(
+    texts: list[tuple[str, str]], *, threshold: float, capacity: int
+) -> list[str | None]:
+    """The index as it was built on datasketch's MinHashLSH: the results must not change."""
+    import collections
+    import math
+    import zlib
+
+    import datasketch
+    import numpy as np
+
+    lsh = datasketch.MinHashLSH(
+        num_perm=64, params=preprocess._bands(num_perm=64, threshold=threshold)
+    )
+    stored: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
+    min_equal = math.ceil(threshold * 64 - 1e-9)
+    found: list[str | None] = []
+    for key, text in texts:
+        words = preprocess.normalise(text).casefold().encode().split(b" ")
+        shingles = (
+            [b" ".join(words)]
+            if len(words) <= 3
+            else [b" ".join(words[i : i + 3]) for i in range(len(words) - 2)]
+        )
+        minhash = datasketch.MinHash(num_perm=64, seed=1, hashfunc=zlib.crc32)
+        minhash.update_batch(shingles)
+        scored = [
+            (int(np.count_nonzero(stored[c] == minhash.hashvalues)), c)
+            for c in lsh.query(minhash)
+            if c != key
+        ]
+        top = max((n for n, _ in scored), default=0)
+        if scored and top >= min_equal:
+            found.append(min(c for n, c in scored if n == top))
+            continue
+        found.append(None)
+        if key not in stored:
+            if len(stored) == capacity:
+                lsh.remove(stored.popitem(last=False)[0])
+            stored[key] = minhash.hashvalues.copy()
+            lsh.insert(key, minhash)
+    return found
+
+
+@pytest.mark.parametrize(("threshold", "capacity"), [(0.8, 50_000), (0.5, 300)])
+def test_results_match_the_datasketch_lsh_reference(threshold: float, capacity: int) -> None:
+    rng = random.Random(11)
+    texts = _ticket_texts(1_500)
+    # Edited copies (one word changed) and repeated keys, so there is something to find.
+    for key, text in rng.sample(texts, 300):
+        words = text.split()
+        words[rng.randrange(len(words))] = "changed"
+        texts.append((f"{key}-edit", " ".join(words)))
+    texts += rng.sample(texts, 50)
+    rng.shuffle(texts)
+    index = preprocess.NearDuplicates(threshold=threshold, capacity=capacity)
+    ours = [index.seen_or_add(key, text) for key, text in texts]
+    assert ours == _reference_seen_or_add(texts, threshold=threshold, capacity=capacity)
+    assert sum(found is not None for found in ours) > 20

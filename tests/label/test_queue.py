@@ -417,3 +417,103 @@ def test_agreement_generalises_to_items_with_different_numbers_of_answers() -> N
     assert math.isclose(result["fleiss_kappa"], (observed - chance) / (1 - chance))
     # Every answer the same label: kappa is undefined and left out.
     assert "fleiss_kappa" not in queue.agreement_of([{"a": 2}, {"a": 3}])
+
+
+def variant(objective: str, n: int, text: str) -> queue.Task:
+    return queue.Task(**{**task(objective, n).__dict__, "text": text})
+
+
+def test_enqueue_many_writes_one_batch_per_objective_and_call(
+    hq: queue.HumanQueue, artifacts: store.ArtifactStore, clock: Clock, objective: str
+) -> None:
+    other = f"{objective}-b"
+    assert hq.enqueue_many([task(objective, n) for n in (3, 1, 2)] + [task(other, 1)]) == 4
+    keys = list(artifacts.list_keys(f"labels/{objective}/queue/"))
+    assert len(keys) == 1
+    assert keys[0].startswith(f"labels/{objective}/queue/batches/")
+    assert keys[0].endswith(".jsonl.gz")
+    assert len(list(artifacts.list_keys(f"labels/{other}/queue/batches/"))) == 1
+    # Known ids are left out; repeats within a call count once, and the first one wins.
+    clock.advance(1)
+    assert (
+        hq.enqueue_many(
+            [task(objective, 1), variant(objective, 4, "a"), variant(objective, 4, "b")]
+        )
+        == 1
+    )
+    assert hq.enqueue_many([task(objective, 2)]) == 0
+    assert hq.enqueue_many([]) == 0
+    assert hq.enqueue(task(objective, 4)) is False
+    assert len(list(artifacts.list_keys(f"labels/{objective}/queue/batches/"))) == 2
+    assert list(artifacts.list_keys(f"labels/{objective}/queue/tasks/")) == []
+
+    # A restarted replica reads the batches back: same tasks, oldest first, all usable.
+    restarted = new_queue(artifacts, clock)
+    assert restarted.counts(objective) == {"open": 4, "claimed": 0, "done": 0, "answers": 0}
+    first = claim(restarted, objective, "ann")
+    assert first.task == task(objective, 1)
+    assert submit(restarted, first, "bug").status == "recorded"
+    assert [claim(restarted, objective, a).task.task_id for a in ("bob", "cat", "dan")] == [
+        "t002",
+        "t003",
+        "t004",
+    ]
+    assert restarted.claim(objective, "eve") is None  # every open task is leased
+    assert hq.counts(other)["open"] == 1
+
+
+def test_enqueue_many_checks_every_task_before_writing_any(
+    hq: queue.HumanQueue, artifacts: store.ArtifactStore, objective: str
+) -> None:
+    bad = queue.Task(**{**task(objective, 2).__dict__, "reason": "bored"})
+    with pytest.raises(errors.InvalidRequest):
+        hq.enqueue_many([task(objective, 1), bad])
+    with pytest.raises(errors.InvalidRequest):
+        hq.enqueue_many([task(objective, 1), queue.Task(**{**bad.__dict__, "task_id": "a/b"})])
+    assert list(artifacts.list_keys(f"labels/{objective}/queue/")) == []
+
+
+def test_a_replica_finds_a_batched_task_it_has_not_loaded_yet(
+    artifacts: store.ArtifactStore, clock: Clock, objective: str
+) -> None:
+    one, two = new_queue(artifacts, clock), new_queue(artifacts, clock)
+    assert two.counts(objective)["open"] == 0  # loaded before the batch exists
+    one.enqueue_many([task(objective, 1), task(objective, 2)])
+    held = claim(one, objective, "ann")
+    # The answer reaches the other replica (a load balancer), which reads the new batch.
+    assert submit(two, held, "bug").status == "recorded"
+    assert two.counts(objective) == {"open": 2, "claimed": 0, "done": 0, "answers": 1}
+    with pytest.raises(errors.NotFound):
+        two.submit(objective, "t009", "ann", "bug", claim_id=None, labels=LABELS, labels_per_item=1)
+
+
+def test_a_task_stored_twice_is_one_task_and_every_replica_keeps_the_first_copy(
+    artifacts: store.ArtifactStore, clock: Clock, objective: str
+) -> None:
+    one, two, three = (new_queue(artifacts, clock) for _ in range(3))
+    for replica in (one, two, three):
+        assert replica.counts(objective)["open"] == 0  # each loaded before anything exists
+    # Two replicas batch the same task (a redelivered record): the earlier batch wins.
+    assert one.enqueue_many([variant(objective, 1, "first")]) == 1
+    clock.advance(1)
+    assert two.enqueue_many([variant(objective, 1, "second"), task(objective, 2)]) == 2
+    assert claim(two, objective, "ann").task.text == "second"  # until it reads the first
+    clock.advance(400)  # ann's lease expires
+    two.refresh(objective)
+    one.refresh(objective)
+    for replica in (one, two, new_queue(artifacts, clock)):
+        assert replica.counts(objective)["open"] == 2
+        assert replica.unfinished_resolutions(objective) == []
+    held = claim(one, objective, "bob")
+    assert (held.task.task_id, held.task.text) == ("t001", "first")
+    assert submit(two, held, "bug").resolution is not None
+    assert two.unfinished_resolutions(objective)[0].task.text == "first"
+
+    # A task object (enqueue) wins over any batch copy, whichever a replica read first.
+    clock.advance(1)
+    assert three.enqueue(variant(objective, 1, "single")) is True
+    for replica in (one, two, three):
+        replica.refresh(objective)
+    for replica in (one, two, three, new_queue(artifacts, clock)):
+        assert replica.counts(objective)["open"] == 2
+        assert [r.task.text for r in replica.unfinished_resolutions(objective)] == ["single"]

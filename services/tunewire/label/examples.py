@@ -63,9 +63,21 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of one segment line."""
-        document = dataclasses.asdict(self)
-        document["voters"] = list(self.voters)
-        return document
+        # By hand: dataclasses.asdict deep-copies every field, a hot spot at ingest rates.
+        return {
+            "example_id": self.example_id,
+            "objective": self.objective,
+            "objective_version": self.objective_version,
+            "source_id": self.source_id,
+            "record_id": self.record_id,
+            "event_id": self.event_id,
+            "text": self.text,
+            "label": self.label,
+            "label_source": self.label_source,
+            "voters": list(self.voters),
+            "split": self.split,
+            "labelled_at": self.labelled_at,
+        }
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Example:
@@ -181,13 +193,12 @@ class ExampleLog:
                 yield key
 
     def _write_segment(self, objective: str, batch: list[Example]) -> str:
-        buffer = io.BytesIO()
-        # mtime=0: the bytes depend on the examples only, which the conflict check relies on.
-        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
-            for example in batch:
-                out.write(json.dumps(example.to_json(), ensure_ascii=False).encode())
-                out.write(b"\n")
-        data = buffer.getvalue()
+        # One gzip member of all the lines at once; level 6 (not 9) compresses nearly as well
+        # for a fraction of the CPU. mtime=0: the bytes depend on the examples only, which the
+        # conflict check relies on.
+        dumps = _LINE.encode
+        text = "".join([dumps(example.to_json()) + "\n" for example in batch])
+        data = gzip.compress(text.encode("utf-8"), compresslevel=_COMPRESSLEVEL, mtime=0)
         key = f"{_prefix(objective)}{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         try:
             self._store.put_bytes(key, data, content_type="application/gzip", only_if_absent=True)
@@ -206,6 +217,11 @@ class ExampleLog:
                 now = self._last_stamp + datetime.timedelta(microseconds=1)
             self._last_stamp = now
         return now.strftime("%Y%m%dT%H%M%S%f")
+
+
+_LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""One segment line: compact JSON, non-ASCII text kept as it is (UTF-8)."""
+_COMPRESSLEVEL = 6
 
 
 def _prefix(objective: str) -> str:

@@ -10,7 +10,6 @@ seen before everything it produced is safe.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import datetime
 import functools
 import json
@@ -86,9 +85,6 @@ class LabelPipeline:
         self._restored: set[str] = set()
         self._lock = threading.RLock()
         self._snapshot_lock = threading.Lock()
-        self._writers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=16, thread_name_prefix="label-s3"
-        )
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -164,9 +160,8 @@ class LabelPipeline:
                 self._announce(example)
             self._producer.flush()
             self._pending_events.clear()
-            # One small object per task: written in parallel, not one round trip after another.
-            for _ in self._writers.map(self.queue.enqueue, self._pending_tasks):
-                pass
+            # One batch object per objective for all the new tasks, not one PUT per task.
+            self.queue.enqueue_many(self._pending_tasks)
             self._pending_tasks.clear()
             self.seen.persist()
 

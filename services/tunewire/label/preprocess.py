@@ -21,7 +21,11 @@ import numpy as np
 # Characters that render as nothing yet split words or defeat exact matching: zero width space,
 # word joiner, zero width no-break space (the BOM) and the Mongolian vowel separator. The zero
 # width (non-)joiners are kept: they change how Persian, Indic and emoji text reads.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u180e"))
+_INVISIBLE_CHARS = "\u200b\u2060\ufeff\u180e"
+_INVISIBLE = dict.fromkeys(map(ord, _INVISIBLE_CHARS))
+
+_U16, _U13 = np.uint32(16), np.uint32(13)
+_FMIX1, _FMIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
 
 _SPLIT_SCALE = float(1 << 64)
 _RECALL = 0.95
@@ -38,7 +42,12 @@ def normalise(text: str) -> str:
     two keyboards is the same text. Every run of Unicode whitespace, newlines and tabs included,
     becomes one space: line layout is not signal for the tasks we train.
     """
-    return " ".join(unicodedata.normalize("NFKC", text).translate(_INVISIBLE).split())
+    folded = unicodedata.normalize("NFKC", text)
+    # translate() is the slow step: skip it when there is nothing to remove (a text that is
+    # all ASCII never has any of these characters).
+    if not folded.isascii() and any(char in folded for char in _INVISIBLE_CHARS):
+        folded = folded.translate(_INVISIBLE)
+    return " ".join(folded.split())
 
 
 def content_key(text: str) -> str:
@@ -103,15 +112,24 @@ class NearDuplicates:
         self._capacity = capacity
         # Matches needed among num_perm values for an estimated Jaccard ≥ threshold.
         self._min_equal = math.ceil(threshold * num_perm - 1e-9)
-        # One sketch, cleared per text: building a MinHash regenerates its permutations.
-        self._minhash = datasketch.MinHash(num_perm=num_perm, seed=_SEED, hashfunc=zlib.crc32)
-        self._lsh = datasketch.MinHashLSH(
-            num_perm=num_perm, params=_bands(num_perm=num_perm, threshold=threshold)
-        )
+        # datasketch's MinHash (scheme affine32) defines the values; its permutations are taken
+        # once, and :meth:`_values` applies them as its update_batch does, minus the per-call
+        # checks (the tests compare the two).
+        minhash = datasketch.MinHash(num_perm=num_perm, seed=_SEED, hashfunc=zlib.crc32)
+        if minhash.hashvalues.dtype != np.uint32:
+            raise RuntimeError("datasketch's MinHash is no longer 32-bit affine")
+        self._perm_a, self._perm_b = (np.asarray(p, dtype=np.uint32) for p in minhash.permutations)
+        # The LSH index: one table per band, from the band's MinHash values (as bytes) to the
+        # key, or the set of keys, sharing them. (datasketch's MinHashLSH does the same with
+        # more bookkeeping per call; its candidates are exactly these.)
+        bands, rows = _bands(num_perm=num_perm, threshold=threshold)
+        self._band_span = bands * rows
+        self._band_dtype = np.dtype((np.void, rows * 4))
+        self._tables: list[dict[bytes, str | set[str]]] = [{} for _ in range(bands)]
         # The MinHash values of indexed texts live in one ring of rows (grown by doubling up to
         # ``capacity``): a candidate check is one vectorised comparison, each item costs
         # num_perm * 4 bytes, and the next row to overwrite is always the oldest (FIFO).
-        self._rows = np.empty((min(capacity, 1024), num_perm), dtype=self._minhash.hashvalues.dtype)
+        self._rows = np.empty((min(capacity, 1024), num_perm), dtype=np.uint32)
         self._row_of: dict[str, int] = {}
         self._key_at: list[str] = []
         self._next = 0
@@ -124,19 +142,27 @@ class NearDuplicates:
         redelivered record does not become a duplicate of itself; a key already indexed is not
         indexed again.
         """
-        minhash = self._minhash
-        minhash.clear()
-        minhash.update_batch(self._shingles(text))
-        values = minhash.hashvalues
-        candidates: list[str] = [c for c in self._lsh.query(minhash) if c != key]
-        if candidates:
+        values = self._values(self._shingles(text))
+        bands = self._band_keys(values)
+        found: set[str] = set()
+        for table, band in zip(self._tables, bands, strict=True):
+            hit = table.get(band)
+            if hit is None:
+                continue
+            if isinstance(hit, str):
+                found.add(hit)
+            else:
+                found |= hit
+        found.discard(key)
+        if found:
+            candidates = list(found)
             rows = self._rows[[self._row_of[c] for c in candidates]]
             equal = np.count_nonzero(rows == values, axis=1)
             top = int(equal.max())
             if top >= self._min_equal:
                 return min(c for c, n in zip(candidates, equal.tolist(), strict=True) if n == top)
         if key not in self._row_of:
-            self._index(key, minhash)
+            self._index(key, values, bands)
         return None
 
     def __len__(self) -> int:
@@ -145,12 +171,30 @@ class NearDuplicates:
     def __contains__(self, key: object) -> bool:
         return key in self._row_of
 
-    def _index(self, key: str, minhash: datasketch.MinHash) -> None:
+    def _values(self, shingles: list[bytes]) -> np.ndarray:
+        """The MinHash values of a set of shingles (never empty)."""
+        hashed = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint32, count=len(shingles))
+        # MurmurHash3's 32-bit finaliser, then h -> a * h + b mod 2^32 per permutation.
+        hashed ^= hashed >> _U16
+        hashed *= _FMIX1
+        hashed ^= hashed >> _U13
+        hashed *= _FMIX2
+        hashed ^= hashed >> _U16
+        values: np.ndarray = (hashed[:, None] * self._perm_a + self._perm_b).min(axis=0)
+        return values
+
+    def _band_keys(self, values: np.ndarray) -> list[bytes]:
+        """Each band's MinHash values as one bytes object (the LSH tables' keys)."""
+        span = np.ascontiguousarray(values[: self._band_span])
+        keys: list[bytes] = span.view(self._band_dtype).tolist()
+        return keys
+
+    def _index(self, key: str, values: np.ndarray, bands: list[bytes]) -> None:
         row = self._next
         if row < len(self._key_at):
             # The ring is full: this row holds the oldest key.
             evicted = self._key_at[row]
-            self._lsh.remove(evicted)
+            self._unindex(evicted, self._band_keys(self._rows[row]))
             del self._row_of[evicted]
             self._key_at[row] = key
         else:
@@ -159,17 +203,40 @@ class NearDuplicates:
                 grown[:row] = self._rows
                 self._rows = grown
             self._key_at.append(key)
-        self._rows[row] = minhash.hashvalues
+        self._rows[row] = values
         self._row_of[key] = row
-        self._lsh.insert(key, minhash, check_duplication=False)
+        for table, band in zip(self._tables, bands, strict=True):
+            hit = table.get(band)
+            if hit is None:
+                table[band] = key  # most buckets hold one key: no set for them
+            elif isinstance(hit, str):
+                table[band] = {hit, key}
+            else:
+                hit.add(key)
         self._next = (row + 1) % self._capacity
+
+    def _unindex(self, key: str, bands: list[bytes]) -> None:
+        for table, band in zip(self._tables, bands, strict=True):
+            hit = table.get(band)
+            if hit is None:
+                continue
+            if isinstance(hit, str):
+                if hit == key:
+                    del table[band]
+            else:
+                hit.discard(key)
+                if len(hit) == 1:
+                    table[band] = hit.pop()
+                elif not hit:
+                    del table[band]
 
     def _shingles(self, text: str) -> list[bytes]:
         words = normalise(text).casefold().encode("utf-8").split(b" ")
         size = self._shingle_words
         if len(words) <= size:
             return [b" ".join(words)]
-        return [b" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
+        # Word i, i+1, ... i+size-1 side by side: zip stops at the last full shingle.
+        return list(map(b" ".join, zip(*(words[i:] for i in range(size)), strict=False)))
 
 
 def _bands(*, num_perm: int, threshold: float) -> tuple[int, int]:

@@ -8,7 +8,13 @@ cache that :meth:`HumanQueue.refresh` rebuilds.
 Layout under ``labels/{objective}/queue/``:
 
 ``tasks/{task_id}.json``
-    The item, written only if absent (enqueueing twice is harmless).
+    One item, written only if absent (enqueueing twice is harmless): :meth:`HumanQueue.enqueue`.
+``batches/{time}-{uuid}.jsonl.gz``
+    Many items, one JSON line each, written only if absent by
+    :meth:`HumanQueue.enqueue_many` -- one PUT per flush instead of one per task. Two
+    replicas may both write a task (a record redelivered after a rebalance); it is still one
+    task, and every replica keeps the same copy of it: a ``tasks/`` object first, else the
+    earliest batch (by key) and the first line in it.
 ``claims/{task_id}.json``
     A lease: who works on the task, with which ``claim_id``, until when. Taken with
     ``If-None-Match: *``, or, when the existing lease has expired, replaced with
@@ -33,9 +39,11 @@ from __future__ import annotations
 
 import bisect
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import gzip
 import json
 import re
 import threading
@@ -51,6 +59,17 @@ REASONS = ("conflict", "abstain", "too_few_votes")
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 """Objective names and task ids: one safe S3 path segment, no ``/``, no ``..`` tricks."""
+
+_BATCH_SUFFIX = ".jsonl.gz"
+
+_Rank = tuple[int, str, int]
+"""Which stored copy of a task wins: the smallest. ``(0, "", 0)`` for a ``tasks/`` object,
+``(1, batch key, line)`` for a batch line."""
+
+_SINGLE: _Rank = (0, "", 0)
+
+_READERS = 16
+"""Parallel S3 reads when (re)loading many task objects or batches."""
 
 _ANNOTATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 """Annotator names: as segments, plus ``@`` and ``+`` so e-mail addresses work."""
@@ -135,6 +154,10 @@ class _Objective:
     leases: dict[str, _Lease] = dataclasses.field(default_factory=dict)
     resolved: dict[str, Resolution] = dataclasses.field(default_factory=dict)
     done: set[str] = dataclasses.field(default_factory=set)
+    rank: dict[str, _Rank] = dataclasses.field(default_factory=dict)
+    """Where each cached task was read from (see :data:`_Rank`): a better copy replaces it."""
+    batches: set[str] = dataclasses.field(default_factory=set)
+    """Keys of the task batches already read (batches never change once written)."""
 
 
 class HumanQueue:
@@ -160,6 +183,7 @@ class HumanQueue:
         self._clock = clock
         self._lock = threading.Lock()
         self._objectives: dict[str, _Objective] = {}
+        self._last_stamp = 0.0
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -173,22 +197,39 @@ class HumanQueue:
         prefix = _prefix(objective)
         with self._lock:
             known = self._objectives.get(objective)
-            known_tasks = set(known.tasks) if known else set()
+            # A task known only from a batch is read again if it has a tasks/ object: that wins.
+            known_tasks = (
+                {t for t, rank in known.rank.items() if rank == _SINGLE} if known else set()
+            )
             known_answers = (
                 {(t, a) for t, by in known.answers.items() for a in by} if known else set()
             )
 
-        tasks: list[Task] = []
-        for key in self._artifacts.list_keys(f"{prefix}tasks/"):
-            task_id = _name(key, f"{prefix}tasks/")
-            if task_id is not None and task_id not in known_tasks:
-                tasks.append(_task_from_json(self._artifacts.get_json(key)))
+        task_keys = [
+            key
+            for key in self._artifacts.list_keys(f"{prefix}tasks/")
+            if (task_id := _name(key, f"{prefix}tasks/")) is not None and task_id not in known_tasks
+        ]
+        tasks = [
+            (_task_from_json(body), _SINGLE)
+            for body in _read_all(self._artifacts.get_json, task_keys)
+        ]
+        batch_keys, batch_tasks = self._read_batches(objective)
+        tasks += batch_tasks
 
-        answers: list[tuple[str, _Answer]] = []
-        for key in self._artifacts.list_keys(f"{prefix}answers/"):
-            pair = _pair(key, f"{prefix}answers/")
-            if pair is not None and pair not in known_answers:
-                answers.append((pair[0], _answer_from_json(self._artifacts.get_json(key))))
+        answer_keys = {
+            key: pair
+            for key in self._artifacts.list_keys(f"{prefix}answers/")
+            if (pair := _pair(key, f"{prefix}answers/")) is not None and pair not in known_answers
+        }
+        answers: list[tuple[str, _Answer]] = [
+            (pair[0], _answer_from_json(body))
+            for pair, body in zip(
+                answer_keys.values(),
+                _read_all(self._artifacts.get_json, list(answer_keys)),
+                strict=True,
+            )
+        ]
 
         skips = [
             pair
@@ -212,8 +253,9 @@ class HumanQueue:
 
         with self._lock:
             state = self._objectives.setdefault(objective, _Objective())
-            for task in tasks:
-                self._add_task(state, task)
+            state.batches.update(batch_keys)
+            for task, rank in tasks:
+                self._add_task(state, task, rank)
             for task_id, answer in answers:
                 state.answers.setdefault(task_id, {})[answer.annotator] = answer
             for task_id, annotator in skips:
@@ -222,6 +264,30 @@ class HumanQueue:
             state.leases = leases
             for task_id in {t for t, _ in answers} | done:
                 self._update_resolution(state, task_id)
+
+    def _read_batches(self, objective: str) -> tuple[list[str], list[tuple[Task, _Rank]]]:
+        """The task batches not read yet: their keys, and their tasks with their ranks."""
+        prefix = f"{_prefix(objective)}batches/"
+        with self._lock:
+            state = self._objectives.get(objective)
+            known = set(state.batches) if state else set()
+        keys = [
+            key
+            for key in self._artifacts.list_keys(prefix)
+            if key.endswith(_BATCH_SUFFIX) and key not in known
+        ]
+        found: list[tuple[Task, _Rank]] = []
+        for key, data in zip(keys, _read_all(self._artifacts.get_bytes, keys), strict=True):
+            found += [(task, (1, key, line)) for line, task in enumerate(_decode_batch(data))]
+        return keys, found
+
+    def _load_batches(self, objective: str, state: _Objective) -> None:
+        """Read the batches written since the last load into the cache."""
+        keys, found = self._read_batches(objective)
+        with self._lock:
+            state.batches.update(keys)
+            for task, rank in found:
+                self._add_task(state, task, rank)
 
     def _state(self, objective: str) -> _Objective:
         """The objective's cache, loaded from S3 on first use."""
@@ -239,14 +305,10 @@ class HumanQueue:
     def enqueue(self, task: Task) -> bool:
         """Add a task unless one with its id exists; True when this call added it.
 
-        Idempotent on ``task_id``, so a redelivered record never queues an item twice.
+        Idempotent on ``task_id``, so a redelivered record never queues an item twice. One
+        conditional PUT per task: for many tasks at once use :meth:`enqueue_many`.
         """
-        _check_segment(task.task_id, "task id")
-        if task.reason not in REASONS:
-            raise errors.InvalidRequest(
-                f"task reason {task.reason!r} is not one of {', '.join(REASONS)}"
-            )
-        _parse_time(task.enqueued_at, "enqueued_at")
+        _check_task(task)
         state = self._state(task.objective)
         with self._lock:
             if task.task_id in state.tasks:
@@ -258,11 +320,70 @@ class HumanQueue:
             # Another replica queued it first: cache the stored copy, not ours.
             stored = _task_from_json(self._artifacts.get_json(key))
             with self._lock:
-                self._add_task(state, stored)
+                self._add_task(state, stored, _SINGLE)
             return False
         with self._lock:
-            self._add_task(state, task)
-        return True
+            return self._add_task(state, task, _SINGLE)
+
+    def enqueue_many(self, tasks: Sequence[Task]) -> int:
+        """Add the tasks whose ids are not queued yet; returns how many this call added.
+
+        One object (a batch) per objective and call, written only if absent, instead of one
+        PUT per task. Idempotent on ``task_id`` like :meth:`enqueue`: ids already known here,
+        and repeats within ``tasks`` (the first wins), are left out. Two replicas that both
+        write a task in the same moment store it twice, yet every replica reads it back as
+        one task, the same copy (see the module docstring). Every task is checked before
+        anything is written. Every objective is tried even when one fails; the first error is
+        raised after the others were written, and a retry writes only what is missing.
+        """
+        by_objective: dict[str, list[Task]] = {}
+        for task in tasks:
+            _check_task(task)
+            by_objective.setdefault(task.objective, []).append(task)
+        added = 0
+        failure: Exception | None = None
+        for objective, batch in by_objective.items():
+            try:
+                added += self._enqueue_batch(objective, batch)
+            except Exception as exc:  # the other objectives' tasks are still written
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return added
+
+    def _enqueue_batch(self, objective: str, tasks: Sequence[Task]) -> int:
+        state = self._state(objective)
+        fresh: dict[str, Task] = {}
+        with self._lock:
+            for task in tasks:
+                if task.task_id not in state.tasks:
+                    fresh.setdefault(task.task_id, task)
+        if not fresh:
+            return 0
+        key = f"{_prefix(objective)}batches/{self._stamp()}-{uuid.uuid4().hex}{_BATCH_SUFFIX}"
+        data = _encode_batch(fresh.values())
+        try:
+            self._artifacts.put_bytes(
+                key, data, content_type="application/gzip", only_if_absent=True
+            )
+        except errors.Conflict:
+            # The key is random: a conflict means an earlier try of this very write succeeded
+            # and only its answer was lost (a retried conditional PUT).
+            if self._artifacts.get_bytes(key) != data:
+                raise
+        added = 0
+        with self._lock:
+            state.batches.add(key)
+            for line, task in enumerate(fresh.values()):
+                added += self._add_task(state, task, (1, key, line))
+        return added
+
+    def _stamp(self) -> str:
+        """A UTC time for batch keys that never goes backwards within this process."""
+        with self._lock:
+            now = max(self._clock(), self._last_stamp + 1e-6)
+            self._last_stamp = now
+        return datetime.datetime.fromtimestamp(now, tz=datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
 
     # -- leases ------------------------------------------------------------------------------
 
@@ -607,12 +728,21 @@ class HumanQueue:
             task = state.tasks.get(task_id)
         if task is not None:
             return task
-        task = _task_from_json(
-            self._artifacts.get_json(f"{_prefix(objective)}tasks/{task_id}.json")
-        )
+        try:
+            task = _task_from_json(
+                self._artifacts.get_json(f"{_prefix(objective)}tasks/{task_id}.json")
+            )
+        except errors.NotFound as missing:
+            # Perhaps in a batch another replica wrote since our last refresh.
+            self._load_batches(objective, state)
+            with self._lock:
+                found = state.tasks.get(task_id)
+            if found is None:
+                raise missing from None
+            return found
         with self._lock:
-            self._add_task(state, task)
-        return task
+            self._add_task(state, task, _SINGLE)
+            return state.tasks[task_id]
 
     def _claim_of(self, state: _Objective, task_id: str, lease: _Lease) -> Claim:
         with self._lock:
@@ -651,13 +781,33 @@ class HumanQueue:
             self._update_resolution(state, task_id)
 
     @staticmethod
-    def _add_task(state: _Objective, task: Task) -> None:
-        """Index a task (caller holds the lock)."""
-        if task.task_id in state.tasks:
-            return
-        state.tasks[task.task_id] = task
-        bisect.insort(state.order, (_parse_time(task.enqueued_at), task.task_id))
-        HumanQueue._update_resolution(state, task.task_id)
+    def _add_task(state: _Objective, task: Task, rank: _Rank) -> bool:
+        """Index a task; True when its id was new (caller holds the lock).
+
+        A task already cached is replaced only by a copy that wins over it (a smaller
+        ``rank``), so every replica ends with the same copy whatever order it read them in.
+        """
+        task_id = task.task_id
+        known = state.rank.get(task_id)
+        if known is not None and known <= rank:
+            return False
+        state.rank[task_id] = rank
+        if known is not None:
+            old = state.tasks[task_id]
+            state.tasks[task_id] = task
+            entry = (_parse_time(old.enqueued_at), task_id)
+            index = bisect.bisect_left(state.order, entry)
+            if index < len(state.order) and state.order[index] == entry:
+                del state.order[index]
+                bisect.insort(state.order, (_parse_time(task.enqueued_at), task_id))
+            resolution = state.resolved.get(task_id)
+            if resolution is not None:
+                state.resolved[task_id] = dataclasses.replace(resolution, task=task)
+            return False
+        state.tasks[task_id] = task
+        bisect.insort(state.order, (_parse_time(task.enqueued_at), task_id))
+        HumanQueue._update_resolution(state, task_id)
+        return True
 
     @staticmethod
     def _update_resolution(state: _Objective, task_id: str) -> None:
@@ -739,6 +889,26 @@ def _resolving_step(answers: Iterable[_Answer]) -> tuple[list[_Answer], int, str
     return None
 
 
+def _check_task(task: Task) -> None:
+    _check_segment(task.objective, "objective")
+    _check_segment(task.task_id, "task id")
+    if task.reason not in REASONS:
+        raise errors.InvalidRequest(
+            f"task reason {task.reason!r} is not one of {', '.join(REASONS)}"
+        )
+    _parse_time(task.enqueued_at, "enqueued_at")
+
+
+def _read_all(read: Callable[[str], Any], keys: Sequence[str]) -> list[Any]:
+    """``read`` of every key, in order; in parallel when there are many (S3 round trips)."""
+    if len(keys) < 4:
+        return [read(key) for key in keys]
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(_READERS, len(keys)), thread_name_prefix="queue-read"
+    ) as pool:
+        return list(pool.map(read, keys))
+
+
 def _check_segment(value: str, what: str) -> None:
     if not _SEGMENT.fullmatch(value):
         raise errors.InvalidRequest(
@@ -799,9 +969,32 @@ def _json(raw: bytes) -> Any:
 
 
 def _task_to_json(task: Task) -> dict[str, Any]:
-    body = dataclasses.asdict(task)
-    body["hints"] = [list(hint) for hint in task.hints]
-    return body
+    return {
+        "task_id": task.task_id,
+        "objective": task.objective,
+        "source_id": task.source_id,
+        "record_id": task.record_id,
+        "event_id": task.event_id,
+        "text": task.text,
+        "hints": [list(hint) for hint in task.hints],
+        "reason": task.reason,
+        "enqueued_at": task.enqueued_at,
+    }
+
+
+def _encode_batch(tasks: Iterable[Task]) -> bytes:
+    """A batch object: one JSON line per task, gzipped (mtime 0: the bytes depend on the tasks)."""
+    lines = "".join(
+        json.dumps(_task_to_json(task), ensure_ascii=False, separators=(",", ":")) + "\n"
+        for task in tasks
+    )
+    return gzip.compress(lines.encode("utf-8"), compresslevel=6, mtime=0)
+
+
+def _decode_batch(data: bytes) -> list[Task]:
+    return [
+        _task_from_json(json.loads(line)) for line in gzip.decompress(data).splitlines() if line
+    ]
 
 
 def _task_from_json(body: Mapping[str, Any]) -> Task:
