@@ -14,6 +14,7 @@ import boto3
 import httpx
 import pytest
 
+from tunewire.core import settings, store
 from tunewire.stack import embedded, processes
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
@@ -77,6 +78,19 @@ def s3(stack: embedded.EmbeddedStack) -> object:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def artifacts(
+    stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
+) -> store.ArtifactStore:
+    """The stack's bucket over HTTP (moto enforces conditional writes, as S3 does)."""
+    for key, value in stack.service_env(0).items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    return store.ArtifactStore(
+        settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
     )
 
 

@@ -9,19 +9,6 @@ import uuid
 import pytest
 
 from tunewire.core import errors, settings, store
-from tunewire.stack import embedded
-
-
-@pytest.fixture
-def artifacts(
-    stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
-) -> store.ArtifactStore:
-    for key, value in stack.service_env(0).items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
-    return store.ArtifactStore(
-        settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
-    )
 
 
 def test_conditional_writes_refuse_a_second_writer(artifacts: store.ArtifactStore) -> None:

@@ -11,19 +11,6 @@ import pytest
 from tunewire.contracts.v1 import examples_pb2
 from tunewire.core import errors, settings, store
 from tunewire.label import examples
-from tunewire.stack import embedded
-
-
-@pytest.fixture
-def artifacts(
-    stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
-) -> store.ArtifactStore:
-    for key, value in stack.service_env(0).items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
-    return store.ArtifactStore(
-        settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
-    )
 
 
 def make(objective: str, n: int, **changes: object) -> examples.Example:

@@ -28,18 +28,6 @@ LABELS = ["refund", "shipping", "account", "warranty"]
 
 
 @pytest.fixture
-def artifacts(
-    stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
-) -> store.ArtifactStore:
-    for key, value in stack.service_env(0).items():
-        if key.startswith("AWS_"):
-            monkeypatch.setenv(key, value)
-    return store.ArtifactStore(
-        settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
-    )
-
-
-@pytest.fixture
 def producer(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[bus.Producer]:
     created = bus.Producer(
         settings.KafkaSettings(bootstrap_servers=stack.bootstrap_servers), client_id="test"

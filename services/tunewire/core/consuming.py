@@ -10,7 +10,6 @@ partition. An outage while flushing (S3 or Kafka down) is retried until it passe
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import kafka.errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from tunewire.core import bus, errors, settings, topics
+from tunewire.core import bus, errors, metrics, settings, topics
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class ConsumerLoop:
 
     def _process(self, message: bus.Message, stop: threading.Event) -> None:
         outcome = self._handle_with_retries(message, stop)
-        _messages_counter(self._group, message.topic, outcome).inc()
+        metrics.child(MESSAGES, self._group, message.topic, outcome).inc()
         self._pending[TopicPartition(message.topic, message.partition)] = message.offset + 1
         self._pending_count += 1
 
@@ -294,11 +293,6 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         if self._loop._on_assigned is not None:
             self._loop._on_assigned()
         self._loop.assigned.set()
-
-
-@functools.cache
-def _messages_counter(group: str, topic: str, outcome: str) -> Counter:
-    return MESSAGES.labels(group, topic, outcome)
 
 
 def _detached(record: Any) -> bus.Message:

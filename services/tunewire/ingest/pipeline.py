@@ -9,7 +9,6 @@ seen ids — so an id is remembered only once everything it produced is safe.
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Literal
 
 from prometheus_client import Counter
 
-from tunewire.core import bus, errors, idempotency, objectives, store, topics
+from tunewire.core import bus, errors, idempotency, metrics, objectives, store, topics
 from tunewire.ingest import archive, config, handlers, normalising
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ class Pipeline:
         event_id = accepted.event_id
         with self._lock:
             if event_id in self.seen:
-                _child(EVENTS, via, "duplicate").inc()
+                metrics.child(EVENTS, via, "duplicate").inc()
                 return "duplicate"
             self._producer.send(
                 topics.RECORDS,
@@ -124,14 +123,14 @@ class Pipeline:
             if self._dirty_since is None:
                 self._dirty_since = time.monotonic()
         for kind, count in accepted.redactions.items():
-            _child(REDACTIONS, kind).inc(count)
-        _child(EVENTS, via, "record").inc()
+            metrics.child(REDACTIONS, kind).inc(count)
+        metrics.child(EVENTS, via, "record").inc()
         return "record"
 
     def reject(self, *, via: str, kind: str) -> None:
         """Count an event that ended as an HTTP error or a DLQ entry."""
-        _child(EVENTS, via, "rejected").inc()
-        _child(REJECTIONS, via, kind).inc()
+        metrics.child(EVENTS, via, "rejected").inc()
+        metrics.child(REJECTIONS, via, kind).inc()
 
     # -- durability ----------------------------------------------------------------------
 
@@ -166,9 +165,3 @@ class Pipeline:
                 log.warning("flush failed; retrying", extra={"error": repr(exc)})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-
-
-@functools.cache
-def _child(metric: Counter, *labels: str) -> Counter:
-    """A labelled counter, looked up once (``labels()`` costs a lock and a hash per call)."""
-    return metric.labels(*labels)

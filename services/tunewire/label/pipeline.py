@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import functools
 import json
 import logging
 import threading
@@ -23,7 +22,7 @@ from google.protobuf import message as protobuf_message
 from prometheus_client import Counter, Gauge
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, envelope, errors, idempotency, objectives, store, topics
+from tunewire.core import bus, envelope, errors, idempotency, metrics, objectives, store, topics
 from tunewire.label import config, examples, labelling, queue, snapshots
 
 log = logging.getLogger(__name__)
@@ -140,16 +139,16 @@ class LabelPipeline:
         with self._lock:
             if isinstance(outcome, labelling.Labelled):
                 self._add_example(outcome.example)
-                _counter(DECISIONS, objective.name, "agreed").inc()
-                _counter(RECORDS, objective.name, "labelled").inc()
+                metrics.child(DECISIONS, objective.name, "agreed").inc()
+                metrics.child(RECORDS, objective.name, "labelled").inc()
             elif isinstance(outcome, labelling.Queued):
                 self._pending_tasks.append(outcome.task)
-                _counter(DECISIONS, objective.name, outcome.task.reason).inc()
-                _counter(RECORDS, objective.name, "queued").inc()
+                metrics.child(DECISIONS, objective.name, outcome.task.reason).inc()
+                metrics.child(RECORDS, objective.name, "queued").inc()
             else:
                 if outcome.reason in ("conflict", "abstain", "too_few_votes"):
-                    _counter(DECISIONS, objective.name, outcome.reason).inc()
-                _counter(RECORDS, objective.name, outcome.reason).inc()
+                    metrics.child(DECISIONS, objective.name, outcome.reason).inc()
+                metrics.child(RECORDS, objective.name, outcome.reason).inc()
             self.seen.add(record_id)
 
     def flush(self) -> None:
@@ -270,7 +269,7 @@ class LabelPipeline:
         self._log.append(example)
         self._pending_events.append(example)
         self._example_counts[example.objective] += 1
-        _counter(EXAMPLES, example.objective, example.label_source).inc()
+        metrics.child(EXAMPLES, example.objective, example.label_source).inc()
 
     def _announce(self, example: examples.Example) -> None:
         payload = example.to_proto()
@@ -284,8 +283,3 @@ class LabelPipeline:
                 source=EXAMPLE_SOURCE,
             ),
         )
-
-
-@functools.cache
-def _counter(metric: Counter, *labels: str) -> Counter:
-    return metric.labels(*labels)
