@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit contracts contracts-check install clean bench
+.PHONY: demo test lint typecheck unit contracts contracts-check install clean bench k8s
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ contracts: install
 
 contracts-check: install
 	$(BIN)/python proto/generate.py --check
+
+## Render k8s/ (plain manifests) from charts/tunewire; `make test` fails when they differ.
+k8s: install
+	$(BIN)/python -m tests.chart.render
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -1,0 +1,376 @@
+{{/*
+One set of templates shared by every service. Each file under templates/<service>/ calls one
+of these with (dict "root" $ "component" "<service>"); the service's values block has the same
+keys for every service, and anything only one service needs comes from its own
+templates/<service>/_settings.tpl ("tunewire.<service>.env").
+*/}}
+
+{{/* Non-secret settings, exactly as the services read them (TUNEWIRE_*, `__` for groups). */}}
+{{- define "tunewire.component.configmap" -}}
+{{- $root := .root }}
+{{- $svc := index $root.Values .component }}
+{{- $g := $root.Values.global }}
+{{- $env := dict
+  "TUNEWIRE_ENVIRONMENT" $g.environment
+  "TUNEWIRE_LOG_LEVEL" $g.logLevel
+  "TUNEWIRE_HTTP__PORT" (toString $svc.port)
+  "TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS" $g.kafka.bootstrapServers
+  "TUNEWIRE_KAFKA__SECURITY_PROTOCOL" $g.kafka.securityProtocol
+  "TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS" (toString $g.kafka.sessionTimeoutMs)
+  "TUNEWIRE_KAFKA__HANDLER_ATTEMPTS" (toString $g.kafka.handlerAttempts)
+  "TUNEWIRE_S3__BUCKET" $g.s3.bucket
+}}
+{{- with $g.kafka.saslMechanism }}{{ $_ := set $env "TUNEWIRE_KAFKA__SASL_MECHANISM" . }}{{ end }}
+{{- if $g.kafka.tls.caSecret }}{{ $_ := set $env "TUNEWIRE_KAFKA__SSL_CAFILE" "/etc/tunewire/kafka-ca/ca.crt" }}{{ end }}
+{{- with $g.s3.endpointUrl }}{{ $_ := set $env "TUNEWIRE_S3__ENDPOINT_URL" . }}{{ end }}
+{{- with $g.s3.region }}{{ $_ := set $env "TUNEWIRE_S3__REGION" . }}{{ end }}
+{{- $env = merge (include (printf "tunewire.%s.env" .component) . | fromYaml) $env }}
+{{- range $key, $value := $svc.env }}{{ $_ := set $env $key (toString $value) }}{{ end }}
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+data:
+  {{- range $key := keys $env | sortAlpha }}
+  {{ $key }}: {{ index $env $key | quote }}
+  {{- end }}
+{{- end }}
+
+{{- define "tunewire.component.deployment" -}}
+{{- $root := .root }}
+{{- $svc := index $root.Values .component }}
+{{- $g := $root.Values.global }}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+spec:
+  {{- if not $svc.autoscaling.enabled }}
+  replicas: {{ $svc.replicas }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "tunewire.selectorLabels" . | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        {{- include "tunewire.labels" . | nindent 8 }}
+      annotations:
+        checksum/config: {{ include "tunewire.component.configmap" . | sha256sum }}
+        {{- with $svc.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "tunewire.serviceAccountName" . }}
+      automountServiceAccountToken: false
+      {{- with $g.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      terminationGracePeriodSeconds: {{ $svc.terminationGracePeriodSeconds }}
+      securityContext:
+        {{- toYaml $g.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "tunewire.image" . }}
+          imagePullPolicy: {{ $g.image.pullPolicy }}
+          args: [{{ .component | quote }}]
+          ports:
+            - name: http
+              containerPort: {{ $svc.port }}
+              protocol: TCP
+          envFrom:
+            - configMapRef:
+                name: {{ include "tunewire.componentName" . }}
+          env:
+            - name: TUNEWIRE_API_TOKENS
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $g.api.tokens.existingSecret }}
+                  key: {{ $g.api.tokens.key }}
+            {{- with $g.kafka.sasl.existingSecret }}
+            - name: TUNEWIRE_KAFKA__SASL_USERNAME
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $g.kafka.sasl.usernameKey }}
+            - name: TUNEWIRE_KAFKA__SASL_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $g.kafka.sasl.passwordKey }}
+            {{- end }}
+            {{- with $g.s3.credentials.existingSecret }}
+            - name: AWS_ACCESS_KEY_ID
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $g.s3.credentials.accessKeyIdKey }}
+            - name: AWS_SECRET_ACCESS_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $g.s3.credentials.secretAccessKeyKey }}
+            {{- end }}
+          startupProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            {{- toYaml $svc.probes.startup | nindent 12 }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: http
+            {{- toYaml $svc.probes.liveness | nindent 12 }}
+          readinessProbe:
+            httpGet:
+              path: /readyz
+              port: http
+            {{- toYaml $svc.probes.readiness | nindent 12 }}
+          resources:
+            {{- toYaml $svc.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $g.containerSecurityContext | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- if $g.kafka.tls.caSecret }}
+            - name: kafka-ca
+              mountPath: /etc/tunewire/kafka-ca
+              readOnly: true
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: {{ $svc.tmpSizeLimit }}
+        {{- with $g.kafka.tls.caSecret }}
+        - name: kafka-ca
+          secret:
+            secretName: {{ . }}
+            items:
+              - key: {{ $g.kafka.tls.caKey }}
+                path: ca.crt
+        {{- end }}
+      {{- with $svc.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $svc.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      affinity:
+        {{- if $svc.affinity }}
+        {{- toYaml $svc.affinity | nindent 8 }}
+        {{- else }}
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    {{- include "tunewire.selectorLabels" . | nindent 20 }}
+        {{- end }}
+{{- end }}
+
+{{- define "tunewire.component.service" -}}
+{{- $svc := index .root.Values .component }}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "tunewire.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ $svc.port }}
+      targetPort: http
+      protocol: TCP
+{{- end }}
+
+{{- define "tunewire.component.serviceaccount" -}}
+{{- $svc := index .root.Values .component }}
+{{- if $svc.serviceAccount.create }}
+{{- $annotations := merge (deepCopy $svc.serviceAccount.annotations) .root.Values.global.s3.serviceAccountAnnotations }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "tunewire.serviceAccountName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+  {{- with $annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: false
+{{- end }}
+{{- end }}
+
+{{- define "tunewire.component.pdb" -}}
+{{- $svc := index .root.Values .component }}
+{{- if $svc.pdb.enabled }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: {{ $svc.pdb.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "tunewire.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{- define "tunewire.component.hpa" -}}
+{{- $svc := index .root.Values .component }}
+{{- if $svc.autoscaling.enabled }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "tunewire.componentName" . }}
+  minReplicas: {{ $svc.autoscaling.minReplicas }}
+  maxReplicas: {{ $svc.autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $svc.autoscaling.targetCPUUtilizationPercentage }}
+{{- end }}
+{{- end }}
+
+{{/* Allows on top of the release's default-deny: HTTP in from this release's pods, the
+allowed namespaces and Prometheus; out only to DNS, Kafka and S3. */}}
+{{- define "tunewire.component.networkpolicy" -}}
+{{- $root := .root }}
+{{- $svc := index $root.Values .component }}
+{{- $np := $root.Values.global.networkPolicy }}
+{{- if $np.enabled }}
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "tunewire.selectorLabels" . | nindent 6 }}
+  policyTypes: [Ingress, Egress]
+  ingress:
+    - from:
+        - podSelector:
+            matchLabels:
+              {{- include "tunewire.releaseSelectorLabels" $root | nindent 14 }}
+        - namespaceSelector:
+            {{- toYaml $np.prometheusNamespaceSelector | nindent 12 }}
+        {{- range $np.ingressNamespaceSelectors }}
+        - namespaceSelector:
+            {{- toYaml . | nindent 12 }}
+        {{- end }}
+      ports:
+        - port: {{ $svc.port }}
+          protocol: TCP
+    {{- with $svc.networkPolicy.extraIngress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  egress:
+    {{- include "tunewire.egress.dns" $np | nindent 4 }}
+    {{- include "tunewire.egress.peers" $np.kafka | nindent 4 }}
+    {{- include "tunewire.egress.peers" $np.s3 | nindent 4 }}
+    {{- with $np.extraEgress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tunewire.egress.dns" -}}
+- to:
+    - namespaceSelector:
+        {{- toYaml .dns.namespaceSelector | nindent 8 }}
+      podSelector:
+        {{- toYaml .dns.podSelector | nindent 8 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{/* An egress rule to some ports, optionally only towards the given peers. */}}
+{{- define "tunewire.egress.peers" -}}
+- ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* Gated on the Prometheus Operator's API so a cluster without it still installs. */}}
+{{- define "tunewire.component.servicemonitor" -}}
+{{- $root := .root }}
+{{- $svc := index $root.Values .component }}
+{{- $sm := $svc.metrics.serviceMonitor }}
+{{- if and $sm.enabled ($root.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}
+apiVersion: monitoring.coreos.com/v1
+kind: ServiceMonitor
+metadata:
+  name: {{ include "tunewire.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "tunewire.labels" . | nindent 4 }}
+    {{- with $sm.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "tunewire.selectorLabels" . | nindent 6 }}
+  namespaceSelector:
+    matchNames: [{{ $root.Release.Namespace }}]
+  endpoints:
+    - port: http
+      path: /metrics
+      interval: {{ $sm.interval }}
+      scheme: http
+{{- end }}
+{{- end }}

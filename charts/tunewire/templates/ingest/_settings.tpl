@@ -1,0 +1,4 @@
+{{/* Settings only ingest has, fixed by the chart (on top of ingest.env). None yet. */}}
+{{- define "tunewire.ingest.env" -}}
+{}
+{{- end }}

@@ -1,0 +1,1 @@
+"""Tests of the Helm chart, the plain manifests in k8s/ and the renderer that makes them."""

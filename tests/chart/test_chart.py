@@ -1,0 +1,345 @@
+"""The chart renders, lints and validates, and its pods get the settings the services read."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pydantic
+import pytest
+from pydantic_settings import BaseSettings
+
+from tests.chart import render
+from tests.chart.conftest import MONITORING, load_values, named, of_kind
+from tunewire.core import settings as core_settings
+from tunewire.ingest import config as ingest_config
+from tunewire.label import config as label_config
+
+SERVICES: dict[str, type[core_settings.ServiceSettings]] = {
+    "ingest": ingest_config.IngestSettings,
+    "label": label_config.LabelSettings,
+}
+#: Kinds without an OpenAPI schema in Kubernetes itself (custom resources).
+CUSTOM_KINDS = {"ServiceMonitor"}
+#: What the fake Secrets hold when the services' settings are built from a pod's env.
+SECRET_VALUES = {
+    "tokens": '["a-long-random-production-token"]',
+    "username": "tunewire",
+    "password": "kafka-password",
+}
+
+
+@pytest.mark.parametrize("values_file", [None, "values-production.yaml"])
+def test_lint_is_clean(values_file: str | None) -> None:
+    values = load_values(values_file) if values_file else None
+    report = helm_python.lint(
+        render.CHART, values, strict=True, namespace="tunewire", kube_version="v1.31.0"
+    )
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == []
+
+
+def test_every_object_validates_against_kubernetes(rendered: list[dict[str, Any]]) -> None:
+    for obj in rendered:
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
+
+
+def test_default_values_render_the_objects_of_both_services(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    installed = {
+        (o["kind"], o["metadata"]["name"]) for o in default_objects if not render.is_hook(o)
+    }
+    for service in SERVICES:
+        name = f"tunewire-{service}"
+        for kind in ("Deployment", "Service", "ServiceAccount", "ConfigMap", "NetworkPolicy"):
+            assert (kind, name) in installed
+        assert ("PodDisruptionBudget", name) in installed
+    assert ("NetworkPolicy", "tunewire-default-deny") in installed
+    # Off by default: autoscaling, and ServiceMonitors (no Prometheus Operator API here).
+    assert not of_kind(default_objects, "HorizontalPodAutoscaler")
+    assert not of_kind(default_objects, "ServiceMonitor")
+    assert not [o for o in default_objects if o["kind"] in {"Role", "RoleBinding", "ClusterRole"}]
+
+
+def test_production_values_scale_on_cpu(production_objects: list[dict[str, Any]]) -> None:
+    for service in SERVICES:
+        hpa = named(production_objects, "HorizontalPodAutoscaler", f"tunewire-{service}")
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"]["name"] == f"tunewire-{service}"
+        assert hpa["spec"]["minReplicas"] == 3
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        # The HPA owns the replica count; a fixed one would fight it on every upgrade.
+        assert (
+            "replicas" not in named(production_objects, "Deployment", f"tunewire-{service}")["spec"]
+        )
+
+
+def _pod_env(objects: list[dict[str, Any]], service: str) -> dict[str, str]:
+    """The environment a service's container starts with, its Secrets filled with fakes."""
+    deployment = named(objects, "Deployment", f"tunewire-{service}")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {}
+    for source in container["envFrom"]:
+        env.update(named(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            key = item["valueFrom"]["secretKeyRef"]["key"]
+            env[item["name"]] = SECRET_VALUES.get(key, f"secret-{key}")
+    return env
+
+
+def _field_exists(model: type[pydantic.BaseModel], env_name: str) -> bool:
+    """Whether TUNEWIRE_A__B names the field a.b of the settings (extra keys are ignored)."""
+    current: Any = model
+    for part in env_name.removeprefix("TUNEWIRE_").lower().split("__"):
+        fields = getattr(current, "model_fields", {})
+        if part not in fields:
+            return False
+        current = fields[part].annotation
+    return True
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_every_variable_is_one_the_service_reads(
+    rendered: list[dict[str, Any]], service: str
+) -> None:
+    env = _pod_env(rendered, service)
+    unknown = [
+        name
+        for name in env
+        if name.startswith("TUNEWIRE_") and not _field_exists(SERVICES[service], name)
+    ]
+    assert unknown == []
+    assert {n for n in env if not n.startswith("TUNEWIRE_")} <= {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    }
+
+
+def _settings_from(
+    env: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch
+) -> BaseSettings:
+    for name in list(os.environ):
+        if name.startswith("TUNEWIRE_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return SERVICES[service]()
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_default_pod_settings_are_production_ready(
+    default_objects: list[dict[str, Any]], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = _settings_from(_pod_env(default_objects, service), service, monkeypatch)
+    assert isinstance(built, core_settings.ServiceSettings)
+    assert built.environment is core_settings.Environment.PRODUCTION
+    assert [t.get_secret_value() for t in built.api_tokens] == ["a-long-random-production-token"]
+    assert built.kafka.bootstrap_servers == "kafka-bootstrap.kafka.svc:9092"
+    assert built.s3.bucket == "tunewire"
+    assert built.s3.endpoint_url is None
+    assert built.http.port == 8080
+    if isinstance(built, label_config.LabelSettings):
+        # Snapshot files go to the /tmp emptyDir: the root filesystem is read-only.
+        assert built.label.workdir == "/tmp/tunewire"
+    if isinstance(built, ingest_config.IngestSettings):
+        assert built.ingest.prepare_workers == 1
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_production_pod_settings_reach_sasl_kafka_and_s3(
+    production_objects: list[dict[str, Any]], service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = _settings_from(_pod_env(production_objects, service), service, monkeypatch)
+    assert isinstance(built, core_settings.ServiceSettings)
+    assert built.kafka.security_protocol == "SASL_SSL"
+    assert built.kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert built.kafka.sasl_username == "tunewire"
+    assert built.kafka.sasl_password is not None
+    assert built.kafka.sasl_password.get_secret_value() == "kafka-password"
+    assert built.kafka.ssl_cafile == "/etc/tunewire/kafka-ca/ca.crt"
+    assert built.kafka.client_options()["bootstrap_servers"] == [
+        "b-1.kafka.example.internal:9096",
+        "b-2.kafka.example.internal:9096",
+        "b-3.kafka.example.internal:9096",
+    ]
+    assert (built.s3.bucket, built.s3.region) == ("acme-tunewire-prod", "eu-west-1")
+    # The CA file the settings name is the one the pod mounts from the Secret.
+    pod = named(production_objects, "Deployment", f"tunewire-{service}")["spec"]["template"]
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+    assert built.kafka.ssl_cafile == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    assert volume["secret"]["secretName"] == "tunewire-kafka-ca"
+
+
+def test_irsa_annotation_reaches_every_service_account(
+    production_objects: list[dict[str, Any]],
+) -> None:
+    for account in of_kind(production_objects, "ServiceAccount"):
+        annotations = account["metadata"]["annotations"]
+        assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/tunewire-prod")
+    # No static credentials are wired when IRSA is used.
+    for service in SERVICES:
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(
+            _pod_env(production_objects, service)
+        )
+
+
+def test_static_s3_credentials_come_from_a_secret() -> None:
+    values = {
+        "global": {
+            "s3": {
+                "endpointUrl": "http://minio.storage.svc:9000",
+                "credentials": {"existingSecret": "tunewire-s3"},
+            }
+        }
+    }
+    objects = render.objects(render.render(values))
+    (container,) = named(objects, "Deployment", "tunewire-ingest")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert refs["AWS_ACCESS_KEY_ID"] == {"name": "tunewire-s3", "key": "AWS_ACCESS_KEY_ID"}
+    assert refs["AWS_SECRET_ACCESS_KEY"]["name"] == "tunewire-s3"
+    config = named(objects, "ConfigMap", "tunewire-ingest")["data"]
+    assert config["TUNEWIRE_S3__ENDPOINT_URL"] == "http://minio.storage.svc:9000"
+
+
+@pytest.mark.parametrize(
+    ("enabled", "api_versions", "expected"),
+    [
+        (True, [MONITORING], 2),
+        (True, [], 0),  # the API is absent: the install must not fail on an unknown kind
+        (False, [MONITORING], 0),
+    ],
+)
+def test_service_monitors_are_gated_on_the_operator_api(
+    enabled: bool, api_versions: list[str], expected: int
+) -> None:
+    monitor = {"metrics": {"serviceMonitor": {"enabled": enabled}}}
+    objects = render.objects(
+        render.render({"ingest": monitor, "label": monitor}, api_versions=api_versions)
+    )
+    monitors = of_kind(objects, "ServiceMonitor")
+    assert len(monitors) == expected
+    for sm in monitors:
+        (endpoint,) = sm["spec"]["endpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+        service = named(objects, "Service", sm["metadata"]["name"])
+        assert sm["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_production_service_monitors_carry_the_prometheus_label(
+    production_objects: list[dict[str, Any]],
+) -> None:
+    monitors = of_kind(production_objects, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {"tunewire-ingest", "tunewire-label"}
+    assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors)
+
+
+def _checksum(values: dict[str, Any] | None, service: str) -> str:
+    deployment = named(render.objects(render.render(values)), "Deployment", f"tunewire-{service}")
+    checksum: str = deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    return checksum
+
+
+def test_config_changes_roll_the_pods() -> None:
+    before = _checksum(None, "ingest")
+    assert _checksum(None, "ingest") == before
+    changed = {"global": {"kafka": {"bootstrapServers": "kafka-0.other:9092"}}}
+    assert _checksum(changed, "ingest") != before
+    # A setting of label alone does not restart ingest.
+    assert _checksum({"label": {"env": {"TUNEWIRE_LABEL__LEASE_SECONDS": 60}}}, "ingest") == before
+    assert _checksum({"label": {"env": {"TUNEWIRE_LABEL__LEASE_SECONDS": 60}}}, "label") != (
+        _checksum(None, "label")
+    )
+
+
+def test_long_release_names_are_truncated_to_63_characters() -> None:
+    release = "r" * 53  # Helm's own limit on release names
+    objects = render.objects(render.render(release=release))
+    for obj in objects:
+        assert len(obj["metadata"]["name"]) <= 63
+        assert not obj["metadata"]["name"].endswith("-")
+        assert all(len(v) <= 63 for v in obj["metadata"]["labels"].values())
+        kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
+    names = [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"]
+    assert len(set(names)) == len(names)  # still distinct
+    assert all(n.endswith(("-ingest", "-label")) for n in names)
+
+
+def test_helm_test_pods_check_each_service_readiness(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    pods = {o["metadata"]["name"]: o for o in of_kind(default_objects, "Pod")}
+    assert set(pods) == {"tunewire-test-ingest", "tunewire-test-label"}
+    for service in SERVICES:
+        pod = pods[f"tunewire-test-{service}"]
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        assert pod["spec"]["restartPolicy"] == "Never"
+        (container,) = pod["spec"]["containers"]
+        assert container["command"] == ["curl"]
+        assert "--fail" in container["args"]
+        assert container["args"][-1] == f"http://tunewire-{service}.tunewire.svc:8080/readyz"
+    # A disabled service gets no test pod.
+    objects = render.objects(render.render({"label": {"enabled": False}}))
+    assert [o["metadata"]["name"] for o in of_kind(objects, "Pod")] == ["tunewire-test-ingest"]
+    assert not [o for o in objects if o["metadata"]["name"] == "tunewire-label"]
+
+
+def test_notes_name_the_services_and_what_is_missing() -> None:
+    notes = render.render()["tunewire/templates/NOTES.txt"]
+    assert "http://tunewire-ingest.tunewire.svc:8080" in notes
+    assert "http://tunewire-label.tunewire.svc:8080" in notes
+    assert "train, evaluate, serve" in notes
+    assert "tunewire-api-tokens" in notes
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"global": {"networkPolicy": {"enabled": False}}},
+        {"global": {"image": {"registry": ""}}, "ingest": {"image": {"tag": "0.1.1-rc.1"}}},
+        {"ingest": {"serviceAccount": {"create": False, "name": "existing"}}},
+        {
+            "label": {
+                "nodeSelector": {"pool": "control-plane"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+                "affinity": {"podAntiAffinity": {}},
+                "podAnnotations": {"team": "ml"},
+                "pdb": {"enabled": False},
+                "env": {"TUNEWIRE_LABEL__LEASE_SECONDS": 600},
+            }
+        },
+        {"global": {"environment": "development", "logLevel": "DEBUG"}},
+    ],
+    ids=["no-network-policy", "no-registry", "existing-account", "scheduling", "development"],
+)
+def test_other_values_render_valid_objects(values: dict[str, Any]) -> None:
+    objects = render.objects(render.render(values))
+    for obj in objects:
+        kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
+    images = {
+        c["image"]
+        for d in of_kind(objects, "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images
+    if values.get("global", {}).get("networkPolicy") == {"enabled": False}:
+        assert not of_kind(objects, "NetworkPolicy")
+    if values.get("global", {}).get("image", {}).get("registry") == "":
+        assert images == {"tunewire/control-plane:0.1.1-rc.1", "tunewire/control-plane:0.1.0"}
+    if "serviceAccount" in values.get("ingest", {}):
+        assert not [
+            o for o in of_kind(objects, "ServiceAccount") if "ingest" in o["metadata"]["name"]
+        ]
+        pod = named(objects, "Deployment", "tunewire-ingest")["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "existing"

@@ -1,0 +1,194 @@
+"""Policies every rendered object must follow, for the default and production-like values.
+
+Restricted pod security, resources and probes on every container, pinned images, immutable
+selectors limited to name/instance/component, the standard labels, no Kubernetes API access
+for services that never call it, and a default-deny network with narrow allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.chart import render
+from tests.chart.conftest import named, of_kind
+
+SELECTOR_KEYS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+}
+STANDARD_LABELS = SELECTOR_KEYS | {
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/managed-by",
+}
+WORKLOAD_KINDS = {"Deployment", "Pod"}
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(object name, pod spec) of every Deployment and bare Pod (the helm-test pods)."""
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            specs.append((obj["metadata"]["name"], obj["spec"]["template"]["spec"]))
+        elif obj["kind"] == "Pod":
+            specs.append((obj["metadata"]["name"], obj["spec"]))
+    return specs
+
+
+def _containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, pod spec, container) of every container, init containers included."""
+    return [
+        (f"{name}/{c['name']}", spec, c)
+        for name, spec in _pod_specs(objects)
+        for c in spec.get("initContainers", []) + spec["containers"]
+    ]
+
+
+def test_every_container_has_requests_and_a_memory_limit(rendered: list[dict[str, Any]]) -> None:
+    for name, _, container in _containers(rendered):
+        resources = container.get("resources", {})
+        assert {"cpu", "memory"} <= set(resources.get("requests", {})), name
+        assert "memory" in resources.get("limits", {}), name
+
+
+def test_every_service_container_has_liveness_and_readiness_probes(
+    rendered: list[dict[str, Any]],
+) -> None:
+    deployments = of_kind(rendered, "Deployment")
+    assert deployments
+    for deployment in deployments:
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            assert container["livenessProbe"]["httpGet"]["port"] == "http"
+
+
+def test_every_container_runs_restricted(rendered: list[dict[str, Any]]) -> None:
+    for name, pod, container in _containers(rendered):
+        pod_ctx = pod.get("securityContext", {})
+        ctx = container.get("securityContext", {})
+        assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, name
+        assert ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 10001, name
+        assert ctx.get("readOnlyRootFilesystem") is True, name
+        assert ctx.get("allowPrivilegeEscalation") is False, name
+        assert ctx.get("privileged", False) is False, name
+        assert ctx.get("capabilities", {}).get("drop") == ["ALL"], name
+        assert not ctx.get("capabilities", {}).get("add"), name
+        seccomp = ctx.get("seccompProfile", pod_ctx.get("seccompProfile", {}))
+        assert seccomp.get("type") == "RuntimeDefault", name
+        assert pod.get("hostNetwork", False) is False and pod.get("hostPID", False) is False
+
+
+def test_every_image_is_pinned(rendered: list[dict[str, Any]]) -> None:
+    for name, _, container in _containers(rendered):
+        image: str = container["image"]
+        if "@sha256:" in image:
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest", f"{name}: {image}"
+
+
+def test_the_service_image_defaults_to_the_app_version(
+    default_objects: list[dict[str, Any]],
+) -> None:
+    for deployment in of_kind(default_objects, "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "ghcr.io/tunewire/control-plane:0.1.0"
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert container["args"] == [component]
+
+
+def test_pods_never_see_a_kubernetes_api_token(rendered: list[dict[str, Any]]) -> None:
+    for name, pod in _pod_specs(rendered):
+        assert pod["automountServiceAccountToken"] is False, name
+    for account in of_kind(rendered, "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+    kinds = {o["kind"] for o in rendered}
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def test_selectors_use_only_name_instance_and_component(rendered: list[dict[str, Any]]) -> None:
+    selectors: list[tuple[str, dict[str, str]]] = []
+    for obj in rendered:
+        spec = obj.get("spec", {})
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        if obj["kind"] in {"Deployment", "PodDisruptionBudget", "ServiceMonitor"}:
+            selectors.append((where, spec["selector"]["matchLabels"]))
+        elif obj["kind"] == "Service":
+            selectors.append((where, spec["selector"]))
+        elif obj["kind"] == "NetworkPolicy":
+            selectors.append((where, spec["podSelector"]["matchLabels"]))
+    assert selectors
+    for where, labels in selectors:
+        assert set(labels) <= SELECTOR_KEYS, where
+        # Everything but the release-wide network policies names its component.
+        if where != "NetworkPolicy/tunewire-default-deny":
+            assert set(labels) == SELECTOR_KEYS, where
+
+
+def test_every_object_and_pod_carries_the_standard_labels(rendered: list[dict[str, Any]]) -> None:
+    for obj in rendered:
+        labels = obj["metadata"]["labels"]
+        assert set(labels) >= STANDARD_LABELS, obj["metadata"]["name"]
+        assert labels["app.kubernetes.io/part-of"] == "tunewire"
+    for deployment in of_kind(rendered, "Deployment"):
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert set(pod_labels) >= STANDARD_LABELS
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_network_is_denied_by_default_and_opened_narrowly(rendered: list[dict[str, Any]]) -> None:
+    deny = named(rendered, "NetworkPolicy", "tunewire-default-deny")
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    for deployment in of_kind(rendered, "Deployment"):
+        name = deployment["metadata"]["name"]
+        allow = named(rendered, "NetworkPolicy", name)
+        selected = deployment["spec"]["selector"]["matchLabels"]
+        assert allow["spec"]["podSelector"]["matchLabels"] == selected
+        http_in = allow["spec"]["ingress"][0]
+        assert [p["port"] for p in http_in["ports"]] == [8080]
+        egress_ports = {p["port"] for rule in allow["spec"]["egress"] for p in rule["ports"]}
+        assert 53 in egress_ports and 443 in egress_ports
+        assert egress_ports & {9092, 9093, 9094, 9096}
+
+
+def test_production_kafka_egress_is_limited_to_the_brokers(
+    production_objects: list[dict[str, Any]],
+) -> None:
+    allow = named(production_objects, "NetworkPolicy", "tunewire-ingest")
+    (kafka,) = [
+        r for r in allow["spec"]["egress"] if r["ports"] == [{"port": 9096, "protocol": "TCP"}]
+    ]
+    assert kafka["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    sources = allow["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ticketing"}}} in (
+        sources
+    )
+
+
+def test_tmp_is_the_only_writable_path(rendered: list[dict[str, Any]]) -> None:
+    for deployment in of_kind(rendered, "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+        assert [m["mountPath"] for m in writable] == ["/tmp"]
+        assert "emptyDir" in volumes[writable[0]["name"]]
+        assert volumes[writable[0]["name"]]["emptyDir"]["sizeLimit"]
+
+
+def test_disruption_budgets_match_their_deployments(rendered: list[dict[str, Any]]) -> None:
+    for deployment in of_kind(rendered, "Deployment"):
+        pdb = named(rendered, "PodDisruptionBudget", deployment["metadata"]["name"])
+        assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_hooks_are_only_helm_tests(rendered: list[dict[str, Any]]) -> None:
+    hooks = [o for o in rendered if render.is_hook(o)]
+    assert hooks
+    assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hooks} == {"test"}
+    assert {o["kind"] for o in hooks} <= WORKLOAD_KINDS | {"NetworkPolicy"}

@@ -1,0 +1,112 @@
+"""values.schema.json refuses wrong values with a message that points at the mistake."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import helm_python
+import pytest
+import yaml
+
+from tests.chart import render
+from tests.chart.conftest import HERE, load_values
+
+
+def _refusal(values: dict[str, Any]) -> str:
+    with pytest.raises(helm_python.HelmValuesError) as refused:
+        render.render(values)
+    return str(refused.value)
+
+
+def test_the_wrong_values_file_fails_with_the_schema_message() -> None:
+    message = _refusal(load_values("values-wrong.yaml"))
+    assert "at '/ingest/replicas': got string, want integer" in message
+    assert "at '/label': additional properties 'replica' not allowed" in message
+
+
+def test_lint_reports_the_wrong_values_file() -> None:
+    report = helm_python.lint(render.CHART, load_values("values-wrong.yaml"), strict=True)
+    assert any("got string, want integer" in str(m["error"]) for m in report["messages"])
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"global": {"image": {"tag": "latest"}}}, "at '/global/image/tag'"),
+        ({"ingest": {"image": {"tag": "latest"}}}, "at '/ingest/image/tag'"),
+        ({"global": {"kafka": {"securityProtocol": "TLS"}}}, "at '/global/kafka/securityProtocol'"),
+        (
+            {"global": {"kafka": {"securityProtocol": "SASL_SSL"}}},
+            "at '/global/kafka/saslMechanism'",
+        ),
+        (
+            {
+                "global": {
+                    "kafka": {"securityProtocol": "SASL_SSL", "saslMechanism": "SCRAM-SHA-512"}
+                }
+            },
+            "at '/global/kafka/sasl/existingSecret'",
+        ),
+        ({"global": {"kafka": {"bootstrapServers": "kafka"}}}, "bootstrapServers"),
+        ({"global": {"environment": "staging"}}, "at '/global/environment'"),
+        ({"global": {"s3": {"bucket": "Not_A_Bucket"}}}, "at '/global/s3/bucket'"),
+        ({"global": {"api": {"tokens": {"existingSecret": ""}}}}, "existingSecret"),
+        ({"global": {"kafka": {"password": "hunter2"}}}, "additional properties 'password'"),
+        (
+            {"ingest": {"env": {"TUNEWIRE_API_TOKENS": '["t"]'}}},
+            "at '/ingest/env/TUNEWIRE_API_TOKENS'",
+        ),
+        ({"ingest": {"env": {"PATH": "/bin"}}}, "invalid propertyName 'PATH'"),
+        ({"label": {"rbac": {"create": True}}}, "at '/label/rbac/create'"),
+        # null deletes a default in Helm: a container without a memory request is refused.
+        (
+            {"label": {"resources": {"requests": {"memory": None}}}},
+            "at '/label/resources/requests': missing property 'memory'",
+        ),
+        ({"ingest": {"port": 80}}, "at '/ingest/port'"),
+        ({"train": {"enabled": True}}, "additional properties 'train' not allowed"),
+    ],
+)
+def test_wrong_values_are_refused(values: dict[str, Any], expected: str) -> None:
+    assert expected in _refusal(values)
+
+
+def _documented(lines: list[str], number: int) -> bool:
+    """Whether the comment block right above line ``number`` holds a `# --` description."""
+    above = number - 1
+    while above >= 0 and lines[above].strip().startswith("#"):
+        if lines[above].strip().startswith("# --"):
+            return True
+        above -= 1
+    return False
+
+
+def test_every_value_is_documented() -> None:
+    """Each key in values.yaml has a `# --` comment, on itself or on an enclosing key (a
+    whole security context or map of settings is documented once)."""
+    lines = (render.CHART / "values.yaml").read_text(encoding="utf-8").splitlines()
+    undocumented: list[str] = []
+    parents: list[tuple[int, bool]] = []  # (indent, documented) of the enclosing keys
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        documented = _documented(lines, number) or any(d for _, d in parents)
+        is_group = stripped.endswith(":")
+        if not documented and not is_group:
+            undocumented.append(f"{number + 1}: {stripped}")
+        parents.append((indent, documented))
+    assert undocumented == []
+
+
+def test_schema_and_defaults_agree() -> None:
+    schema = json.loads((render.CHART / "values.schema.json").read_text(encoding="utf-8"))
+    defaults = yaml.safe_load((render.CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert set(defaults) == set(schema["properties"])
+    # The production-like file only uses keys the schema knows (render would refuse it).
+    render.render(load_values("values-production.yaml"))
+    assert (HERE / "values-production.yaml").is_file()
