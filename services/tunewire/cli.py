@@ -47,7 +47,8 @@ def _stack_info(state_dir: Path) -> dict[str, Any]:
     if found is None:
         raise CliError(
             f"no running stack in {state_dir}: start one with `tunewire up`, or pass --url and "
-            "--token (or TUNEWIRE_URL and TUNEWIRE_TOKEN) for a remote install"
+            "--token (or TUNEWIRE_INGEST_URL / TUNEWIRE_LABEL_URL and TUNEWIRE_TOKEN) for a "
+            "remote install"
         )
     return found
 
