@@ -20,7 +20,7 @@ from fastapi import responses
 from pydantic import SecretStr
 from starlette import requests as starlette_requests
 
-from tunewire.core import errors
+from tunewire.core import bus, errors, settings
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -59,6 +59,24 @@ class Probes:
                     results[name] = str(exc) or type(exc).__name__
             self._cached = (now, results)
             return results
+
+
+def service_probes(
+    *,
+    artifacts_check: Check,
+    kafka: settings.KafkaSettings,
+    consumer_check: Check,
+    alive: Callable[[], bool],
+) -> Probes:
+    """The readiness every consuming service has: S3, a broker connection, its consumer."""
+    return Probes(
+        checks={
+            "s3": artifacts_check,
+            "kafka": lambda: bus.check_reachable(kafka),
+            "consumer": consumer_check,
+        },
+        alive=alive,
+    )
 
 
 class BearerAuth:

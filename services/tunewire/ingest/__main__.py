@@ -34,12 +34,10 @@ def build(settings: config.IngestSettings) -> runner.Service:
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
-    probes = http.Probes(
-        checks={
-            "s3": artifacts.check,
-            "kafka": lambda: bus.check_reachable(settings.kafka),
-            "consumer": raw_loop.check_ready,
-        },
+    probes = http.service_probes(
+        artifacts_check=artifacts.check,
+        kafka=settings.kafka,
+        consumer_check=raw_loop.check_ready,
         alive=lambda: service.alive(),
     )
     app = http.create_app(

@@ -32,12 +32,10 @@ def build(settings: config.LabelSettings) -> runner.Service:
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
-    probes = http.Probes(
-        checks={
-            "s3": artifacts.check,
-            "kafka": lambda: bus.check_reachable(settings.kafka),
-            "consumer": records_loop.check_ready,
-        },
+    probes = http.service_probes(
+        artifacts_check=artifacts.check,
+        kafka=settings.kafka,
+        consumer_check=records_loop.check_ready,
         alive=lambda: service.alive(),
     )
     app = http.create_app(
