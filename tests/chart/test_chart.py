@@ -22,7 +22,7 @@ SERVICES: dict[str, type[core_settings.ServiceSettings]] = {
     "label": label_config.LabelSettings,
 }
 #: Kinds without an OpenAPI schema in Kubernetes itself (custom resources).
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 #: What the fake Secrets hold when the services' settings are built from a pod's env.
 SECRET_VALUES = {
     "tokens": '["a-long-random-production-token"]',

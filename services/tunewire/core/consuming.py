@@ -10,6 +10,7 @@ partition. An outage while flushing (S3 or Kafka down) is retried until it passe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -285,9 +286,13 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: ConsumerLoop) -> None:
         self._loop = loop
 
-    def on_partitions_revoked(self, revoked: object) -> None:
+    def on_partitions_revoked(self, revoked: Any) -> None:
         self._loop.assigned.clear()
         self._loop._make_durable(self._loop.stop_requested)
+        for tp in revoked or ():
+            # Another member reports these partitions now; a stale value would mislead alerts.
+            with contextlib.suppress(KeyError):
+                LAG.remove(self._loop._group, tp.topic, str(tp.partition))
 
     def on_partitions_assigned(self, assigned: object) -> None:
         if self._loop._on_assigned is not None:

@@ -120,13 +120,17 @@ def create_app(
         if request.url.path in PROBE_PATHS:
             return await call_next(request)
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        REQUESTS.labels(request.method, name, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
+        status = 500  # an exception escaping a handler is answered 500: count it as one
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            name = getattr(route, "path", "unmatched")
+            REQUESTS.labels(request.method, name, str(status)).observe(
+                time.perf_counter() - started
+            )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> responses.JSONResponse:
