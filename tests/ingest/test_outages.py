@@ -79,7 +79,9 @@ def test_kafka_events_survive_an_s3_outage(
     name = objective["name"].encode()
     reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
     try:
-        reader.read_until(lambda msgs: len({m.value for m in msgs if m.key == name}) >= 40)
+        reader.read_until(
+            lambda msgs: len({m.value for m in msgs if m.key == name}) >= 40, timeout_s=90
+        )
         ids = {
             records_pb2.Record.FromString(m.value).event_id
             for m in reader.messages
@@ -88,7 +90,7 @@ def test_kafka_events_survive_an_s3_outage(
     finally:
         reader.close()
     assert ids == {e["id"] for e in events}
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _archived_ids(s3, objective["name"]) != ids and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _archived_ids(s3, objective["name"]) == ids

@@ -18,7 +18,7 @@ from tunewire.contracts.v1 import datasets_pb2, examples_pb2, records_pb2
 from tunewire.stack import embedded, ports, processes
 
 
-def _wait(check: Callable[[], Any], *, timeout_s: float = 40, every_s: float = 0.3) -> Any:
+def _wait(check: Callable[[], Any], *, timeout_s: float = 90, every_s: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
         found = check()
