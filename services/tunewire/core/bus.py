@@ -119,9 +119,18 @@ class Producer:
                 pending.future = self._dispatch(pending)
 
     def close(self) -> None:
-        """Flush what is queued and close the connection."""
+        """Flush what is queued and close the connection.
+
+        Sends the broker never acknowledged are given up here without an error: their input
+        was not committed, so it is delivered again to the next consumer.
+        """
         try:
             self.flush(timeout_s=10)
+        except errors.Unavailable as exc:
+            log.error(
+                "closing with unacknowledged messages; their input is redelivered",
+                extra={"error": str(exc)},
+            )
         finally:
             self._client.close(timeout=5)
 
