@@ -70,6 +70,8 @@ _SINGLE: _Rank = (0, "", 0)
 
 _READERS = 16
 """Parallel S3 reads when (re)loading many task objects or batches."""
+_BATCH_LIST_OVERLAP = datetime.timedelta(minutes=10)
+"""How far before the newest batch read a refresh lists again."""
 
 _ANNOTATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 """Annotator names: as segments, plus ``@`` and ``+`` so e-mail addresses work."""
@@ -271,9 +273,16 @@ class HumanQueue:
         with self._lock:
             state = self._objectives.get(objective)
             known = set(state.batches) if state else set()
+        # Batch keys start with their UTC time: list only from a little before the newest
+        # one read (replicas' clocks and slow writes), not every batch ever written.
+        start_after = None
+        if known:
+            newest = max(known)[len(prefix) :].split("-", 1)[0]
+            moment = datetime.datetime.strptime(newest, "%Y%m%dT%H%M%S%f")
+            start_after = prefix + (moment - _BATCH_LIST_OVERLAP).strftime("%Y%m%dT%H%M%S%f")
         keys = [
             key
-            for key in self._artifacts.list_keys(prefix)
+            for key in self._artifacts.list_keys(prefix, start_after=start_after)
             if key.endswith(_BATCH_SUFFIX) and key not in known
         ]
         found: list[tuple[Task, _Rank]] = []
