@@ -30,14 +30,22 @@ FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
 """tansu holds a JoinGroup for half the session timeout; kafka-python's default makes it ~25 s."""
 
 
-def _gone(pid: int) -> bool:
-    """True once the pid is no longer a live process (zombies count as gone)."""
-    return processes.process_identity(pid) is None
+def _survivors(started: dict[int, str]) -> dict[int, str]:
+    """The processes we started that still run, with what they are.
+
+    A pid is compared with the identity it had when started: on a busy machine with a small
+    pid_max, a pid can be handed to an unrelated new process right after ours exits.
+    """
+    return {
+        pid: identity
+        for pid, identity in started.items()
+        if processes.process_identity(pid) == identity
+    }
 
 
-def _recorded_pids(stack: EmbeddedStack) -> list[int]:
+def _recorded_pids(stack: EmbeddedStack) -> dict[int, str]:
     state = json.loads(stack.state_file.read_text())
-    return [int(item["pid"]) for item in state["processes"]]
+    return {int(item["pid"]): item["identity"] for item in state["processes"]}
 
 
 def _stand_in(name: str, **env: str) -> ServiceSpec:
@@ -135,7 +143,7 @@ def test_objects_and_kafka_survive_down_and_up(tmp_path: Path) -> None:
         producer.send("test.persisted", b"kept").get(10)
         producer.close()
         pids = _recorded_pids(first)
-    assert all(_gone(pid) for pid in pids)
+    assert _survivors(pids) == {}
     assert not first.state_file.exists()
     card = tmp_path / "s3" / "objects" / "tunewire" / "adapters" / "x" / "run-1" / "card.md"
     assert card.read_bytes() == b"# card"
@@ -162,9 +170,9 @@ def test_stack_is_stopped_when_the_interpreter_exits(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], check=True, timeout=60, capture_output=True, text=True
     )
-    pids = [int(item["pid"]) for item in json.loads(result.stdout)["processes"]]
+    pids = {int(item["pid"]): item["identity"] for item in json.loads(result.stdout)["processes"]}
     assert len(pids) == 2
-    assert all(_gone(pid) for pid in pids)
+    assert _survivors(pids) == {}
     assert (tmp_path / "s3" / "index.json").is_file()
 
 
@@ -178,7 +186,7 @@ def test_down_from_another_process_and_refusal_while_running(tmp_path: Path) -> 
             f"from tunewire.stack import embedded; embedded.EmbeddedStack({str(tmp_path)!r}).down()"
         )
         subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
-        assert all(_gone(pid) for pid in pids)
+        assert _survivors(pids) == {}
         assert not stack.state_file.exists()
         assert (tmp_path / "s3" / "index.json").is_file()
     finally:
@@ -200,9 +208,10 @@ def test_service_becomes_healthy_gets_settings_and_is_stopped(tmp_path: Path) ->
         assert {key: info["env"].get(key) for key in expected} == expected
         assert json.loads(info["env"]["TUNEWIRE_API_TOKENS"]) == ["t1"]
         assert info["child_pid"] is not None
-        pids = [*_recorded_pids(stack), info["child_pid"]]
+        child = int(info["child_pid"])
+        pids = {**_recorded_pids(stack), child: processes.process_identity(child) or ""}
     # The whole process group went: the service, its own child, the broker and S3.
-    assert all(_gone(pid) for pid in pids)
+    assert _survivors(pids) == {}
     assert "listening on" in (tmp_path / "logs" / "hello.log").read_text()
 
 
