@@ -14,9 +14,7 @@ import importlib.util
 import os
 import socket
 import stat
-import time
 from pathlib import Path
-from types import TracebackType
 
 import kafka
 import kafka.errors
@@ -99,11 +97,14 @@ class S3Storage:
         }
 
 
-class Broker:
+class Broker(processes.LocalServer):
     """One tansu broker on 127.0.0.1, advertised on the same address so clients reconnect to it.
 
     Use :meth:`start` and :meth:`stop`, or ``with Broker(...) as broker:``.
     """
+
+    name = "broker"
+    start_timeout_s = DEFAULT_START_TIMEOUT_S
 
     def __init__(
         self,
@@ -113,23 +114,14 @@ class Broker:
         storage: S3Storage | None = None,
         binary: Path | None = None,
     ) -> None:
-        self.port = ports.port_or_free(port)
+        super().__init__(log_path=log_path, port=port)
         self.storage = storage
-        self.log_path = log_path
         self._binary = binary
-        self._process: processes.ManagedProcess | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` for kafka-python's ``bootstrap_servers``."""
         return f"{ports.LOOPBACK}:{self.port}"
-
-    @property
-    def process(self) -> processes.ManagedProcess:
-        """The running broker process (for the state file); raises before :meth:`start`."""
-        if self._process is None:
-            raise RuntimeError("the broker has not been started")
-        return self._process
 
     def argv(self, binary: Path) -> list[str]:
         """The broker's command line."""
@@ -152,69 +144,29 @@ class Broker:
         On failure the process is stopped and the error quotes the broker's log.
         """
         binary = self._binary or locate_tansu()
-        env = self.storage.env() if self.storage is not None else {}
-        process = processes.ManagedProcess(
-            "broker", self.argv(binary), log_path=self.log_path, env=env
+        self._launch(
+            self.argv(binary),
+            timeout=timeout,
+            what=f"metadata answer on {self.bootstrap_servers}",
+            env=self.storage.env() if self.storage is not None else {},
         )
-        self._process = process
-        process.start()
-        try:
-            self._wait_ready(process, timeout=timeout)
-        except BaseException:
-            process.stop(grace=2.0)
-            raise
 
-    def stop(self, *, grace: float = processes.DEFAULT_STOP_GRACE_S) -> None:
-        """SIGTERM the broker, SIGKILL it after ``grace`` seconds; a no-op if never started."""
-        if self._process is not None:
-            self._process.stop(grace=grace)
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _wait_ready(self, process: processes.ManagedProcess, *, timeout: float) -> None:
-        """Poll until a metadata request succeeds: a listening port alone is not a working broker.
+    def probe(self) -> str | None:
+        """A metadata request must succeed: a listening port alone is not a working broker.
 
         The cheap TCP connect goes first because kafka-python leaks sockets (ResourceWarning)
         when it cannot bootstrap at all.
         """
-        deadline = time.monotonic() + timeout
-        last_problem = "no answer yet"
-        while True:
-            code = process.poll()
-            if code is not None:
-                raise processes.ProcessExitedError(
-                    f"the broker exited with status {code} on start; "
-                    f"see its log {self.log_path}:\n{process.log_tail()}"
-                )
-            try:
-                with socket.create_connection((ports.LOOPBACK, self.port), timeout=1.0):
-                    pass
-            except OSError as exc:
-                last_problem = f"connect: {exc}"
-            else:
-                try:
-                    _fetch_metadata(self.bootstrap_servers)
-                except kafka.errors.KafkaError as exc:
-                    last_problem = f"metadata: {exc}"
-                else:
-                    return
-            if time.monotonic() >= deadline:
-                raise processes.StartupTimeoutError(
-                    f"the broker did not answer a metadata request on {self.bootstrap_servers} "
-                    f"within {timeout:.0f} s (last: {last_problem}); "
-                    f"see its log {self.log_path}:\n{process.log_tail()}"
-                )
-            time.sleep(0.05)
+        try:
+            with socket.create_connection((ports.LOOPBACK, self.port), timeout=1.0):
+                pass
+        except OSError as exc:
+            return f"connect: {exc}"
+        try:
+            _fetch_metadata(self.bootstrap_servers)
+        except kafka.errors.KafkaError as exc:
+            return f"metadata: {exc}"
+        return None
 
 
 def _fetch_metadata(bootstrap_servers: str) -> None:

@@ -20,9 +20,7 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path, PurePosixPath
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -63,29 +61,24 @@ def s3_client(endpoint_url: str) -> S3Client:
     )
 
 
-class ObjectStore:
+class ObjectStore(processes.LocalServer):
     """moto's S3 server on 127.0.0.1 as a child process, with ``bucket`` created.
 
-    Use :meth:`start` and :meth:`stop`, or ``with ObjectStore(...) as store:``.
+    Use :meth:`start` and :meth:`stop`, or ``with ObjectStore(...) as store:``. Stopping it
+    loses everything in it unless :meth:`snapshot` ran first.
     """
 
+    name = "s3"
+    start_timeout_s = DEFAULT_START_TIMEOUT_S
+
     def __init__(self, *, log_path: Path, port: int = 0, bucket: str = "tunewire") -> None:
-        self.port = ports.port_or_free(port)
+        super().__init__(log_path=log_path, port=port)
         self.bucket = bucket
-        self.log_path = log_path
-        self._process: processes.ManagedProcess | None = None
 
     @property
     def endpoint_url(self) -> str:
         """The endpoint URL for boto3 and for ``TUNEWIRE_S3__ENDPOINT_URL``."""
         return f"http://{ports.LOOPBACK}:{self.port}"
-
-    @property
-    def process(self) -> processes.ManagedProcess:
-        """The running server process (for the state file); raises before :meth:`start`."""
-        if self._process is None:
-            raise RuntimeError("the S3 endpoint has not been started")
-        return self._process
 
     def client(self) -> S3Client:
         """A boto3 client for this endpoint."""
@@ -94,20 +87,20 @@ class ObjectStore:
     def start(self, *, timeout: float = DEFAULT_START_TIMEOUT_S) -> None:
         """Start the server, wait until it answers HTTP, and create the bucket."""
         argv = [sys.executable, "-m", "moto.server", "-H", ports.LOOPBACK, "-p", str(self.port)]
-        process = processes.ManagedProcess("s3", argv, log_path=self.log_path)
-        self._process = process
-        process.start()
-        try:
-            self._wait_ready(process, timeout=timeout)
-            ensure_bucket(self.client(), self.bucket)
-        except BaseException:
-            process.stop(grace=2.0)
-            raise
+        self._launch(
+            argv,
+            timeout=timeout,
+            what=f"HTTP answer on {self.endpoint_url}",
+            then=lambda: ensure_bucket(self.client(), self.bucket),
+        )
 
-    def stop(self, *, grace: float = processes.DEFAULT_STOP_GRACE_S) -> None:
-        """Stop the server; everything in it is gone unless :func:`snapshot` ran first."""
-        if self._process is not None:
-            self._process.stop(grace=grace)
+    def probe(self) -> str | None:
+        """Any HTTP answer means the server is serving (``/`` is S3's ListBuckets)."""
+        try:
+            httpx.get(self.endpoint_url + "/", timeout=2.0)
+        except httpx.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
 
     def snapshot(self, dest_dir: Path) -> int:
         """:func:`snapshot` of this endpoint."""
@@ -116,44 +109,6 @@ class ObjectStore:
     def restore(self, src_dir: Path) -> int:
         """:func:`restore` into this endpoint."""
         return restore(self.client(), src_dir)
-
-    def __enter__(self) -> ObjectStore:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _wait_ready(self, process: processes.ManagedProcess, *, timeout: float) -> None:
-        """Any HTTP answer means the server is serving (``/`` is S3's ListBuckets)."""
-        deadline = time.monotonic() + timeout
-        last_problem = "no answer yet"
-        with httpx.Client(timeout=2.0) as http:
-            while True:
-                code = process.poll()
-                if code is not None:
-                    raise processes.ProcessExitedError(
-                        f"the S3 endpoint exited with status {code} on start; "
-                        f"see its log {self.log_path}:\n{process.log_tail()}"
-                    )
-                try:
-                    http.get(self.endpoint_url + "/")
-                except httpx.HTTPError as exc:
-                    last_problem = f"{type(exc).__name__}: {exc}"
-                else:
-                    return
-                if time.monotonic() >= deadline:
-                    raise processes.StartupTimeoutError(
-                        f"the S3 endpoint did not answer on {self.endpoint_url} within "
-                        f"{timeout:.0f} s (last: {last_problem}); "
-                        f"see its log {self.log_path}:\n{process.log_tail()}"
-                    )
-                time.sleep(0.1)
 
 
 def ensure_bucket(client: S3Client, bucket: str) -> None:

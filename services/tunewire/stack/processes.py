@@ -26,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -217,6 +218,41 @@ def start_service(spec: ServiceSpec, *, log_dir: Path) -> ManagedProcess:
     return process
 
 
+def wait_until(
+    probe: Callable[[], str | None],
+    *,
+    what: str,
+    timeout: float,
+    process: ManagedProcess | None = None,
+    interval: float = 0.1,
+) -> None:
+    """Call ``probe`` until it returns None (ready), or fail with the process's log tail.
+
+    ``probe`` returns what is still wrong. With ``process`` given, a process that exits while
+    we wait fails at once instead of after the whole timeout, and both errors quote its log:
+    the first thing a user needs is the reason it did not start, and that is in the log.
+    """
+    deadline = time.monotonic() + timeout
+    name = process.name if process is not None else "the service"
+    where = ""
+    while True:
+        if process is not None:
+            where = f"; see its log {process.log_path}:\n"
+            if (code := process.poll()) is not None:
+                raise ProcessExitedError(
+                    f"{name} exited with status {code} before {what}{where}{process.log_tail()}"
+                )
+        problem = probe()
+        if problem is None:
+            return
+        if time.monotonic() >= deadline:
+            tail = process.log_tail() if process is not None else ""
+            raise StartupTimeoutError(
+                f"{name}: no {what} after {timeout:.0f} s (last: {problem}){where}{tail}"
+            )
+        time.sleep(interval)
+
+
 def wait_healthy(
     url: str,
     *,
@@ -224,39 +260,94 @@ def wait_healthy(
     process: ManagedProcess | None = None,
     interval: float = 0.1,
 ) -> None:
-    """Poll ``url`` until it answers 200, or fail with the process's log tail.
-
-    With ``process`` given, a process that exits while we wait fails at once instead of after
-    the whole timeout, and both errors quote its log: the first thing a user needs is the reason
-    it did not start, and that is in the log.
-    """
-    deadline = time.monotonic() + timeout
-    last_problem = "no answer yet"
+    """Poll ``url`` until it answers 200 (see :func:`wait_until`)."""
     with httpx.Client(timeout=min(2.0, max(timeout, 0.1))) as client:
-        while True:
-            if process is not None and (code := process.poll()) is not None:
-                raise ProcessExitedError(
-                    f"{process.name} exited with status {code} before {url} answered; "
-                    f"see its log {process.log_path}:\n{process.log_tail()}"
-                )
+
+        def probe() -> str | None:
             try:
                 response = client.get(url)
             except httpx.HTTPError as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    return
-                last_problem = f"HTTP {response.status_code}"
-            if time.monotonic() >= deadline:
-                where = ""
-                if process is not None:
-                    where = f"; see its log {process.log_path}:\n{process.log_tail()}"
-                name = process.name if process is not None else url
-                raise StartupTimeoutError(
-                    f"{name} was not healthy at {url} after {timeout:.0f} s "
-                    f"(last: {last_problem}){where}"
-                )
-            time.sleep(interval)
+                return f"{type(exc).__name__}: {exc}"
+            return None if response.status_code == 200 else f"HTTP {response.status_code}"
+
+        wait_until(
+            probe,
+            what=f"a healthy answer at {url}",
+            timeout=timeout,
+            process=process,
+            interval=interval,
+        )
+
+
+class LocalServer:
+    """A server child process on a loopback port: started, waited for, stopped.
+
+    Subclasses give the command line (:meth:`start`) and a readiness :meth:`probe`; the
+    lifecycle — stop on a failed start, context manager, the process for the state file — is
+    here once.
+    """
+
+    name = "server"
+    """The process name in logs, errors and the state file."""
+    start_timeout_s = 30.0
+    """How long :meth:`start` waits for readiness by default."""
+
+    def __init__(self, *, log_path: Path, port: int = 0) -> None:
+        self.port = ports.port_or_free(port)
+        self.log_path = log_path
+        self._process: ManagedProcess | None = None
+
+    @property
+    def process(self) -> ManagedProcess:
+        """The running process (for the state file); raises before it was started."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._process
+
+    def probe(self) -> str | None:
+        """What keeps the server from being ready now, or None when it is."""
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        what: str,
+        env: Mapping[str, str] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Start ``argv``, wait until :meth:`probe` passes, run ``then``; stop it on failure."""
+        process = ManagedProcess(self.name, list(argv), log_path=self.log_path, env=env)
+        self._process = process
+        process.start()
+        try:
+            wait_until(self.probe, what=what, timeout=timeout, process=process, interval=0.05)
+            if then is not None:
+                then()
+        except BaseException:
+            process.stop(grace=2.0)
+            raise
+
+    def stop(self, *, grace: float = DEFAULT_STOP_GRACE_S) -> None:
+        """SIGTERM the server, SIGKILL it after ``grace`` seconds; a no-op if never started."""
+        if self._process is not None:
+            self._process.stop(grace=grace)
+
+    def start(self, *, timeout: float) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start(timeout=self.start_timeout_s)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def log_tail(path: Path, *, lines: int = 30, offset: int = 0) -> str:
