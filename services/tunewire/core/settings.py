@@ -91,8 +91,12 @@ class HttpSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-class ServiceSettings(BaseSettings):
-    """Base of every service's settings."""
+class WorkloadSettings(BaseSettings):
+    """What every tunewire process reads: where Kafka and S3 are, and how much to log.
+
+    The trainer and evaluator workloads (run in Jobs) use it as it is; services extend it
+    with their HTTP listener and API tokens.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="TUNEWIRE_", env_nested_delimiter="__", extra="ignore"
@@ -102,10 +106,17 @@ class ServiceSettings(BaseSettings):
     """Production refuses placeholder API tokens."""
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
+    log_level: str = "INFO"
+    model_cache: str = "~/.cache/tunewire/models"
+    """Where base models are cached on local disk (built-in models are built here)."""
+
+
+class ServiceSettings(WorkloadSettings):
+    """Base of every service's settings."""
+
     http: HttpSettings = HttpSettings()
     api_tokens: list[SecretStr] = []
     """Bearer tokens accepted by the HTTP API (a JSON list in the environment)."""
-    log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _refuse_placeholder_tokens(self) -> ServiceSettings:

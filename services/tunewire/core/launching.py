@@ -1,0 +1,177 @@
+"""Launchers: how train and evaluate run their workloads, behind one interface.
+
+A workload is ``python -m tunewire.workloads.<kind> ARGS`` (the trainer or the evaluator).
+The ``kubernetes`` launcher runs it as a ``batch/v1`` Job on a GPU node; the ``local``
+launcher runs it as a subprocess on this machine (the embedded stack and the tests). Both
+take the same :class:`WorkloadSpec`, report the same :class:`JobStatus`, and are idempotent
+on the workload's name, so a redelivered event never starts a second run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from typing import Literal, Protocol, TypeAlias
+
+from pydantic import BaseModel, Field
+
+from tunewire.contracts.v1 import training_pb2
+
+WorkloadKind = Literal["train", "evaluate"]
+FailureReason: TypeAlias = training_pb2.FailureReason
+"""Why a workload failed, in the training contract's terms (evaluations reuse them)."""
+
+_MAX_NAME = 63
+
+
+class JobPhase(enum.StrEnum):
+    """Where a workload is in its life, as far as the launcher can tell."""
+
+    PENDING = "pending"
+    """Created, not running yet (waiting for a node, pulling the image)."""
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MISSING = "missing"
+    """The launcher knows no workload of that name (never created, deleted, or lost)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadSpec:
+    """Everything a launcher needs to start one workload."""
+
+    name: str
+    """Idempotent name (a DNS-1123 label of at most 63 characters); see :func:`workload_name`."""
+    kind: WorkloadKind
+    args: list[str]
+    """Arguments after ``python -m tunewire.workloads.<kind>``."""
+    labels: dict[str, str]
+    """Labels linking the workload to its objective and run (Kubernetes label syntax)."""
+    gpus: int = 0
+    """GPUs the workload needs (``nvidia.com/gpu`` on Kubernetes; ignored locally)."""
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Extra non-secret environment; secrets come from the configured Secret only."""
+
+    def command(self, python: str = "python") -> list[str]:
+        """The full command line the workload runs."""
+        return [python, "-m", f"tunewire.workloads.{self.kind}", *self.args]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStatus:
+    """A launcher's view of one workload."""
+
+    name: str
+    phase: JobPhase
+    reason: FailureReason = training_pb2.FAILURE_REASON_UNSPECIFIED
+    """Set when ``phase`` is FAILED: why, classified (OOM, deadline, image pull, ...)."""
+    message: str = ""
+    """Human-readable detail: the pod condition or the last line the process wrote."""
+    logs: str = ""
+    """Where to read the workload's logs (a file path, or a ``kubectl logs`` command)."""
+
+    @property
+    def finished(self) -> bool:
+        """True once the workload can change no more."""
+        return self.phase in (JobPhase.SUCCEEDED, JobPhase.FAILED)
+
+
+StatusCallback = Callable[[JobStatus], None]
+
+
+class Launcher(Protocol):
+    """Starts, follows and cancels workloads."""
+
+    def launch(self, spec: WorkloadSpec) -> bool:
+        """Start the workload; False (and nothing started) when one of that name exists."""
+
+    def status(self, name: str) -> JobStatus:
+        """The workload's current status (``MISSING`` when unknown)."""
+
+    def cancel(self, name: str) -> bool:
+        """Stop and delete the workload; False when there was nothing to cancel."""
+
+    def watch(self, on_change: StatusCallback, stop: threading.Event) -> None:
+        """Call ``on_change`` on every phase change of this launcher's workloads until ``stop``.
+
+        At start (and after every reconnection) it reports the current status of every
+        workload it manages, so a restarted service catches up with what finished meanwhile.
+        """
+
+
+class Toleration(BaseModel):
+    """A Kubernetes toleration, as in a pod spec."""
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class KubernetesLauncherSettings(BaseModel):
+    """How workload Jobs look in the cluster (the chart fills these in)."""
+
+    namespace: str = "default"
+    image: str = "ghcr.io/tunewire/trainer:0.1.0"
+    """The CUDA trainer/evaluator image."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str = "tunewire-workload"
+    """Service account of the Job's pods (IRSA annotations for S3 go on it)."""
+    config_map: str | None = None
+    """ConfigMap whose keys become the pods' environment (Kafka, S3, non-secret settings)."""
+    secret: str | None = None
+    """Secret whose keys become the pods' environment (SASL password, S3 keys); only its
+    name ever appears in the Job spec."""
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = {}
+    tolerations: list[Toleration] = []
+    priority_class: str | None = None
+    cpu_request: str = "2"
+    memory_request: str = "16Gi"
+    memory_limit: str = "32Gi"
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
+    """A run longer than this is stopped and reported as DEADLINE_EXCEEDED."""
+    backoff_limit: int = Field(default=2, ge=0)
+    """Pod retries (each resumes from the last checkpoint) before the Job fails."""
+    ttl_seconds_after_finished: int = Field(default=24 * 3600, ge=0)
+    """Finished Jobs are garbage-collected by Kubernetes after this long."""
+    pending_timeout_s: float = Field(default=1800.0, gt=0)
+    """A pod unschedulable (or unable to pull its image) this long fails the run."""
+    in_cluster: bool = True
+    """Use the pod's service account; False reads the kubeconfig (development)."""
+
+
+class LocalLauncherSettings(BaseModel):
+    """How workloads run as subprocesses on this machine."""
+
+    workdir: str = ".tunewire/workloads"
+    """Holds each workload's log and pid file."""
+    python: str | None = None
+    """Interpreter to run workloads with (default: the service's own)."""
+    active_deadline_seconds: int = Field(default=6 * 3600, ge=1)
+
+
+class LauncherSettings(BaseModel):
+    """Which launcher a service uses and its settings."""
+
+    kind: Literal["kubernetes", "local"] = "kubernetes"
+    kubernetes: KubernetesLauncherSettings = KubernetesLauncherSettings()
+    local: LocalLauncherSettings = LocalLauncherSettings()
+
+
+def workload_name(kind: WorkloadKind, *parts: str) -> str:
+    """A stable DNS-1123 name for a workload, derived from what identifies it.
+
+    The same inputs always give the same name (so a redelivered event finds the Job it
+    already created); a readable prefix is kept and a hash keeps names unique and short.
+    """
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+    readable = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts[:1]).lower()).strip("-")
+    prefix = f"tw-{kind}-"
+    room = _MAX_NAME - len(prefix) - len(digest) - 1
+    readable = readable[:room].strip("-")
+    return f"{prefix}{readable}-{digest}" if readable else f"{prefix}{digest}"
