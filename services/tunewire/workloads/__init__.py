@@ -1,0 +1,1 @@
+"""What runs inside Jobs: the trainer, the evaluator, and the built-in small model."""
