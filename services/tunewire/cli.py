@@ -18,7 +18,12 @@ from typing import Any
 import httpx
 import yaml
 
-SERVICES = {"ingest": "tunewire.ingest", "label": "tunewire.label"}
+SERVICES = {
+    "ingest": "tunewire.ingest",
+    "label": "tunewire.label",
+    "train": "tunewire.train",
+    "evaluate": "tunewire.evaluate",
+}
 DEFAULT_STATE_DIR = Path(os.environ.get("TUNEWIRE_STACK_DIR", ".tunewire"))
 
 
@@ -47,7 +52,7 @@ def _stack_info(state_dir: Path) -> dict[str, Any]:
     if found is None:
         raise CliError(
             f"no running stack in {state_dir}: start one with `tunewire up`, or pass --url and "
-            "--token (or TUNEWIRE_INGEST_URL / TUNEWIRE_LABEL_URL and TUNEWIRE_TOKEN) for a "
+            "--token (or TUNEWIRE_<SERVICE>_URL and TUNEWIRE_TOKEN) for a "
             "remote install"
         )
     return found
@@ -241,6 +246,111 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         )
 
 
+def _progress(run: dict[str, Any]) -> str:
+    progress = run.get("progress") or {}
+    if run["status"] not in ("submitted", "running") or not progress.get("total_steps"):
+        return run.get("failure_reason") or "-"
+    speed = progress.get("tokens_per_second", 0)
+    return (
+        f"step {progress['step']}/{progress['total_steps']} loss {progress.get('loss', 0):.3f} "
+        f"{speed:.0f} tok/s eta {progress.get('eta_seconds', 0):.0f}s"
+    )
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        params = {"objective": args.objective} if args.objective else None
+        found = _call(args, "GET", "/v1/runs", params=params)["runs"]
+        if args.json:
+            _print(found, as_json=True)
+            return
+        print(f"{'RUN':<16} {'OBJECTIVE':<22} {'STATUS':<10} {'DATASET':<22} PROGRESS / REASON")
+        for run in found:
+            print(
+                f"{run['run_id']:<16} {run['objective']:<22} {run['status']:<10} "
+                f"{run['dataset_id']:<22} {_progress(run)}"
+            )
+        return
+    if not args.objective:
+        raise CliError(f"runs {args.action} needs an objective name")
+    if args.action == "submit":
+        if not args.dataset:
+            raise CliError("runs submit needs --dataset DATASET_ID")
+        overrides = json.loads(args.overrides) if args.overrides else {}
+        run = _call(
+            args,
+            "POST",
+            "/v1/runs",
+            json={
+                "objective": args.objective,
+                "dataset_id": args.dataset,
+                "actor": args.actor,
+                "overrides": overrides,
+            },
+        )
+        print(f"{run['run_id']} queued (dataset {run['dataset_id']})")
+        return
+    if not args.run:
+        raise CliError(f"runs {args.action} needs a RUN_ID")
+    if args.action == "show":
+        _print(_call(args, "GET", f"/v1/runs/{args.objective}/{args.run}"), as_json=args.json)
+    elif args.action == "cancel":
+        if not args.reason:
+            raise CliError("runs cancel needs --reason TEXT")
+        run = _call(
+            args,
+            "POST",
+            f"/v1/runs/{args.objective}/{args.run}/cancel",
+            json={"actor": args.actor, "reason": args.reason},
+        )
+        print(f"{run['run_id']} {run['status']}")
+
+
+def cmd_evals(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        params = {"objective": args.objective} if args.objective else None
+        found = _call(args, "GET", "/v1/evaluations", params=params)["evaluations"]
+        if args.json:
+            _print(found, as_json=True)
+            return
+        print(f"{'RUN':<16} {'OBJECTIVE':<22} {'STATUS':<12} {'DECISION':<16} REASON")
+        for item in found:
+            print(
+                f"{item['run_id']:<16} {item['objective']:<22} {item.get('status', ''):<12} "
+                f"{item.get('decision') or '-':<16} {item.get('reason') or ''}"
+            )
+        return
+    if not (args.objective and args.run):
+        raise CliError("evals show needs an objective name and a RUN_ID")
+    _print(_call(args, "GET", f"/v1/evaluations/{args.objective}/{args.run}"), as_json=args.json)
+
+
+def cmd_decide(args: argparse.Namespace) -> None:
+    result = _call(
+        args,
+        "POST",
+        f"/v1/evaluations/{args.objective}/{args.run}/{args.command}",
+        json={"actor": args.actor, "reason": args.reason},
+    )
+    print(f"{args.run}: {result.get('decision', args.command)}")
+
+
+def cmd_adapters(args: argparse.Namespace) -> None:
+    registry = _call(args, "GET", f"/v1/registry/{args.objective}")
+    if args.json:
+        _print(registry, as_json=True)
+        return
+    champion = registry.get("champion")
+    print(f"{args.objective}: champion {champion or '(none yet)'}")
+    print(f"{'RUN':<16} {'STATUS':<13} {'DATASET':<22} METRICS")
+    for run_id, version in sorted(
+        registry.get("versions", {}).items(), key=lambda item: item[1].get("created_at", "")
+    ):
+        values = ", ".join(f"{k} {v:.3f}" for k, v in sorted(version.get("metrics", {}).items()))
+        marker = " *" if run_id == champion else ""
+        print(f"{run_id:<16} {version['status']:<13} {version['dataset_id']:<22} {values}{marker}")
+
+
 def cmd_service(args: argparse.Namespace) -> None:
     import importlib
 
@@ -369,6 +479,56 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--batch", type=int, default=500, help="events per request")
     client_options(events)
     events.set_defaults(func=cmd_events)
+
+    runs = sub.add_parser(
+        "runs",
+        help="training runs: list, show, submit by hand, cancel",
+        description="A run fine-tunes a LoRA adapter on one dataset snapshot. Dataset events "
+        "start runs by themselves; `submit` starts another with optional overrides.",
+    )
+    runs.add_argument("action", choices=["list", "show", "submit", "cancel"])
+    runs.add_argument("objective", nargs="?", help="objective name (optional for list)")
+    runs.add_argument("run", nargs="?", help="run id (show, cancel)")
+    runs.add_argument("--dataset", help="dataset id to train on (submit)")
+    runs.add_argument(
+        "--overrides",
+        help='JSON of lora/training settings for this run, e.g. \'{"training": {"epochs": 5}}\'',
+    )
+    runs.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who is asking")
+    runs.add_argument("--reason", help="why the run is cancelled (cancel)")
+    client_options(runs)
+    runs.set_defaults(func=cmd_runs, service="train")
+
+    evals = sub.add_parser(
+        "evals",
+        help="evaluations: base vs champion vs candidate, gates and decisions",
+        description="Each trained adapter is scored against the base model and the current "
+        "champion on the dataset's eval split, then gated.",
+    )
+    evals.add_argument("action", choices=["list", "show"])
+    evals.add_argument("objective", nargs="?", help="objective name")
+    evals.add_argument("run", nargs="?", help="run id (show)")
+    client_options(evals)
+    evals.set_defaults(func=cmd_evals, service="evaluate")
+
+    for verb, meaning in (("approve", "approve"), ("reject", "reject")):
+        decide = sub.add_parser(
+            verb,
+            help=f"{meaning} an adapter held for review (objectives with approval: manual)",
+        )
+        decide.add_argument("objective", help="objective name")
+        decide.add_argument("run", help="run id of the held adapter")
+        decide.add_argument("--reason", required=True, help="why; recorded in the registry")
+        decide.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who decides")
+        client_options(decide)
+        decide.set_defaults(func=cmd_decide, service="evaluate")
+
+    adapters = sub.add_parser(
+        "adapters", help="an objective's adapter registry: versions, champion, metrics"
+    )
+    adapters.add_argument("objective", help="objective name")
+    client_options(adapters)
+    adapters.set_defaults(func=cmd_adapters, service="evaluate")
     return parser
 
 

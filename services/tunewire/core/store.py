@@ -8,6 +8,7 @@ other's objects; a set of files becomes visible only when its manifest is writte
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import pathlib
 from collections.abc import Iterator, Mapping
@@ -39,6 +40,14 @@ class ArtifactStore:
                 max_pool_connections=32,
             ),
         )
+
+    def for_bucket(self, bucket: str) -> ArtifactStore:
+        """The same endpoint and credentials, reading another bucket (e.g. shared base models)."""
+        if bucket == self.bucket:
+            return self
+        other = copy.copy(self)
+        other.bucket = bucket
+        return other
 
     def uri(self, key: str) -> str:
         """The ``s3://`` address of a key, for events and manifests."""
@@ -134,6 +143,19 @@ class ArtifactStore:
                 raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
             raise
 
+    def download_file(self, key: str, path: pathlib.Path) -> None:
+        """Stream one object to a local file (multipart ranges), never holding it whole.
+
+        :class:`errors.NotFound` when it does not exist.
+        """
+        try:
+            with _reachable(f"downloading {key}"):
+                self._client.download_file(self.bucket, key, str(path))
+        except botocore.exceptions.ClientError as exc:
+            if _status(exc) == 404:
+                raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
+            raise
+
     def get_json(self, key: str) -> Any:
         """Read a JSON document."""
         return json.loads(self.get_bytes(key))
@@ -187,6 +209,15 @@ class ArtifactStore:
         key = f"{prefix}/manifest.json"
         self.put_json(key, dict(manifest), only_if_absent=True)
         return key
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)``: the inverse of :meth:`ArtifactStore.uri`."""
+    scheme, _, rest = uri.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not bucket:
+        raise errors.InvalidRequest(f"{uri!r} is not an S3 address; write s3://bucket/key")
+    return bucket, key
 
 
 @contextlib.contextmanager

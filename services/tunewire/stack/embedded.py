@@ -203,14 +203,24 @@ class EmbeddedStack:
         return objectstore.s3_client(self.s3_endpoint_url)
 
     def service_env(self, http_port: int) -> dict[str, str]:
-        """:func:`service_env` for this stack and a service listening on ``http_port``."""
-        return service_env(
-            bootstrap_servers=self.bootstrap_servers,
-            s3_endpoint_url=self.s3_endpoint_url,
-            bucket=self.bucket,
-            http_port=http_port,
-            api_tokens=self.api_tokens,
-        )
+        """:func:`service_env` for this stack and a service listening on ``http_port``.
+
+        Training and evaluation run as local subprocesses (the ``local`` launcher) with
+        their files and the built-in base model kept in the state dir.
+        """
+        state = self.state_dir.resolve()
+        return {
+            **service_env(
+                bootstrap_servers=self.bootstrap_servers,
+                s3_endpoint_url=self.s3_endpoint_url,
+                bucket=self.bucket,
+                http_port=http_port,
+                api_tokens=self.api_tokens,
+            ),
+            "TUNEWIRE_LAUNCHER__KIND": "local",
+            "TUNEWIRE_LAUNCHER__LOCAL__WORKDIR": str(state / "workloads"),
+            "TUNEWIRE_MODEL_CACHE": str(state / "models"),
+        }
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -1,0 +1,341 @@
+"""The evaluator workload: score a candidate adapter, the champion and the base model.
+
+``python -m tunewire.workloads.evaluate`` runs inside a Job that the evaluate service
+launches. It loads the objective's base model once, puts the candidate (and the current
+champion) on it as named LoRA adapters, and scores the base model (adapters off), the
+champion and the candidate on the same held-out examples with the objective's metrics
+(:mod:`tunewire.workloads.scoring`). It writes ``metrics.json`` to S3 and exits 0; the
+service reads that file, applies the gates and announces the decision, so this workload
+neither decides nor publishes. On failure it logs the classified reason and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import pathlib
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import peft
+import torch
+
+from tunewire.contracts.v1 import training_pb2
+from tunewire.core import logs, objectives, settings, store
+from tunewire.workloads import data, failures, models, scoring
+
+log = logging.getLogger("tunewire.workloads.evaluate")
+
+MAX_DISAGREEMENTS = 10
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What to evaluate, as given on the command line."""
+
+    objective: str
+    objective_version: int
+    run_id: str
+    dataset_id: str
+    dataset_uri: str
+    candidate_uri: str
+    output_key: str
+    champion_run_id: str | None = None
+    champion_uri: str | None = None
+    max_examples: int | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 64
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line, with ``--help`` saying what each argument is for."""
+    cli = argparse.ArgumentParser(
+        prog="python -m tunewire.workloads.evaluate",
+        description=(
+            "Score a candidate LoRA adapter, the current champion and the base model on the "
+            "same held-out examples of a dataset snapshot, with the objective's metrics "
+            "(classification: accuracy, macro_f1; generation: exact_match, rouge_l, "
+            "eval_loss, perplexity), and write metrics.json to S3. S3 is configured by "
+            "TUNEWIRE_S3__* variables; base models are cached in TUNEWIRE_MODEL_CACHE. "
+            "Exits 0 once metrics.json is written, 1 on failure (the reason is logged)."
+        ),
+    )
+    cli.add_argument("--objective", required=True, help="objective name")
+    cli.add_argument(
+        "--objective-version",
+        required=True,
+        type=int,
+        help="objective version whose base model, labels and max_seq_len apply",
+    )
+    cli.add_argument("--run-id", required=True, help="run id of the candidate adapter")
+    cli.add_argument("--dataset-id", required=True, help="id of the dataset snapshot")
+    cli.add_argument(
+        "--dataset-uri",
+        required=True,
+        help="s3:// prefix of the snapshot; its eval.jsonl is the held-out split",
+    )
+    cli.add_argument(
+        "--candidate-uri", required=True, help="s3:// prefix holding the candidate adapter"
+    )
+    cli.add_argument("--champion-run-id", help="run id of the current champion, if any")
+    cli.add_argument("--champion-uri", help="s3:// prefix holding the champion's adapter")
+    cli.add_argument(
+        "--output-key",
+        required=True,
+        help="key of metrics.json in the configured bucket, e.g. evaluations/O/R/metrics.json",
+    )
+    cli.add_argument(
+        "--max-examples",
+        type=_positive,
+        help="score only the first N eval examples (default: all of them)",
+    )
+    cli.add_argument(
+        "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
+    )
+    cli.add_argument(
+        "--max-new-tokens",
+        type=_positive,
+        default=64,
+        help="generation objectives: longest answer generated per example (default 64)",
+    )
+    return cli
+
+
+def parse(argv: Sequence[str] | None = None) -> Request:
+    """The :class:`Request` of a command line; exits 2 with usage on a bad one."""
+    cli = parser()
+    args = cli.parse_args(argv)
+    if (args.champion_run_id is None) != (args.champion_uri is None):
+        cli.error("--champion-run-id and --champion-uri go together")
+    return Request(
+        objective=args.objective,
+        objective_version=args.objective_version,
+        run_id=args.run_id,
+        dataset_id=args.dataset_id,
+        dataset_uri=args.dataset_uri,
+        candidate_uri=args.candidate_uri,
+        output_key=args.output_key,
+        champion_run_id=args.champion_run_id,
+        champion_uri=args.champion_uri,
+        max_examples=args.max_examples,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+
+
+def evaluate(
+    request: Request, *, artifacts: store.ArtifactStore, cache_dir: pathlib.Path
+) -> dict[str, Any]:
+    """Score base, champion and candidate, write ``metrics.json``; return its content."""
+    started = time.monotonic()
+    context = {"objective": request.objective, "run_id": request.run_id}
+    spec = (
+        objectives.ObjectiveCatalog(artifacts)
+        .get(request.objective, request.objective_version)
+        .spec
+    )
+    examples = data.read_split(artifacts, request.dataset_uri, "eval")
+    if request.max_examples is not None:
+        examples = examples[: request.max_examples]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = models.load(
+        spec.base_model,
+        artifacts=artifacts,
+        cache_dir=cache_dir,
+        device=device,
+        dtype=torch.bfloat16 if device == "cuda" else None,
+    )
+    log.info("base model %s loaded on %s", spec.base_model, device, extra=context)
+    with tempfile.TemporaryDirectory(prefix="adapters-") as scratch:
+        adapters = {CANDIDATE: request.candidate_uri}
+        if request.champion_uri is not None:
+            adapters[CHAMPION] = request.champion_uri
+        model = attach_adapters(
+            loaded.model, adapters, artifacts=artifacts, directory=pathlib.Path(scratch)
+        )
+    model.eval()
+
+    def score(name: str) -> scoring.Scored:
+        def progress(done: int) -> None:
+            log.info(
+                "%s: %d/%d examples scored",
+                name,
+                done,
+                len(examples),
+                extra={**context, "count": done},
+            )
+
+        if spec.task == "classification":
+            return scoring.score_classification(
+                model,
+                loaded.tokenizer,
+                examples,
+                labels=spec.labels,
+                max_seq_len=spec.training.max_seq_len,
+                batch_size=request.batch_size,
+                on_progress=progress,
+            )
+        return scoring.score_generation(
+            model,
+            loaded.tokenizer,
+            examples,
+            max_seq_len=spec.training.max_seq_len,
+            max_new_tokens=request.max_new_tokens,
+            batch_size=request.batch_size,
+            on_progress=progress,
+        )
+
+    with model.disable_adapter():
+        base = score("base")
+    champion = None
+    if request.champion_uri is not None:
+        model.set_adapter(CHAMPION)
+        champion = score(CHAMPION)
+    model.set_adapter(CANDIDATE)
+    candidate = score(CANDIDATE)
+
+    document: dict[str, Any] = {
+        "objective": request.objective,
+        "objective_version": request.objective_version,
+        "run_id": request.run_id,
+        "dataset_id": request.dataset_id,
+        "task": spec.task,
+        "examples": len(examples),
+        "base": _model_metrics(spec.base_model, base),
+        "champion": (_model_metrics(str(request.champion_run_id), champion) if champion else None),
+        "candidate": _model_metrics(request.run_id, candidate),
+        "disagreements": disagreements(
+            examples, candidate.answers, (champion or base).answers, limit=MAX_DISAGREEMENTS
+        ),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    artifacts.put_json(request.output_key, document)
+    log.info("metrics written to %s", artifacts.uri(request.output_key), extra=context)
+    return document
+
+
+def attach_adapters(
+    base: Any,
+    adapters: dict[str, str],
+    *,
+    artifacts: store.ArtifactStore,
+    directory: pathlib.Path,
+) -> Any:
+    """The base model with each adapter downloaded and loaded under its name.
+
+    The first adapter wraps the base in a ``PeftModel``; the others are loaded beside it, so
+    every model shares the same base weights in memory. An adapter that is missing or cannot
+    be read is a :class:`failures.StorageFailure` naming its address.
+    """
+    model: Any = None
+    for name, uri in adapters.items():
+        local = download_adapter(uri, artifacts=artifacts, directory=directory / name)
+        try:
+            if model is None:
+                model = peft.PeftModel.from_pretrained(base, str(local), adapter_name=name)
+            else:
+                model.load_adapter(str(local), adapter_name=name)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            raise failures.StorageFailure(
+                f"adapter at {uri} is unreadable: {type(exc).__name__}: {exc}; "
+                "retrain the run or restore its files"
+            ) from exc
+    return model
+
+
+def download_adapter(
+    uri: str, *, artifacts: store.ArtifactStore, directory: pathlib.Path
+) -> pathlib.Path:
+    """Every object under the adapter's ``s3://`` prefix, copied into ``directory``."""
+    bucket, prefix = store.split_uri(uri)
+    prefix = prefix.rstrip("/") + "/"
+    source = artifacts.for_bucket(bucket)
+    keys = list(source.list_keys(prefix))
+    if not any(k.endswith("/adapter_config.json") for k in keys):
+        raise failures.StorageFailure(
+            f"adapter at {uri} is unreadable: no adapter_config.json under it; "
+            "check the run id, or retrain the run"
+        )
+    for key in keys:
+        target = directory / key[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.download_file(key, target)
+    return directory
+
+
+def disagreements(
+    examples: Sequence[dict[str, Any]],
+    candidate: Sequence[str],
+    reference: Sequence[str],
+    *,
+    limit: int,
+) -> list[dict[str, str]]:
+    """Up to ``limit`` examples where the candidate answered differently, for reviewers.
+
+    ``reference`` holds the champion's answers, or the base model's without a champion.
+    Answers that differ only in case or spacing are not counted as different.
+    """
+    found: list[dict[str, str]] = []
+    for example, ours, theirs in zip(examples, candidate, reference, strict=True):
+        if scoring.normalise(ours) == scoring.normalise(theirs):
+            continue
+        found.append(
+            {
+                "id": str(example["id"]),
+                "text": scoring.question(example),
+                "expected": scoring.answer(example),
+                "candidate": ours,
+                "champion_or_base": theirs,
+            }
+        )
+        if len(found) == limit:
+            break
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one evaluation; 0 once metrics.json is written, 1 on any failure."""
+    request = parse(argv)
+    config = settings.WorkloadSettings()
+    logs.configure(config.log_level)
+    context = {"objective": request.objective, "run_id": request.run_id}
+    try:
+        evaluate(
+            request,
+            artifacts=store.ArtifactStore(config.s3),
+            cache_dir=pathlib.Path(config.model_cache).expanduser(),
+        )
+    except Exception as exc:
+        reason, message = failures.classify(exc)
+        log.error(
+            "evaluation failed (%s): %s",
+            training_pb2.FailureReason.Name(reason),
+            message,
+            exc_info=exc,
+            extra={**context, "error": message},
+        )
+        return 1
+    return 0
+
+
+def _model_metrics(model_ref: str, scored: scoring.Scored) -> dict[str, Any]:
+    return {"model_ref": model_ref, "values": scored.values, "examples": len(scored.answers)}
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
