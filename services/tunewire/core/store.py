@@ -11,7 +11,9 @@ import contextlib
 import copy
 import json
 import pathlib
-from collections.abc import Iterator, Mapping
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
@@ -114,6 +116,37 @@ class ArtifactStore:
             only_if_absent=only_if_absent,
             if_match=if_match,
         )
+
+    def update_json(self, key: str, change: Callable[[Any], Any], *, attempts: int = 64) -> Any:
+        """Change a JSON document by compare-and-swap; returns the document that holds.
+
+        ``change`` gets the current document (None when there is none) and returns the new
+        one, or None to leave it as it is (nothing is written). It is called again after a
+        lost race, so it must have no side effects. The first version is written only if
+        absent and later ones only if the ETag read is still current, so concurrent writers
+        (replicas, threads) never lose each other's changes; a lost race is retried after a
+        short random back-off, and :class:`errors.Conflict` says the key is too contended.
+        """
+        for attempt in range(attempts):
+            etag: str | None
+            try:
+                raw, etag = self.get_versioned(key)
+                current = json.loads(raw)
+            except errors.NotFound:
+                current, etag = None, None
+            changed = change(current)
+            if changed is None:
+                return current
+            try:
+                if etag is None:
+                    self.put_json(key, changed, only_if_absent=True)
+                else:
+                    self.put_json(key, changed, if_match=etag)
+            except errors.Conflict:
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                continue
+            return changed
+        raise errors.Conflict(f"{self.uri(key)} is changed too often by others; retry later")
 
     def upload_stream(self, key: str, stream: IO[bytes], *, content_type: str) -> None:
         """Stream a file-like object up (multipart above 8 MiB), never holding it whole."""

@@ -1,1 +1,1 @@
-"""The evaluate service: scores each new adapter, applies the objective's gates, keeps the registry."""
+"""The evaluate service: scores each new adapter, gates it, keeps the adapter registry."""

@@ -1,0 +1,118 @@
+"""HTTP routes of the evaluate service: evaluations, reviews and the adapter registry.
+
+Every route needs a bearer token. A reviewer names themself in ``actor`` and must give a
+``reason`` (422 without one); only a candidate held for review can be approved or rejected
+(409 otherwise, including a second approval), and an unknown evaluation is 404.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import fastapi
+from fastapi import concurrency
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunewire.core import errors, http, objectives
+from tunewire.evaluate import handlers, records
+
+
+class ReviewRequest(BaseModel):
+    """A person's approval or rejection of a candidate held for review."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    actor: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
+    reason: str = Field(min_length=1, max_length=2000)
+    """Why; recorded in the registry's history and published with the decision."""
+
+
+def router(
+    *,
+    controller: handlers.EvaluationController,
+    catalog: objectives.ObjectiveCatalog,
+    auth: http.BearerAuth,
+) -> fastapi.APIRouter:
+    """Routes under ``/v1/evaluations`` and ``/v1/registry``."""
+    routes = fastapi.APIRouter(prefix="/v1", tags=["evaluate"])
+    Actor = fastapi.Depends(auth)
+
+    @routes.get("/evaluations", summary="Evaluations, oldest first, optionally of one objective")
+    def list_evaluations(objective: str | None = None, _: str = Actor) -> dict[str, Any]:
+        found = controller.records.list_records(objective)
+        return {"evaluations": [_shown(r.model_dump(mode="json")) for r in found]}
+
+    @routes.get(
+        "/evaluations/{objective}/{run_id}",
+        summary="One evaluation: its record, the gates and the evaluator's metrics",
+    )
+    def show(objective: str, run_id: str, _: str = Actor) -> dict[str, Any]:
+        record = controller.records.get(objective, run_id)
+        report = controller.report(record)  # None while measuring, or if the evaluator failed
+        metrics = report.model_dump(mode="json") if report else None
+        return _shown({**record.model_dump(mode="json"), "metrics": metrics})
+
+    async def review(
+        objective: str, run_id: str, body: ReviewRequest, *, approve: bool
+    ) -> dict[str, Any]:
+        record: records.EvaluationRecord = await concurrency.run_in_threadpool(
+            controller.review,
+            objective,
+            run_id,
+            approve=approve,
+            actor=body.actor,
+            reason=body.reason,
+        )
+        return _shown(record.model_dump(mode="json"))
+
+    @routes.post("/evaluations/{objective}/{run_id}/approve", summary="Approve a held candidate")
+    async def approve(
+        objective: str, run_id: str, body: ReviewRequest, _: str = Actor
+    ) -> dict[str, Any]:
+        return await review(objective, run_id, body, approve=True)
+
+    @routes.post("/evaluations/{objective}/{run_id}/reject", summary="Reject a held candidate")
+    async def reject(
+        objective: str, run_id: str, body: ReviewRequest, _: str = Actor
+    ) -> dict[str, Any]:
+        return await review(objective, run_id, body, approve=False)
+
+    @routes.get("/registry", summary="Every objective's champion and number of versions")
+    def registries(_: str = Actor) -> dict[str, Any]:
+        found = []
+        for name in controller.registry.objectives():
+            document = controller.registry.get(name)
+            found.append(
+                {
+                    "objective": name,
+                    "champion": document.champion,
+                    "versions": len(document.versions),
+                }
+            )
+        return {"objectives": found}
+
+    @routes.get("/registry/{objective}", summary="An objective's versions, champion, history")
+    def registry_of(objective: str, _: str = Actor) -> dict[str, Any]:
+        document = controller.registry.get(objective)
+        if not document.versions and not catalog.versions(objective):
+            raise errors.NotFound(f"no objective named {objective!r}")
+        return _shown(document.model_dump(mode="json"))
+
+    return routes
+
+
+def _shown(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored document as a JSON body: JSON has no NaN or infinity (a diverged perplexity
+    is one), so they are shown as null."""
+    return {key: _finite(value) for key, value in document.items()}
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
