@@ -70,7 +70,9 @@ kubectl apply -f k8s/tunewire.yaml
 ```
 
 These manifests point at Kafka `kafka-bootstrap.kafka.svc:9092` (PLAINTEXT) and the S3 bucket
-`tunewire` on AWS with the standard credential chain. Anything else (SASL, TLS, MinIO, IRSA,
+`tunewire` on AWS with the standard credential chain. train and evaluate launch their Jobs
+with `ghcr.io/tunewire/trainer:0.1.0`, requesting `nvidia.com/gpu` on any node that has it (no
+node selector, no tolerations). Anything else (SASL, TLS, MinIO, IRSA, a GPU node pool,
 autoscaling, ServiceMonitors) needs the chart: see docs/install.md.
 """
 

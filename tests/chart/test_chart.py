@@ -2,33 +2,39 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import helm_python
 import kubernetes_validate
-import pydantic
 import pytest
 from pydantic_settings import BaseSettings
 
 from tests.chart import render
-from tests.chart.conftest import MONITORING, load_values, named, of_kind
+from tests.chart.conftest import (
+    MONITORING,
+    field_exists,
+    load_values,
+    named,
+    of_kind,
+    pod_env,
+    settings_from,
+)
 from tunewire.core import settings as core_settings
+from tunewire.evaluate import config as evaluate_config
 from tunewire.ingest import config as ingest_config
 from tunewire.label import config as label_config
+from tunewire.train import config as train_config
 
 SERVICES: dict[str, type[core_settings.ServiceSettings]] = {
     "ingest": ingest_config.IngestSettings,
     "label": label_config.LabelSettings,
+    "train": train_config.TrainSettings,
+    "evaluate": evaluate_config.EvaluateSettings,
 }
+#: The services that scale on CPU; the controllers (train, evaluate) run one replica.
+CONSUMERS = ("ingest", "label")
 #: Kinds without an OpenAPI schema in Kubernetes itself (custom resources).
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
-#: What the fake Secrets hold when the services' settings are built from a pod's env.
-SECRET_VALUES = {
-    "tokens": '["a-long-random-production-token"]',
-    "username": "tunewire",
-    "password": "kafka-password",
-}
 
 
 @pytest.mark.parametrize("values_file", [None, "values-production.yaml"])
@@ -48,7 +54,7 @@ def test_every_object_validates_against_kubernetes(rendered: list[dict[str, Any]
         kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
 
 
-def test_default_values_render_the_objects_of_both_services(
+def test_default_values_render_the_objects_of_every_service(
     default_objects: list[dict[str, Any]],
 ) -> None:
     installed = {
@@ -60,14 +66,18 @@ def test_default_values_render_the_objects_of_both_services(
             assert (kind, name) in installed
         assert ("PodDisruptionBudget", name) in installed
     assert ("NetworkPolicy", "tunewire-default-deny") in installed
+    for kind in ("ServiceAccount", "ConfigMap", "NetworkPolicy"):
+        assert (kind, "tunewire-workloads") in installed
+    for controller in ("train", "evaluate"):
+        assert ("Role", f"tunewire-{controller}") in installed
+        assert ("RoleBinding", f"tunewire-{controller}") in installed
     # Off by default: autoscaling, and ServiceMonitors (no Prometheus Operator API here).
     assert not of_kind(default_objects, "HorizontalPodAutoscaler")
     assert not of_kind(default_objects, "ServiceMonitor")
-    assert not [o for o in default_objects if o["kind"] in {"Role", "RoleBinding", "ClusterRole"}]
 
 
 def test_production_values_scale_on_cpu(production_objects: list[dict[str, Any]]) -> None:
-    for service in SERVICES:
+    for service in CONSUMERS:
         hpa = named(production_objects, "HorizontalPodAutoscaler", f"tunewire-{service}")
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"]["name"] == f"tunewire-{service}"
@@ -78,33 +88,18 @@ def test_production_values_scale_on_cpu(production_objects: list[dict[str, Any]]
         assert (
             "replicas" not in named(production_objects, "Deployment", f"tunewire-{service}")["spec"]
         )
+    # The controllers never scale: one replica, replaced by Recreate (never two at once).
+    for controller in ("train", "evaluate"):
+        deployment = named(production_objects, "Deployment", f"tunewire-{controller}")
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    hpas = {h["metadata"]["name"] for h in of_kind(production_objects, "HorizontalPodAutoscaler")}
+    assert hpas == {"tunewire-ingest", "tunewire-label"}
 
 
 def _pod_env(objects: list[dict[str, Any]], service: str) -> dict[str, str]:
     """The environment a service's container starts with, its Secrets filled with fakes."""
-    deployment = named(objects, "Deployment", f"tunewire-{service}")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env: dict[str, str] = {}
-    for source in container["envFrom"]:
-        env.update(named(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            key = item["valueFrom"]["secretKeyRef"]["key"]
-            env[item["name"]] = SECRET_VALUES.get(key, f"secret-{key}")
-    return env
-
-
-def _field_exists(model: type[pydantic.BaseModel], env_name: str) -> bool:
-    """Whether TUNEWIRE_A__B names the field a.b of the settings (extra keys are ignored)."""
-    current: Any = model
-    for part in env_name.removeprefix("TUNEWIRE_").lower().split("__"):
-        fields = getattr(current, "model_fields", {})
-        if part not in fields:
-            return False
-        current = fields[part].annotation
-    return True
+    return pod_env(objects, f"tunewire-{service}")
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -115,7 +110,7 @@ def test_every_variable_is_one_the_service_reads(
     unknown = [
         name
         for name in env
-        if name.startswith("TUNEWIRE_") and not _field_exists(SERVICES[service], name)
+        if name.startswith("TUNEWIRE_") and not field_exists(SERVICES[service], name)
     ]
     assert unknown == []
     assert {n for n in env if not n.startswith("TUNEWIRE_")} <= {
@@ -127,12 +122,7 @@ def test_every_variable_is_one_the_service_reads(
 def _settings_from(
     env: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> BaseSettings:
-    for name in list(os.environ):
-        if name.startswith("TUNEWIRE_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return SERVICES[service]()
+    return settings_from(env, SERVICES[service], monkeypatch)
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -152,6 +142,25 @@ def test_default_pod_settings_are_production_ready(
         assert built.label.workdir == "/tmp/tunewire"
     if isinstance(built, ingest_config.IngestSettings):
         assert built.ingest.prepare_workers == 1
+    if isinstance(built, train_config.TrainSettings):
+        limits = built.train
+        assert (limits.max_running, limits.gpu_budget, limits.max_attempts) == (2, 0, 3)
+    if isinstance(built, evaluate_config.EvaluateSettings):
+        assert built.evaluate.max_attempts == 2
+    if isinstance(built, train_config.TrainSettings | evaluate_config.EvaluateSettings):
+        launcher = built.launcher
+        assert launcher.kind == "kubernetes"
+        jobs = launcher.kubernetes
+        assert jobs.namespace == "tunewire"
+        assert jobs.image == "ghcr.io/tunewire/trainer:0.1.0"
+        assert (jobs.service_account, jobs.config_map) == ("tunewire-workloads",) * 2
+        assert jobs.secret is None
+        assert jobs.gpu_resource == "nvidia.com/gpu"
+        assert (jobs.node_selector, jobs.tolerations, jobs.priority_class) == ({}, [], None)
+        assert (jobs.cpu_request, jobs.memory_request, jobs.memory_limit) == ("2", "16Gi", "32Gi")
+        assert (jobs.active_deadline_seconds, jobs.backoff_limit) == (21600, 2)
+        assert (jobs.ttl_seconds_after_finished, jobs.pending_timeout_s) == (86400, 1800.0)
+        assert jobs.in_cluster
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -184,8 +193,11 @@ def test_irsa_annotation_reaches_every_service_account(
     production_objects: list[dict[str, Any]],
 ) -> None:
     for account in of_kind(production_objects, "ServiceAccount"):
-        annotations = account["metadata"]["annotations"]
-        assert annotations["eks.amazonaws.com/role-arn"].endswith(":role/tunewire-prod")
+        role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        # The workloads' own annotation replaces the global one: a role of their own.
+        workloads = account["metadata"]["name"] == "tunewire-workloads"
+        expected = "tunewire-prod-workloads" if workloads else "tunewire-prod"
+        assert role.endswith(f":role/{expected}")
     # No static credentials are wired when IRSA is used.
     for service in SERVICES:
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(
@@ -216,7 +228,7 @@ def test_static_s3_credentials_come_from_a_secret() -> None:
 @pytest.mark.parametrize(
     ("enabled", "api_versions", "expected"),
     [
-        (True, [MONITORING], 2),
+        (True, [MONITORING], 4),
         (True, [], 0),  # the API is absent: the install must not fail on an unknown kind
         (False, [MONITORING], 0),
     ],
@@ -226,7 +238,7 @@ def test_service_monitors_are_gated_on_the_operator_api(
 ) -> None:
     monitor = {"metrics": {"serviceMonitor": {"enabled": enabled}}}
     objects = render.objects(
-        render.render({"ingest": monitor, "label": monitor}, api_versions=api_versions)
+        render.render(dict.fromkeys(SERVICES, monitor), api_versions=api_versions)
     )
     monitors = of_kind(objects, "ServiceMonitor")
     assert len(monitors) == expected
@@ -241,7 +253,7 @@ def test_production_service_monitors_carry_the_prometheus_label(
     production_objects: list[dict[str, Any]],
 ) -> None:
     monitors = of_kind(production_objects, "ServiceMonitor")
-    assert {m["metadata"]["name"] for m in monitors} == {"tunewire-ingest", "tunewire-label"}
+    assert {m["metadata"]["name"] for m in monitors} == {f"tunewire-{s}" for s in SERVICES}
     assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors)
 
 
@@ -273,14 +285,14 @@ def test_long_release_names_are_truncated_to_63_characters() -> None:
         kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
     names = [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"]
     assert len(set(names)) == len(names)  # still distinct
-    assert all(n.endswith(("-ingest", "-label")) for n in names)
+    assert sorted(n.rpartition("-")[2] for n in names) == sorted(SERVICES)
 
 
 def test_helm_test_pods_check_each_service_readiness(
     default_objects: list[dict[str, Any]],
 ) -> None:
     pods = {o["metadata"]["name"]: o for o in of_kind(default_objects, "Pod")}
-    assert set(pods) == {"tunewire-test-ingest", "tunewire-test-label"}
+    assert set(pods) == {f"tunewire-test-{s}" for s in SERVICES}
     for service in SERVICES:
         pod = pods[f"tunewire-test-{service}"]
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
@@ -291,16 +303,23 @@ def test_helm_test_pods_check_each_service_readiness(
         assert container["args"][-1] == f"http://tunewire-{service}.tunewire.svc:8080/readyz"
     # A disabled service gets no test pod.
     objects = render.objects(render.render({"label": {"enabled": False}}))
-    assert [o["metadata"]["name"] for o in of_kind(objects, "Pod")] == ["tunewire-test-ingest"]
+    names = {o["metadata"]["name"] for o in of_kind(objects, "Pod")}
+    assert names == {"tunewire-test-ingest", "tunewire-test-train", "tunewire-test-evaluate"}
     assert not [o for o in objects if o["metadata"]["name"] == "tunewire-label"]
 
 
 def test_notes_name_the_services_and_what_is_missing() -> None:
     notes = render.render()["tunewire/templates/NOTES.txt"]
-    assert "http://tunewire-ingest.tunewire.svc:8080" in notes
-    assert "http://tunewire-label.tunewire.svc:8080" in notes
-    assert "train, evaluate, serve" in notes
+    for service in SERVICES:
+        assert f"http://tunewire-{service}.tunewire.svc:8080" in notes
+    assert "Not in this chart yet: serve" in notes
     assert "tunewire-api-tokens" in notes
+    assert "ghcr.io/tunewire/trainer:0.1.0" in notes
+    production = render.render(load_values("values-production.yaml"))
+    assert (
+        "tunewire-workloads (keys TUNEWIRE_KAFKA__SASL_USERNAME"
+        in (production["tunewire/templates/NOTES.txt"])
+    )
 
 
 @pytest.mark.parametrize(

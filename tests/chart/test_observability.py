@@ -7,6 +7,7 @@ import importlib
 import json
 import pathlib
 import re
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 
 from tests.chart import render
 from tests.chart.conftest import MONITORING, named, of_kind
+from tunewire.contracts.v1 import training_pb2
+from tunewire.core import registry
 
 RUNBOOKS = render.ROOT / "docs" / "runbooks.md"
 DASHBOARD = render.CHART / "dashboards" / "pipeline.json"
@@ -27,6 +30,9 @@ METRIC_MODULES = (
     "tunewire.ingest.pipeline",
     "tunewire.ingest.archive",
     "tunewire.label.pipeline",
+    "tunewire.train.handlers",
+    "tunewire.evaluate.handlers",
+    "tunewire.core.kubejobs",
 )
 #: Series Prometheus itself adds to every scrape target.
 PROMETHEUS_SERIES = {"up"}
@@ -43,12 +49,15 @@ ALERT_KEYS = (
     "labelQueueGrowing",
     "ruleCoverageCollapsed",
     "noSnapshot",
+    "trainingFailures",
+    "trainingPendingNoGpu",
+    "gateRejectionsSpiking",
 )
+SERVICES = ("ingest", "label", "train", "evaluate")
 
 ALL_ON: dict[str, Any] = {
     "observability": {"prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}},
-    "ingest": {"metrics": {"serviceMonitor": {"enabled": True}}},
-    "label": {"metrics": {"serviceMonitor": {"enabled": True}}},
+    **{s: {"metrics": {"serviceMonitor": {"enabled": True}}} for s in SERVICES},
 }
 
 
@@ -276,6 +285,8 @@ def test_the_rule_object_is_labelled_like_the_rest(observed: list[dict[str, Any]
         "tunewire.consumers",
         "tunewire.ingest",
         "tunewire.label",
+        "tunewire.train",
+        "tunewire.evaluate",
     ]
 
 
@@ -326,6 +337,12 @@ def test_alerts_follow_the_services_and_their_switches() -> None:
     no_label = _alert_names(_objects({**ALL_ON, "label": {"enabled": False}}, [MONITORING]))
     assert not {n for n in no_label if "Label" in n or "Snapshot" in n or "Rule" in n}
     assert "TunewireIngestRejectingEvents" in no_label
+    no_train = _alert_names(_objects({**ALL_ON, "train": {"enabled": False}}, [MONITORING]))
+    assert not {n for n in no_train if "Training" in n}
+    assert "TunewireGateRejectionsSpiking" in no_train
+    no_evaluate = _alert_names(_objects({**ALL_ON, "evaluate": {"enabled": False}}, [MONITORING]))
+    assert "TunewireGateRejectionsSpiking" not in no_evaluate
+    assert {"TunewireTrainingFailures", "TunewireTrainingPendingNoGPU"} <= no_evaluate
     off = {key: {"enabled": False} for key in ALERT_KEYS}
     off["deadLetters"] = {"enabled": True}
     values = {**ALL_ON, "observability": {"prometheusRule": {"enabled": True, "alerts": off}}}
@@ -401,6 +418,12 @@ def test_the_dashboard_is_valid_json_with_panels_on_the_datasource_variable(
         "queue depth",
         "examples by source",
         "snapshot sizes",
+        "runs queued",
+        "failures by reason",
+        "dataset event to job",
+        "decisions",
+        "rejected share",
+        "gate failures",
     ):
         assert topic in titles, topic
 
@@ -471,19 +494,39 @@ def test_wrong_observability_values_are_refused(values: dict[str, Any], expected
 
 
 def test_placeholders_for_the_services_to_come_are_comments_only() -> None:
-    """Train, evaluate and serve alerts are named in values.yaml, but no alert reads a metric
-    that does not exist yet."""
+    """serve's alert is named in values.yaml, but no alert reads a metric that does not exist
+    yet."""
     text = (render.CHART / "values.yaml").read_text(encoding="utf-8")
-    for placeholder in (
-        "trainingFailures",
-        "jobsPendingForGpu",
-        "gateRejections",
-        "serveErrorBudget",
-    ):
-        (line,) = [ln for ln in text.splitlines() if placeholder in ln]
-        assert line.lstrip().startswith("#"), placeholder
+    (line,) = [ln for ln in text.splitlines() if "serveErrorBudget" in ln]
+    assert line.lstrip().startswith("#")
     templates = pathlib.Path(render.CHART / "templates" / "observability")
     assert not re.search(
-        r"tunewire_(train|evaluat|serve)",
+        r"tunewire_serve",
         "".join(p.read_text(encoding="utf-8") for p in templates.iterdir()),
     )
+
+
+def test_label_values_in_alerts_are_ones_the_code_emits(alerts: list[dict[str, Any]]) -> None:
+    """A matcher on a value the code never writes would silently match nothing."""
+    emitted = {
+        ("tunewire_train_failures_total", "reason"): set(training_pb2.FailureReason.keys()),
+        ("tunewire_evaluate_decisions_total", "decision"): set(typing.get_args(registry.Decision)),
+    }
+    matched = 0
+    for rule in alerts:
+        for metric, matchers in re.findall(r"(tunewire_\w+)\{([^}]*)\}", rule["expr"]):
+            for label, value in re.findall(r'(\w+)!?="([^"]*)"', matchers):
+                if (metric, label) in emitted:
+                    assert value in emitted[metric, label], (rule["alert"], label, value)
+                    matched += 1
+    assert matched >= 4
+
+
+def test_training_alerts_split_failures_by_cause(alerts: list[dict[str, Any]]) -> None:
+    """A run that waited too long for a GPU pages once, as TunewireTrainingPendingNoGPU."""
+    rules = {rule["alert"]: rule["expr"] for rule in alerts}
+    assert 'reason!="FAILURE_REASON_UNSCHEDULABLE"' in rules["TunewireTrainingFailures"]
+    pending = rules["TunewireTrainingPendingNoGPU"]
+    assert 'reason="FAILURE_REASON_UNSCHEDULABLE"' in pending
+    assert "tunewire_train_runs_queued" in pending and "tunewire_train_runs_running" in pending
+    assert 'decision="rejected"' in rules["TunewireGateRejectionsSpiking"]

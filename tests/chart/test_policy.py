@@ -1,8 +1,9 @@
 """Policies every rendered object must follow, for the default and production-like values.
 
 Restricted pod security, resources and probes on every container, pinned images, immutable
-selectors limited to name/instance/component, the standard labels, no Kubernetes API access
-for services that never call it, and a default-deny network with narrow allows.
+selectors limited to name/instance/component, the standard labels, Kubernetes API access only
+for the controllers (train, evaluate) and only over their own Jobs, and a default-deny network
+with narrow allows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ STANDARD_LABELS = SELECTOR_KEYS | {
     "app.kubernetes.io/managed-by",
 }
 WORKLOAD_KINDS = {"Deployment", "Pod"}
+CONTROLLERS = {"tunewire-train", "tunewire-evaluate"}
+#: The only rules a controller's Role may hold: its Jobs, and its Jobs' pods and logs.
+JOB_RULES = [
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+]
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -100,13 +112,40 @@ def test_the_service_image_defaults_to_the_app_version(
         assert container["args"] == [component]
 
 
-def test_pods_never_see_a_kubernetes_api_token(rendered: list[dict[str, Any]]) -> None:
+def test_only_the_controllers_see_a_kubernetes_api_token(rendered: list[dict[str, Any]]) -> None:
     for name, pod in _pod_specs(rendered):
-        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["automountServiceAccountToken"] is (name in CONTROLLERS), name
     for account in of_kind(rendered, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
+
+
+def test_only_the_controllers_may_manage_jobs_in_their_namespace(
+    rendered: list[dict[str, Any]],
+) -> None:
     kinds = {o["kind"] for o in rendered}
-    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+    roles = {r["metadata"]["name"]: r for r in of_kind(rendered, "Role")}
+    assert set(roles) == CONTROLLERS
+    for role in roles.values():
+        assert role["metadata"]["namespace"] == "tunewire"
+        assert role["rules"] == JOB_RULES
+    bound: dict[str, str] = {}
+    for binding in of_kind(rendered, "RoleBinding"):
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": binding["metadata"]["name"],
+        }
+        (subject,) = binding["subjects"]
+        assert (subject["kind"], subject["namespace"]) == ("ServiceAccount", "tunewire")
+        bound[subject["name"]] = binding["roleRef"]["name"]
+    # Each controller's own account, and nothing else (not the workloads', not `default`).
+    accounts = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["serviceAccountName"]
+        for d in of_kind(rendered, "Deployment")
+    }
+    assert bound == {accounts[c]: c for c in CONTROLLERS}
+    assert "tunewire-workloads" not in bound and "default" not in bound
 
 
 def test_selectors_use_only_name_instance_and_component(rendered: list[dict[str, Any]]) -> None:
@@ -124,7 +163,7 @@ def test_selectors_use_only_name_instance_and_component(rendered: list[dict[str,
     for where, labels in selectors:
         assert set(labels) <= SELECTOR_KEYS, where
         # Everything but the release-wide network policies names its component.
-        if where != "NetworkPolicy/tunewire-default-deny":
+        if where not in {"NetworkPolicy/tunewire-default-deny", "NetworkPolicy/tunewire-workloads"}:
             assert set(labels) == SELECTOR_KEYS, where
 
 
@@ -153,6 +192,30 @@ def test_network_is_denied_by_default_and_opened_narrowly(rendered: list[dict[st
         egress_ports = {p["port"] for rule in allow["spec"]["egress"] for p in rule["ports"]}
         assert 53 in egress_ports and 443 in egress_ports
         assert egress_ports & {9092, 9093, 9094, 9096}
+        # Beyond DNS, Kafka and S3, only the controllers get a rule: the Kubernetes API.
+        _, _, _, *api = allow["spec"]["egress"]
+        if name in CONTROLLERS:
+            (rule,) = api
+            assert {p["port"] for p in rule["ports"]} <= {443, 6443}, name
+        else:
+            assert api == [], name
+
+
+def test_workload_pods_reach_only_dns_kafka_and_s3(rendered: list[dict[str, Any]]) -> None:
+    """The Job pods carry the launcher's labels, not the release's: their own policy selects
+    them by those, lets nothing in, and lets them out only to DNS, Kafka and S3."""
+    policy = named(rendered, "NetworkPolicy", "tunewire-workloads")
+    selector = policy["spec"]["podSelector"]
+    assert selector["matchLabels"] == {"app.kubernetes.io/name": "tunewire"}
+    assert selector["matchExpressions"] == [
+        {"key": "tunewire.io/workload", "operator": "In", "values": ["train", "evaluate"]}
+    ]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policy["spec"]
+    dns, kafka, s3 = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    service = named(rendered, "NetworkPolicy", "tunewire-ingest")["spec"]["egress"]
+    assert [dns, kafka, s3] == service[:3]
 
 
 def test_production_kafka_egress_is_limited_to_the_brokers(

@@ -65,7 +65,76 @@ def test_lint_reports_the_wrong_values_file() -> None:
             "at '/label/resources/requests': missing property 'memory'",
         ),
         ({"ingest": {"port": 80}}, "at '/ingest/port'"),
-        ({"train": {"enabled": True}}, "additional properties 'train' not allowed"),
+        ({"serve": {"enabled": True}}, "additional properties 'serve' not allowed"),
+        # The controllers: one replica, no autoscaling, their own limits, no launcher in env.
+        ({"train": {"replicas": 2}}, "at '/train/replicas': maximum: got 2, want 1"),
+        ({"evaluate": {"autoscaling": {"enabled": True}}}, "additional properties 'autoscaling'"),
+        ({"train": {"limits": {"maxRunning": 0}}}, "at '/train/limits/maxRunning'"),
+        ({"train": {"limits": {"gpuBudget": -1}}}, "at '/train/limits/gpuBudget'"),
+        ({"train": {"limits": {"maxParallel": 3}}}, "additional properties 'maxParallel'"),
+        ({"evaluate": {"limits": {"maxRunning": 3}}}, "additional properties 'maxRunning'"),
+        ({"evaluate": {"limits": {"maxAttempts": 0}}}, "at '/evaluate/limits/maxAttempts'"),
+        ({"train": {"rbac": {"create": "yes"}}}, "at '/train/rbac/create'"),
+        ({"train": {"image": {"tag": "latest"}}}, "at '/train/image/tag'"),
+        (
+            {"train": {"env": {"TUNEWIRE_LAUNCHER__KUBERNETES__NAMESPACE": "other"}}},
+            "invalid propertyName 'TUNEWIRE_LAUNCHER__KUBERNETES__NAMESPACE'",
+        ),
+        # A Role must never be bound to the namespace's default account.
+        (
+            {"evaluate": {"serviceAccount": {"create": False}}},
+            "at '/evaluate/serviceAccount/name': minLength",
+        ),
+        (
+            {"train": {"serviceAccount": {"create": False, "name": "default"}}},
+            "at '/train/serviceAccount/name'",
+        ),
+        # The workloads.
+        ({"workloads": {"image": {"tag": "latest"}}}, "at '/workloads/image/tag'"),
+        ({"workloads": {"image": {"repository": ""}}}, "at '/workloads/image/repository'"),
+        ({"workloads": {"gpu": {"resource": "GPU"}}}, "at '/workloads/gpu/resource'"),
+        ({"workloads": {"gpu": {"count": 2}}}, "additional properties 'count'"),
+        (
+            {"workloads": {"tolerations": [{"key": "gpu", "operator": "In"}]}},
+            "at '/workloads/tolerations/0/operator'",
+        ),
+        (
+            {"workloads": {"tolerations": [{"key": "gpu", "tolerationSeconds": 60}]}},
+            "additional properties 'tolerationSeconds'",
+        ),
+        ({"workloads": {"nodeSelector": {"gpu": True}}}, "at '/workloads/nodeSelector/gpu'"),
+        ({"workloads": {"activeDeadlineSeconds": 30}}, "at '/workloads/activeDeadlineSeconds'"),
+        ({"workloads": {"backoffLimit": -1}}, "at '/workloads/backoffLimit'"),
+        ({"workloads": {"pendingTimeoutSeconds": 0}}, "at '/workloads/pendingTimeoutSeconds'"),
+        (
+            {"workloads": {"resources": {"limits": {"memory": "32Gi", "cpu": "4"}}}},
+            "additional properties 'cpu'",
+        ),
+        (
+            {"workloads": {"env": {"TUNEWIRE_KAFKA__SASL_PASSWORD": "hunter2"}}},
+            "at '/workloads/env/TUNEWIRE_KAFKA__SASL_PASSWORD'",
+        ),
+        (
+            {"workloads": {"credentials": {"existingSecret": "Not_A_Secret"}}},
+            "at '/workloads/credentials/existingSecret'",
+        ),
+        # With SASL the Jobs need their credentials Secret too.
+        (
+            {
+                "global": {
+                    "kafka": {
+                        "securityProtocol": "SASL_SSL",
+                        "saslMechanism": "SCRAM-SHA-512",
+                        "sasl": {"existingSecret": "tunewire-kafka"},
+                    }
+                }
+            },
+            "at '/workloads/credentials/existingSecret'",
+        ),
+        (
+            {"global": {"networkPolicy": {"kubernetesApi": {"ports": []}}}},
+            "at '/global/networkPolicy/kubernetesApi/ports'",
+        ),
     ],
 )
 def test_wrong_values_are_refused(values: dict[str, Any], expected: str) -> None:
@@ -101,6 +170,16 @@ def test_every_value_is_documented() -> None:
             undocumented.append(f"{number + 1}: {stripped}")
         parents.append((indent, documented))
     assert undocumented == []
+
+
+def test_sasl_without_train_and_evaluate_needs_no_workload_secret() -> None:
+    kafka = {
+        "securityProtocol": "SASL_SSL",
+        "saslMechanism": "SCRAM-SHA-512",
+        "sasl": {"existingSecret": "tunewire-kafka"},
+    }
+    off = {"enabled": False}
+    render.render({"global": {"kafka": kafka}, "train": off, "evaluate": off})
 
 
 def test_schema_and_defaults_agree() -> None:

@@ -5,25 +5,36 @@ keys for every service, and anything only one service needs comes from its own
 templates/<service>/_settings.tpl ("tunewire.<service>.env").
 */}}
 
+{{/* Settings every tunewire process reads, services and workload pods alike: where Kafka
+and S3 are, the environment and the log level. Call with the root context; gives YAML. */}}
+{{- define "tunewire.env.shared" -}}
+{{- $g := .Values.global }}
+TUNEWIRE_ENVIRONMENT: {{ $g.environment | quote }}
+TUNEWIRE_LOG_LEVEL: {{ $g.logLevel | quote }}
+TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS: {{ $g.kafka.bootstrapServers | quote }}
+TUNEWIRE_KAFKA__SECURITY_PROTOCOL: {{ $g.kafka.securityProtocol | quote }}
+{{- with $g.kafka.saslMechanism }}
+TUNEWIRE_KAFKA__SASL_MECHANISM: {{ . | quote }}
+{{- end }}
+TUNEWIRE_S3__BUCKET: {{ $g.s3.bucket | quote }}
+{{- with $g.s3.endpointUrl }}
+TUNEWIRE_S3__ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- with $g.s3.region }}
+TUNEWIRE_S3__REGION: {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Non-secret settings, exactly as the services read them (TUNEWIRE_*, `__` for groups). */}}
 {{- define "tunewire.component.configmap" -}}
 {{- $root := .root }}
 {{- $svc := index $root.Values .component }}
 {{- $g := $root.Values.global }}
-{{- $env := dict
-  "TUNEWIRE_ENVIRONMENT" $g.environment
-  "TUNEWIRE_LOG_LEVEL" $g.logLevel
-  "TUNEWIRE_HTTP__PORT" (toString $svc.port)
-  "TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS" $g.kafka.bootstrapServers
-  "TUNEWIRE_KAFKA__SECURITY_PROTOCOL" $g.kafka.securityProtocol
-  "TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS" (toString $g.kafka.sessionTimeoutMs)
-  "TUNEWIRE_KAFKA__HANDLER_ATTEMPTS" (toString $g.kafka.handlerAttempts)
-  "TUNEWIRE_S3__BUCKET" $g.s3.bucket
-}}
-{{- with $g.kafka.saslMechanism }}{{ $_ := set $env "TUNEWIRE_KAFKA__SASL_MECHANISM" . }}{{ end }}
+{{- $env := include "tunewire.env.shared" $root | fromYaml }}
+{{- $_ := set $env "TUNEWIRE_HTTP__PORT" (toString $svc.port) }}
+{{- $_ := set $env "TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS" (toString $g.kafka.sessionTimeoutMs) }}
+{{- $_ := set $env "TUNEWIRE_KAFKA__HANDLER_ATTEMPTS" (toString $g.kafka.handlerAttempts) }}
 {{- if $g.kafka.tls.caSecret }}{{ $_ := set $env "TUNEWIRE_KAFKA__SSL_CAFILE" "/etc/tunewire/kafka-ca/ca.crt" }}{{ end }}
-{{- with $g.s3.endpointUrl }}{{ $_ := set $env "TUNEWIRE_S3__ENDPOINT_URL" . }}{{ end }}
-{{- with $g.s3.region }}{{ $_ := set $env "TUNEWIRE_S3__REGION" . }}{{ end }}
 {{- $env = merge (include (printf "tunewire.%s.env" .component) . | fromYaml) $env }}
 {{- range $key, $value := $svc.env }}{{ $_ := set $env $key (toString $value) }}{{ end }}
 apiVersion: v1
@@ -39,10 +50,14 @@ data:
   {{- end }}
 {{- end }}
 
+{{/* Controllers (train, evaluate) differ in three ways: one replica replaced by Recreate,
+so two never schedule against the same GPU budget; no autoscaling; and, with their Role, a
+Kubernetes API token to launch Jobs with. */}}
 {{- define "tunewire.component.deployment" -}}
 {{- $root := .root }}
 {{- $svc := index $root.Values .component }}
 {{- $g := $root.Values.global }}
+{{- $controller := include "tunewire.isController" . }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -51,7 +66,7 @@ metadata:
   labels:
     {{- include "tunewire.labels" . | nindent 4 }}
 spec:
-  {{- if not $svc.autoscaling.enabled }}
+  {{- if or $controller (not $svc.autoscaling.enabled) }}
   replicas: {{ $svc.replicas }}
   {{- end }}
   revisionHistoryLimit: 5
@@ -59,10 +74,14 @@ spec:
     matchLabels:
       {{- include "tunewire.selectorLabels" . | nindent 6 }}
   strategy:
+    {{- if $controller }}
+    type: Recreate
+    {{- else }}
     type: RollingUpdate
     rollingUpdate:
       maxSurge: 1
       maxUnavailable: 0
+    {{- end }}
   template:
     metadata:
       labels:
@@ -74,7 +93,7 @@ spec:
         {{- end }}
     spec:
       serviceAccountName: {{ include "tunewire.serviceAccountName" . }}
-      automountServiceAccountToken: false
+      automountServiceAccountToken: {{ if and $controller $svc.rbac.create }}true{{ else }}false{{ end }}
       {{- with $g.imagePullSecrets }}
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
@@ -225,6 +244,11 @@ metadata:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 automountServiceAccountToken: false
+{{- with .root.Values.global.imagePullSecrets }}
+{{- /* The Jobs' pods get pull secrets only from their service account. */}}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -274,7 +298,8 @@ spec:
 {{- end }}
 
 {{/* Allows on top of the release's default-deny: HTTP in from this release's pods, the
-allowed namespaces and Prometheus; out only to DNS, Kafka and S3. */}}
+allowed namespaces and Prometheus; out only to DNS, Kafka and S3, and for the controllers the
+Kubernetes API (where they create and watch their Jobs). */}}
 {{- define "tunewire.component.networkpolicy" -}}
 {{- $root := .root }}
 {{- $svc := index $root.Values .component }}
@@ -313,6 +338,9 @@ spec:
     {{- include "tunewire.egress.dns" $np | nindent 4 }}
     {{- include "tunewire.egress.peers" $np.kafka | nindent 4 }}
     {{- include "tunewire.egress.peers" $np.s3 | nindent 4 }}
+    {{- if include "tunewire.isController" . }}
+    {{- include "tunewire.egress.peers" $np.kubernetesApi | nindent 4 }}
+    {{- end }}
     {{- with $np.extraEgress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -3,9 +3,28 @@ Names, labels and images shared by every template. Kubernetes names and label va
 limited to 63 characters, so every name is truncated and stripped of a trailing dash.
 */}}
 
-{{/* The services this chart deploys, in order; train, evaluate and serve join later. */}}
+{{/* The services this chart deploys, in order; serve joins later. */}}
 {{- define "tunewire.services" -}}
-ingest label
+ingest label train evaluate
+{{- end }}
+
+{{/* The services that launch workload Jobs through the Kubernetes API: one replica each,
+the only ones with a Kubernetes API token and a Role. */}}
+{{- define "tunewire.controllers" -}}
+train evaluate
+{{- end }}
+
+{{/* Whether a component is a controller. Call with (dict "root" $ "component" "train"). */}}
+{{- define "tunewire.isController" -}}
+{{- if has .component (splitList " " (include "tunewire.controllers" .root)) }}true{{ end }}
+{{- end }}
+
+{{/* Whether any enabled controller launches workloads, so their service account, settings
+and Roles are needed. */}}
+{{- define "tunewire.workloads.enabled" -}}
+{{- range splitList " " (include "tunewire.controllers" .) }}
+{{- if (index $.Values .).enabled }}true{{ end }}
+{{- end }}
 {{- end }}
 
 {{- define "tunewire.name" -}}
@@ -55,17 +74,18 @@ app.kubernetes.io/name: {{ include "tunewire.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The image tag of a component: a service's own, else the global one, else appVersion.
-Also the version label of the component's objects. */}}
+{{/* The image tag of a component: a service's (or the workloads') own, else the global
+one, else appVersion. Also the version label of the component's objects. */}}
 {{- define "tunewire.imageTag" -}}
 {{- $own := "" }}
-{{- if has .component (splitList " " (include "tunewire.services" .root)) }}
+{{- if or (has .component (splitList " " (include "tunewire.services" .root))) (eq .component "workloads") }}
 {{- $own = (index .root.Values .component).image.tag }}
 {{- end }}
 {{- $own | default .root.Values.global.image.tag | default .root.Chart.AppVersion }}
 {{- end }}
 
-{{/* registry/repository:tag of a component's image. */}}
+{{/* registry/repository:tag of a component's image (a service's, or "workloads" for the
+trainer image). */}}
 {{- define "tunewire.image" -}}
 {{- $svc := index .root.Values .component }}
 {{- $g := .root.Values.global.image }}
@@ -79,7 +99,7 @@ Also the version label of the component's objects. */}}
 {{- end }}
 {{- end }}
 
-{{/* The service account a component runs as. */}}
+{{/* The service account a component (a service, or "workloads") runs as. */}}
 {{- define "tunewire.serviceAccountName" -}}
 {{- $svc := index .root.Values .component }}
 {{- if $svc.serviceAccount.create }}

@@ -36,3 +36,14 @@ Operator names a ServiceMonitor's job after the Service. */}}
 {{- end }}
 {{- join " " $jobs }}
 {{- end }}
+
+{{/* How much a counter grew in a window, counting series born in it. increase() cannot see
+the first increment of a labelled counter (the series appears already at 1), so the first
+failure of an objective, or its first rejection, would never alert: series that exist now but
+did not a window ago count with their whole value. Call with (dict "metric" "name" "matchers"
+"label matchers" "window" "1h"); gives an instant vector to aggregate. */}}
+{{- define "tunewire.alerts.increase" -}}
+{{- $x := printf "%s{%s}" .metric .matchers -}}
+(increase({{ $x }}[{{ .window }}]) and {{ $x }} offset {{ .window }})
+  or ({{ $x }} unless {{ $x }} offset {{ .window }})
+{{- end }}
