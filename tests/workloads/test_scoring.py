@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import pathlib
+from typing import Any
 
 import pytest
+import torch
 
-from tunewire.workloads import scoring
+from tests.workloads import evaluate_support
+from tunewire.workloads import data, models, scoring
 
 LABELS = ["refund", "shipping", "account", "warranty"]
+MAX_SEQ_LEN = 128
 
 
 def test_accuracy_counts_exact_label_matches() -> None:
@@ -67,3 +72,105 @@ def test_metrics_refuse_empty_or_unpaired_inputs(expected: list[str], predicted:
         scoring.accuracy(expected, predicted)
     with pytest.raises(ValueError):
         scoring.exact_match(expected, predicted)
+
+
+# -- readers, on the built-in model ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def base(model_cache: pathlib.Path) -> models.Loaded:
+    """The built-in model (in eval mode, as loaded), shared by this module's tests."""
+    return evaluate_support.load_base(model_cache)
+
+
+@pytest.fixture(scope="module")
+def examples() -> list[dict[str, Any]]:
+    return evaluate_support.chat_examples(5, seed=11)
+
+
+def _answer_nll(base: models.Loaded, messages: list[dict[str, Any]]) -> tuple[float, int]:
+    """Summed loss of the answer tokens and their count, one unpadded sequence at a time."""
+    encoded = data.encode(base.tokenizer, messages, max_seq_len=MAX_SEQ_LEN)
+    tokens = sum(label != data.IGNORE_INDEX for label in encoded.labels)
+    with torch.inference_mode():
+        loss = base.model(
+            input_ids=torch.tensor([encoded.input_ids]), labels=torch.tensor([encoded.labels])
+        ).loss
+    # transformers' loss is the mean over the answer tokens (the prompt is never empty).
+    return float(loss) * tokens, tokens
+
+
+def test_label_logprobs_equal_the_models_own_loss_on_each_label(
+    base: models.Loaded, examples: list[dict[str, Any]]
+) -> None:
+    scores = scoring.label_logprobs(
+        base.model,
+        base.tokenizer,
+        examples,
+        labels=LABELS,
+        max_seq_len=MAX_SEQ_LEN,
+        batch_size=2,
+    )
+    expected = [
+        [
+            -_answer_nll(base, [*e["messages"][:-1], {"role": "assistant", "content": label}])[0]
+            for label in LABELS
+        ]
+        for e in examples
+    ]
+    assert scores.shape == (len(examples), len(LABELS))
+    torch.testing.assert_close(scores, torch.tensor(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_classification_picks_the_likeliest_label_and_reports_progress(
+    base: models.Loaded, examples: list[dict[str, Any]]
+) -> None:
+    seen: list[int] = []
+    scored = scoring.score_classification(
+        base.model,
+        base.tokenizer,
+        examples,
+        labels=LABELS,
+        max_seq_len=MAX_SEQ_LEN,
+        batch_size=2,
+        on_progress=seen.append,
+    )
+    scores = scoring.label_logprobs(
+        base.model, base.tokenizer, examples, labels=LABELS, max_seq_len=MAX_SEQ_LEN
+    )
+    chosen = [LABELS[int(i)] for i in scores.argmax(dim=1)]
+    truth = [scoring.answer(e) for e in examples]
+    assert scored.answers == chosen
+    assert scored.values == {
+        "accuracy": scoring.accuracy(truth, chosen),
+        "macro_f1": scoring.macro_f1(truth, chosen, labels=LABELS),
+    }
+    assert seen == [2, 4, 5]
+
+
+def test_generation_scores_greedy_answers_and_the_loss_of_the_references(
+    base: models.Loaded, examples: list[dict[str, Any]]
+) -> None:
+    scored = scoring.score_generation(
+        base.model,
+        base.tokenizer,
+        examples,
+        max_seq_len=MAX_SEQ_LEN,
+        max_new_tokens=6,
+        batch_size=3,
+    )
+    one_by_one = [
+        scoring.generate(
+            base.model, base.tokenizer, [e], max_new_tokens=6, max_seq_len=MAX_SEQ_LEN
+        )[0]
+        for e in examples
+    ]
+    losses = [_answer_nll(base, e["messages"]) for e in examples]
+    mean_loss = sum(loss for loss, _ in losses) / sum(count for _, count in losses)
+    truth = [scoring.answer(e) for e in examples]
+    assert scored.answers == one_by_one, "left padding must not change what is generated"
+    assert all(answer for answer in scored.answers)
+    assert scored.values["eval_loss"] == pytest.approx(mean_loss, rel=1e-4)
+    assert scored.values["perplexity"] == pytest.approx(math.exp(mean_loss), rel=1e-4)
+    assert scored.values["exact_match"] == scoring.exact_match(truth, scored.answers)
+    assert scored.values["rouge_l"] == scoring.mean_rouge_l(truth, scored.answers)

@@ -74,6 +74,13 @@ class Conflict(TunewireError):
     code = "conflict"
 
 
+class Misconfigured(TunewireError):
+    """A setting or the environment is wrong (no kubeconfig, missing RBAC): retrying won't help."""
+
+    status = 500
+    code = "misconfigured"
+
+
 class Unavailable(TunewireError):
     """A dependency (broker, S3) is down; the client should retry later."""
 

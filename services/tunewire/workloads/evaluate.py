@@ -18,21 +18,23 @@ import pathlib
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import peft
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import logs, objectives, settings, store
+from tunewire.core import errors, logs, objectives, settings, store
 from tunewire.workloads import data, failures, models, scoring
 
 log = logging.getLogger("tunewire.workloads.evaluate")
 
 MAX_DISAGREEMENTS = 10
+BASE = "base"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,13 @@ def parser() -> argparse.ArgumentParser:
         help="score only the first N eval examples (default: all of them)",
     )
     cli.add_argument(
-        "--batch-size", type=_positive, default=8, help="examples per forward pass (default 8)"
+        "--batch-size",
+        type=_positive,
+        default=8,
+        help=(
+            "examples per forward pass (default 8); classification scores every label of "
+            "each, so a pass holds batch-size x labels sequences: lower it on out-of-memory"
+        ),
     )
     cli.add_argument(
         "--max-new-tokens",
@@ -132,74 +140,43 @@ def parse(argv: Sequence[str] | None = None) -> Request:
 def evaluate(
     request: Request, *, artifacts: store.ArtifactStore, cache_dir: pathlib.Path
 ) -> dict[str, Any]:
-    """Score base, champion and candidate, write ``metrics.json``; return its content."""
+    """Score base, champion and candidate, write ``metrics.json``; return its content.
+
+    The adapters are fetched before the base model is loaded, so a missing one fails the
+    run in seconds rather than after a large model has been read.
+    """
     started = time.monotonic()
     context = {"objective": request.objective, "run_id": request.run_id}
-    spec = (
-        objectives.ObjectiveCatalog(artifacts)
-        .get(request.objective, request.objective_version)
-        .spec
-    )
+    catalog = objectives.ObjectiveCatalog(artifacts)
+    spec = catalog.get(request.objective, request.objective_version).spec
+    _check_snapshot(data.read_manifest(artifacts, request.dataset_uri), request)
     examples = data.read_split(artifacts, request.dataset_uri, "eval")
     if request.max_examples is not None:
         examples = examples[: request.max_examples]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    loaded = models.load(
-        spec.base_model,
-        artifacts=artifacts,
-        cache_dir=cache_dir,
-        device=device,
-        dtype=torch.bfloat16 if device == "cuda" else None,
-    )
-    log.info("base model %s loaded on %s", spec.base_model, device, extra=context)
-    with tempfile.TemporaryDirectory(prefix="adapters-") as scratch:
-        adapters = {CANDIDATE: request.candidate_uri}
-        if request.champion_uri is not None:
-            adapters[CHAMPION] = request.champion_uri
-        model = attach_adapters(
-            loaded.model, adapters, artifacts=artifacts, directory=pathlib.Path(scratch)
-        )
-    model.eval()
-
-    def score(name: str) -> scoring.Scored:
-        def progress(done: int) -> None:
-            log.info(
-                "%s: %d/%d examples scored",
-                name,
-                done,
-                len(examples),
-                extra={**context, "count": done},
-            )
-
-        if spec.task == "classification":
-            return scoring.score_classification(
-                model,
-                loaded.tokenizer,
-                examples,
-                labels=spec.labels,
-                max_seq_len=spec.training.max_seq_len,
-                batch_size=request.batch_size,
-                on_progress=progress,
-            )
-        return scoring.score_generation(
-            model,
-            loaded.tokenizer,
-            examples,
-            max_seq_len=spec.training.max_seq_len,
-            max_new_tokens=request.max_new_tokens,
-            batch_size=request.batch_size,
-            on_progress=progress,
-        )
-
-    with model.disable_adapter():
-        base = score("base")
-    champion = None
+    adapters = {CANDIDATE: request.candidate_uri}
     if request.champion_uri is not None:
-        model.set_adapter(CHAMPION)
-        champion = score(CHAMPION)
-    model.set_adapter(CANDIDATE)
-    candidate = score(CANDIDATE)
-
+        adapters[CHAMPION] = request.champion_uri
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory(prefix="adapters-") as scratch:
+        fetched = {
+            name: download_adapter(uri, artifacts=artifacts, directory=pathlib.Path(scratch) / name)
+            for name, uri in adapters.items()
+        }
+        loaded = models.load(
+            spec.base_model,
+            artifacts=artifacts,
+            cache_dir=cache_dir,
+            device=device,
+            dtype=torch.bfloat16 if device == "cuda" else None,
+        )
+        where = next(loaded.model.parameters()).device
+        log.info("base model %s loaded on %s", spec.base_model, where, extra=context)
+        model = attach_adapters(loaded.model, fetched, uris=adapters)
+    model.eval()
+    scored = score_models(
+        model, loaded.tokenizer, examples, spec=spec, request=request, context=context
+    )
+    champion = scored.get(CHAMPION)
     document: dict[str, Any] = {
         "objective": request.objective,
         "objective_version": request.objective_version,
@@ -207,11 +184,14 @@ def evaluate(
         "dataset_id": request.dataset_id,
         "task": spec.task,
         "examples": len(examples),
-        "base": _model_metrics(spec.base_model, base),
+        "base": _model_metrics(spec.base_model, scored[BASE]),
         "champion": (_model_metrics(str(request.champion_run_id), champion) if champion else None),
-        "candidate": _model_metrics(request.run_id, candidate),
+        "candidate": _model_metrics(request.run_id, scored[CANDIDATE]),
         "disagreements": disagreements(
-            examples, candidate.answers, (champion or base).answers, limit=MAX_DISAGREEMENTS
+            examples,
+            scored[CANDIDATE].answers,
+            (champion or scored[BASE]).answers,
+            limit=MAX_DISAGREEMENTS,
         ),
         "seconds": round(time.monotonic() - started, 3),
     }
@@ -220,55 +200,106 @@ def evaluate(
     return document
 
 
-def attach_adapters(
-    base: Any,
-    adapters: dict[str, str],
+def score_models(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[dict[str, Any]],
     *,
-    artifacts: store.ArtifactStore,
-    directory: pathlib.Path,
-) -> Any:
-    """The base model with each adapter downloaded and loaded under its name.
+    spec: objectives.ObjectiveSpec,
+    request: Request,
+    context: Mapping[str, str],
+) -> dict[str, scoring.Scored]:
+    """Base (adapters off), champion (when loaded) and candidate, on the same examples."""
 
-    The first adapter wraps the base in a ``PeftModel``; the others are loaded beside it, so
-    every model shares the same base weights in memory. An adapter that is missing or cannot
-    be read is a :class:`failures.StorageFailure` naming its address.
-    """
-    model: Any = None
-    for name, uri in adapters.items():
-        local = download_adapter(uri, artifacts=artifacts, directory=directory / name)
-        try:
-            if model is None:
-                model = peft.PeftModel.from_pretrained(base, str(local), adapter_name=name)
-            else:
-                model.load_adapter(str(local), adapter_name=name)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as exc:
-            raise failures.StorageFailure(
-                f"adapter at {uri} is unreadable: {type(exc).__name__}: {exc}; "
-                "retrain the run or restore its files"
-            ) from exc
-    return model
+    def score(name: str) -> scoring.Scored:
+        def progress(done: int) -> None:
+            message = "%s: %d/%d examples scored"
+            log.info(message, name, done, len(examples), extra={**context, "count": done})
+
+        if spec.task == "classification":
+            return scoring.score_classification(
+                model,
+                tokenizer,
+                examples,
+                labels=spec.labels,
+                max_seq_len=spec.training.max_seq_len,
+                batch_size=request.batch_size,
+                on_progress=progress,
+            )
+        return scoring.score_generation(
+            model,
+            tokenizer,
+            examples,
+            max_seq_len=spec.training.max_seq_len,
+            max_new_tokens=request.max_new_tokens,
+            batch_size=request.batch_size,
+            on_progress=progress,
+        )
+
+    scored: dict[str, scoring.Scored] = {}
+    with model.disable_adapter():
+        scored[BASE] = score(BASE)
+    for name in (CHAMPION, CANDIDATE):
+        if name in model.peft_config:
+            model.set_adapter(name)
+            scored[name] = score(name)
+    return scored
 
 
 def download_adapter(
     uri: str, *, artifacts: store.ArtifactStore, directory: pathlib.Path
 ) -> pathlib.Path:
-    """Every object under the adapter's ``s3://`` prefix, copied into ``directory``."""
-    bucket, prefix = store.split_uri(uri)
+    """Every object under the adapter's ``s3://`` prefix, copied into ``directory``.
+
+    :class:`failures.StorageFailure` when the address is not an S3 prefix holding an
+    ``adapter_config.json``.
+    """
+    try:
+        bucket, prefix = store.split_uri(uri)
+    except errors.InvalidRequest as exc:
+        raise failures.StorageFailure(f"adapter at {uri} is unreadable: {exc.message}") from None
     prefix = prefix.rstrip("/") + "/"
     source = artifacts.for_bucket(bucket)
-    keys = list(source.list_keys(prefix))
-    if not any(k.endswith("/adapter_config.json") for k in keys):
+    keys = [k for k in source.list_keys(prefix) if not k.endswith("/")]  # no folder markers
+    if prefix + ADAPTER_CONFIG not in keys:
         raise failures.StorageFailure(
-            f"adapter at {uri} is unreadable: no adapter_config.json under it; "
+            f"adapter at {uri} is unreadable: there is no {ADAPTER_CONFIG} under it; "
             "check the run id, or retrain the run"
         )
+    root = directory.resolve()
     for key in keys:
-        target = directory / key[len(prefix) :]
+        target = (root / key[len(prefix) :]).resolve()
+        if not target.is_relative_to(root):
+            raise failures.StorageFailure(f"adapter at {uri} is unreadable: bad key {key!r}")
         target.parent.mkdir(parents=True, exist_ok=True)
         source.download_file(key, target)
     return directory
+
+
+def attach_adapters(
+    base: Any, directories: Mapping[str, pathlib.Path], *, uris: Mapping[str, str]
+) -> Any:
+    """The base model with each downloaded adapter loaded under its name.
+
+    The first adapter wraps the base in a ``PeftModel``; the others are loaded beside it, so
+    every model shares the same base weights in memory. An adapter peft cannot read is a
+    :class:`failures.StorageFailure` naming its address (``uris``).
+    """
+    model: Any = None
+    for name, directory in directories.items():
+        try:
+            if model is None:
+                model = peft.PeftModel.from_pretrained(base, str(directory), adapter_name=name)
+            else:
+                model.load_adapter(str(directory), adapter_name=name)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            raise failures.StorageFailure(
+                f"adapter at {uris[name]} is unreadable: {type(exc).__name__}: {exc}; "
+                "retrain the run or restore its files"
+            ) from exc
+    return model
 
 
 def disagreements(
@@ -306,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     request = parse(argv)
     config = settings.WorkloadSettings()
     logs.configure(config.log_level)
+    logging.captureWarnings(True)  # library warnings become JSON lines like the rest
     context = {"objective": request.objective, "run_id": request.run_id}
     try:
         evaluate(
@@ -324,6 +356,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _check_snapshot(manifest: dict[str, Any], request: Request) -> None:
+    """Refuse a dataset URI that points at another snapshot than the one named."""
+    found = (manifest.get("objective"), manifest.get("dataset_id"))
+    if found != (request.objective, request.dataset_id):
+        raise failures.BadDataset(
+            f"the snapshot at {request.dataset_uri} is dataset {found[1]!r} of objective "
+            f"{found[0]!r}, not {request.dataset_id!r} of {request.objective!r}; "
+            "check --dataset-uri and --dataset-id"
+        )
 
 
 def _model_metrics(model_ref: str, scored: scoring.Scored) -> dict[str, Any]:

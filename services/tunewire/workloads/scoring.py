@@ -163,8 +163,12 @@ def score_classification(
     batch_size: int = 8,
     on_progress: Progress | None = None,
 ) -> Scored:
-    """Accuracy and macro-F1, each example labelled by :func:`choose_labels`."""
-    chosen = choose_labels(
+    """Accuracy and macro-F1, each example given its likeliest label (:func:`label_logprobs`).
+
+    The model is never asked to generate, so it can only pick one of ``labels``, and a base
+    model that would ramble still gets a fair score. Ties go to the label listed first.
+    """
+    scores = label_logprobs(
         model,
         tokenizer,
         examples,
@@ -173,6 +177,7 @@ def score_classification(
         batch_size=batch_size,
         on_progress=on_progress,
     )
+    chosen = [labels[int(i)] for i in scores.argmax(dim=1)]
     expected = [answer(e) for e in examples]
     values = {
         "accuracy": accuracy(expected, chosen),
@@ -219,7 +224,7 @@ def score_generation(
     return Scored(values=values, answers=generated)
 
 
-def choose_labels(
+def label_logprobs(
     model: Any,
     tokenizer: Any,
     examples: Sequence[dict[str, Any]],
@@ -228,18 +233,17 @@ def choose_labels(
     max_seq_len: int,
     batch_size: int = 8,
     on_progress: Progress | None = None,
-) -> list[str]:
-    """For each example, the label whose tokens (and eos) are likeliest after its prompt.
+) -> torch.Tensor:
+    """The log-likelihood of every label as each example's answer (examples x labels).
 
-    The model is never asked to generate, so it can only ever pick one of ``labels``, and a
-    base model that would ramble still gets a fair score. Each label is the assistant turn
-    encoded exactly as in training (:func:`data.encode`); its score is the summed
-    log-likelihood of those answer tokens. One forward pass covers ``batch_size`` examples
-    times every label; ties go to the label listed first.
+    Each label is put in the assistant turn and encoded exactly as in training
+    (:func:`data.encode`): its score is the summed log-probability of the label's tokens and
+    the eos after the prompt. One forward pass covers ``batch_size`` examples times every
+    label.
     """
     if not labels:
         raise ValueError("a classification objective needs labels to choose from")
-    chosen: list[str] = []
+    rows: list[torch.Tensor] = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
         encoded = [
@@ -248,11 +252,10 @@ def choose_labels(
             for label in labels
         ]
         logprob, _ = _answer_logprobs(model, tokenizer, encoded)
-        best = logprob.view(len(batch), len(labels)).argmax(dim=1)
-        chosen.extend(labels[int(i)] for i in best)
+        rows.append(logprob.view(len(batch), len(labels)))
         if on_progress is not None:
             on_progress(start + len(batch))
-    return chosen
+    return torch.cat(rows)
 
 
 def generate(
@@ -347,4 +350,5 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
+    device: torch.device = next(model.parameters()).device
+    return device
