@@ -14,7 +14,7 @@ import enum
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, Field
@@ -26,6 +26,7 @@ FailureReason: TypeAlias = training_pb2.FailureReason
 """Why a workload failed, in the training contract's terms (evaluations reuse them)."""
 
 _MAX_NAME = 63
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class JobPhase(enum.StrEnum):
@@ -55,10 +56,24 @@ class WorkloadSpec:
     """GPUs the workload needs (``nvidia.com/gpu`` on Kubernetes; ignored locally)."""
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     """Extra non-secret environment; secrets come from the configured Secret only."""
+    module: str | None = None
+    """The module run with ``python -m``; ``None`` means ``tunewire.workloads.<kind>``.
+
+    Launcher tests run a small script through it, so they need neither torch nor S3.
+    """
+
+    def __post_init__(self) -> None:
+        # The name becomes a Job name and a file name: refuse anything that could be neither.
+        if len(self.name) > _MAX_NAME or not _NAME_RE.match(self.name):
+            raise ValueError(
+                f"workload name {self.name!r} is not a DNS-1123 label of at most {_MAX_NAME} "
+                "characters; build it with workload_name()"
+            )
 
     def command(self, python: str = "python") -> list[str]:
         """The full command line the workload runs."""
-        return [python, "-m", f"tunewire.workloads.{self.kind}", *self.args]
+        module = self.module or f"tunewire.workloads.{self.kind}"
+        return [python, "-m", module, *self.args]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +113,10 @@ class Launcher(Protocol):
     def watch(self, on_change: StatusCallback, stop: threading.Event) -> None:
         """Call ``on_change`` on every phase change of this launcher's workloads until ``stop``.
 
-        At start (and after every reconnection) it reports the current status of every
-        workload it manages, so a restarted service catches up with what finished meanwhile.
+        At start it reports the current status of every workload it manages, so a restarted
+        service catches up with what finished meanwhile; after that, a workload is reported
+        again only when its phase or failure reason changes (a reconnection reports what
+        changed while it was disconnected, a deleted workload as ``MISSING``).
         """
 
 
@@ -175,3 +192,21 @@ def workload_name(kind: WorkloadKind, *parts: str) -> str:
     room = _MAX_NAME - len(prefix) - len(digest) - 1
     readable = readable[:room].strip("-")
     return f"{prefix}{readable}-{digest}" if readable else f"{prefix}{digest}"
+
+
+def build(
+    settings: LauncherSettings, *, kind: WorkloadKind, local_env: Mapping[str, str] | None = None
+) -> Launcher:
+    """The launcher ``settings`` select, serving workloads of ``kind``.
+
+    The implementation is imported here, not at the top, so that a service using the local
+    launcher never imports the Kubernetes client (and the other way round).
+    ``local_env`` is the base environment of local workloads (default: this process's).
+    """
+    if settings.kind == "kubernetes":
+        from tunewire.core import kubejobs
+
+        return kubejobs.KubernetesLauncher(settings.kubernetes, kind=kind)
+    from tunewire.core import localjobs
+
+    return localjobs.LocalLauncher(settings.local, kind=kind, env=local_env)
