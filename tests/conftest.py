@@ -37,6 +37,16 @@ def stack(
                     "TUNEWIRE_LABEL__FLUSH_INTERVAL_S": "0.5",
                 },
             ),
+            processes.ServiceSpec(
+                name="train",
+                module="tunewire.train",
+                env={"TUNEWIRE_TRAIN__RECONCILE_EVERY_S": "2"},
+            ),
+            processes.ServiceSpec(
+                name="evaluate",
+                module="tunewire.evaluate",
+                env={"TUNEWIRE_EVALUATE__RECONCILE_EVERY_S": "2"},
+            ),
         ]
     )
     try:
@@ -50,23 +60,35 @@ def ingest_url(stack: embedded.EmbeddedStack) -> str:
     return stack.service_urls["ingest"]
 
 
+def _client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+
+
 @pytest.fixture
 def api(ingest_url: str) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the ingest service."""
-    with httpx.Client(
-        base_url=ingest_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-    ) as client:
+    with _client(ingest_url) as client:
         yield client
 
 
 @pytest.fixture
 def label_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the label service."""
-    with httpx.Client(
-        base_url=stack.service_urls["label"],
-        headers={"Authorization": f"Bearer {TOKEN}"},
-        timeout=60,
-    ) as client:
+    with _client(stack.service_urls["label"]) as client:
+        yield client
+
+
+@pytest.fixture
+def train_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
+    """An authenticated client of the train service."""
+    with _client(stack.service_urls["train"]) as client:
+        yield client
+
+
+@pytest.fixture
+def evaluate_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
+    """An authenticated client of the evaluate service."""
+    with _client(stack.service_urls["evaluate"]) as client:
         yield client
 
 

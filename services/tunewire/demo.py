@@ -3,7 +3,9 @@
 Starts the broker, the S3 endpoint and the services, registers the sample support-intent
 objective, sends sample tickets full of PII (half over Kafka, half over HTTP, plus redelivered
 copies and broken messages), then shows what ingest made of them: redacted records, counted
-duplicates, DLQ entries and the archive in S3. Later stages of the pipeline extend this.
+duplicates, DLQ entries and the archive in S3; then labelling (rules and a simulated
+annotator), the dataset snapshot, the LoRA training run it starts (with live progress), and
+the evaluation of the adapter against the base model and the objective's gates.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from tunewire.contracts.v1 import records_pb2
 from tunewire.core import envelope, topics
 from tunewire.stack import embedded, processes
 
+SERVICES = ("ingest", "label", "train", "evaluate")
+STAGES = 9
+
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -35,12 +40,12 @@ def run(*, state_dir: Path, events: int, keep: bool, as_json: bool) -> dict[str,
     """Run the demo; returns (and with ``as_json`` prints last) the summary."""
     started = time.monotonic()
     stack = embedded.EmbeddedStack(state_dir)
-    _say("1/7 starting the embedded stack (Kafka-compatible broker, S3 endpoint, ingest, label)")
+    _say(
+        f"1/{STAGES} starting the embedded stack (Kafka-compatible broker, S3 endpoint, "
+        "ingest, label, train, evaluate)"
+    )
     stack.up(
-        [
-            processes.ServiceSpec(name="ingest", module="tunewire.ingest"),
-            processes.ServiceSpec(name="label", module="tunewire.label"),
-        ],
+        [processes.ServiceSpec(name=name, module=f"tunewire.{name}") for name in SERVICES],
         detach=keep,
     )
     try:
@@ -50,9 +55,9 @@ def run(*, state_dir: Path, events: int, keep: bool, as_json: bool) -> dict[str,
             stack.down()
     summary["seconds"] = round(time.monotonic() - started, 1)
     if keep:
+        urls = ", ".join(f"{name} at {url}" for name, url in stack.service_urls.items())
         _say(
-            f"\nthe stack keeps running: ingest at {stack.service_urls['ingest']}, label at "
-            f"{stack.service_urls['label']}, token in {state_dir / 'api-token'}; "
+            f"\nthe stack keeps running: {urls}; token in {state_dir / 'api-token'}; "
             "stop it with `tunewire down`"
         )
     else:
@@ -67,7 +72,7 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
     token = stack.api_tokens[0]
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     spec = samples.support_intent_spec()
-    _say("2/7 registering the sample objective 'support-intent' ...")
+    _say(f"2/{STAGES} registering the sample objective 'support-intent' ...")
     response = api.post("/v1/objectives", json=spec)
     if response.status_code == 409:
         response = api.put(f"/v1/objectives/{spec['name']}", json=spec)
@@ -86,7 +91,7 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
     redelivered = via_kafka[: max(1, half // 10)]
     broken = [b'{"ticket_id": "T-1", "subject": "no body"}', b"{not json"]
     _say(
-        f"3/7 sending {len(via_kafka)} tickets over Kafka (+{len(redelivered)} redelivered, "
+        f"3/{STAGES} sending {len(via_kafka)} tickets over Kafka (+{len(redelivered)} redelivered, "
         f"{len(broken)} broken) and {len(via_http)} over HTTP ..."
     )
     before = _outcomes(api)
@@ -101,7 +106,7 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
         api.post("/v1/events", json=via_http[start : start + 100]).raise_for_status()
     events_in = len(via_kafka) + len(redelivered) + len(broken) + len(via_http)
 
-    _say("4/7 waiting for ingest to publish the records ...")
+    _say(f"4/{STAGES} waiting for ingest to publish the records ...")
     records = _await_records(stack.bootstrap_servers, {t["id"] for t in tickets}, timeout_s=120)
     time.sleep(2.5)  # the next flush writes the last archive part
     outcomes = {k: v - before.get(k, 0) for k, v in _outcomes(api).items()}
@@ -140,6 +145,11 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
     summary.update(
         _label_stage(label, spec["name"], truth, before=label_before, expected=summary["records"])
     )
+    train = _client(stack, "train")
+    evaluate = _client(stack, "evaluate")
+    summary.update(_train_stage(train, spec["name"], summary["dataset_id"]))
+    if summary.get("run_status") == "succeeded":
+        summary.update(_evaluate_stage(evaluate, spec["name"], summary["run_id"]))
     return summary
 
 
@@ -152,7 +162,7 @@ def _label_stage(
     expected: int,
 ) -> dict[str, Any]:
     """Rules label, a simulated annotator works the queue, the first snapshot is built."""
-    _say("\n5/7 labelling: the objective's rules vote; conflicts and abstentions go to humans")
+    _say(f"\n5/{STAGES} labelling: the rules vote; conflicts and abstentions go to humans")
     path = f"/v1/queue/{objective}"
     handled_before = before["examples"] + before["counts"].get("open", 0)
     deadline = time.monotonic() + 120
@@ -179,7 +189,7 @@ def _label_stage(
     queued = status["counts"].get("open", 0)
     _say(f"    {by_rules} labelled by rules, {queued} waiting in the human queue")
 
-    _say("6/7 a simulated annotator works the queue (keyboard-free: it knows the true intent)")
+    _say(f"6/{STAGES} a simulated annotator works the queue (it knows the true intent)")
     answered = 0
     while True:
         claim = label.post(f"{path}/claim", json={"annotator": "demo-annotator"})
@@ -203,7 +213,7 @@ def _label_stage(
             _say(f"      hints: {hints}; answered: {answer}")
     _say(f"    {answered} tasks answered")
 
-    _say("7/7 dataset snapshot (the objective's trigger, or on request)")
+    _say(f"7/{STAGES} dataset snapshot (the objective's trigger, or on request)")
     known = {s["dataset_id"] for s in _snapshots(label, objective)}
     manifest: dict[str, Any] | None = None
     deadline = time.monotonic() + 15
@@ -225,6 +235,97 @@ def _label_stage(
         "labelled_by_humans": answered,
         "dataset_id": manifest["dataset_id"],
         "dataset_counts": counts,
+    }
+
+
+def _client(stack: embedded.EmbeddedStack, service: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.service_urls[service],
+        headers={"Authorization": f"Bearer {stack.api_tokens[0]}"},
+        timeout=60,
+    )
+
+
+def _train_stage(train: httpx.Client, objective: str, dataset_id: str) -> dict[str, Any]:
+    """The snapshot's event starts a LoRA run; show its progress until it ends."""
+    _say(f"8/{STAGES} training a LoRA adapter on the snapshot (the `local` launcher runs the same")
+    _say("    trainer a Kubernetes Job runs on a GPU node; here the built-in small model on CPU)")
+    deadline = time.monotonic() + 600
+    run: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        found = train.get("/v1/runs", params={"objective": objective}).json()["runs"]
+        mine = [r for r in found if r["dataset_id"] == dataset_id]
+        run = mine[-1] if mine else None
+        if run is not None:
+            progress = run.get("progress") or {}
+            if progress.get("total_steps"):
+                _progress_bar(progress)
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                break
+        time.sleep(0.5)
+    _say("")
+    if run is None:
+        _say("    no run started (is the train service up?)")
+        return {"run_status": "missing"}
+    if run["status"] != "succeeded":
+        _say(f"    run {run['run_id']} {run['status']}: {run.get('message') or run['status']}")
+        return {"run_id": run["run_id"], "run_status": run["status"]}
+    metrics = run.get("metrics", {})
+    _say(
+        f"    run {run['run_id']} succeeded: train loss {metrics.get('train_loss', 0):.3f}, "
+        f"{metrics.get('tokens_per_second', 0):.0f} tokens/s, "
+        f"{metrics.get('train_runtime_seconds', 0):.1f} s"
+    )
+    _say(f"    adapter: {run['adapter_uri']}")
+    return {"run_id": run["run_id"], "run_status": "succeeded", "train_metrics": metrics}
+
+
+def _progress_bar(progress: dict[str, Any]) -> None:
+    step, total = int(progress["step"]), int(progress["total_steps"])
+    filled = int(30 * step / max(total, 1))
+    print(
+        f"\r    [{'#' * filled}{'.' * (30 - filled)}] step {step}/{total} "
+        f"loss {progress.get('loss', 0):.3f} {progress.get('tokens_per_second', 0):.0f} tok/s "
+        f"ETA {progress.get('eta_seconds', 0):.0f}s   ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _evaluate_stage(evaluate: httpx.Client, objective: str, run_id: str) -> dict[str, Any]:
+    """The evaluator scores base, champion and candidate; the gates decide."""
+    _say(f"9/{STAGES} evaluating the adapter on the held-out split and applying the gates")
+    deadline = time.monotonic() + 300
+    found: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = evaluate.get(f"/v1/evaluations/{objective}/{run_id}")
+        if response.status_code == 200:
+            found = response.json()
+            if found.get("decision"):
+                break
+        time.sleep(0.5)
+    if not found.get("decision"):
+        _say(f"    no decision yet ({found.get('status', 'not started')})")
+        return {"decision": None}
+    metrics = found.get("metrics") or {}
+    models = [m for m in ("base", "champion", "candidate") if metrics.get(m)]
+    names = sorted({k for m in models for k in metrics[m]["values"]})
+    _say(f"    {'metric':<12}" + "".join(f"{m:>12}" for m in models))
+    for name in names:
+        row = "".join(f"{metrics[m]['values'].get(name, float('nan')):>12.3f}" for m in models)
+        _say(f"    {name:<12}{row}")
+    for gate in found.get("gates", []):
+        mark = "pass" if gate["passed"] else "FAIL"
+        _say(
+            f"    gate {gate['metric']} {gate['rule']} {gate['threshold']:.3f}: "
+            f"{gate['value']:.3f} {mark}"
+        )
+    _say(f"    decision: {found['decision']} ({found.get('reason') or 'all gates passed'})")
+    return {
+        "decision": found["decision"],
+        "base_metrics": metrics.get("base", {}).get("values", {}),
+        "adapter_metrics": metrics.get("candidate", {}).get("values", {}),
     }
 
 

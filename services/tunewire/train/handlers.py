@@ -189,15 +189,16 @@ class RunController:
         requested_by: str,
     ) -> runs.Run:
         spec = objective.spec
+        settings = effective_config(spec, overrides)
         return runs.Run(
             run_id=run_id,
             objective=objective.name,
             objective_version=objective.version,
             dataset_id=dataset_id,
             dataset_uri=dataset_uri,
-            gpus=int(overrides.get("training", {}).get("gpu", spec.training.gpu)),
+            gpus=settings["training"]["gpu"],
             base_model=spec.base_model,
-            config=effective_config(spec, overrides),
+            config=settings,
             overrides=overrides,
             requested_by=requested_by,
             created_at=runs.now(),
@@ -453,20 +454,16 @@ class RunController:
     def cancel(self, objective: str, run_id: str, *, actor: str, reason: str) -> runs.Run:
         """Cancel a queued or running run; :class:`errors.Conflict` once it has ended."""
         run = self.runs.get(objective, run_id)
-        outcome = outcomes.claim(
-            self._artifacts,
-            objective,
-            run_id,
-            outcomes.Outcome(
-                kind="cancelled",
-                decided_by=actor,
-                reason=training_pb2.FAILURE_REASON_CANCELLED_BY_USER,
-                message=reason,
-                at=runs.now(),
-            ),
+        mine = outcomes.Outcome(
+            kind="cancelled",
+            decided_by=actor,
+            reason=training_pb2.FAILURE_REASON_CANCELLED_BY_USER,
+            message=reason,
+            at=runs.now(),
         )
-        if outcome.kind != "cancelled":
-            raise errors.Conflict(f"run {run_id} has already {outcome.kind}")
+        outcome = outcomes.claim(self._artifacts, objective, run_id, mine)
+        if outcome is not mine:
+            raise errors.Conflict(f"run {run_id} has already ended: {outcome.kind}")
         if run.workload:
             self._launcher.cancel(run.workload)
         return self.conclude(run, outcome)
@@ -564,6 +561,7 @@ def effective_config(spec: objectives.ObjectiveSpec, overrides: dict[str, Any]) 
     if unknown:
         raise errors.InvalidRequest(f"overrides may set 'lora' and 'training', not {unknown}")
     merged: dict[str, Any] = {}
+    problems: list[str] = []
     for group, model in (("lora", objectives.Lora), ("training", objectives.Training)):
         current = getattr(spec, group).model_dump()
         try:
@@ -571,8 +569,9 @@ def effective_config(spec: objectives.ObjectiveSpec, overrides: dict[str, Any]) 
                 {**current, **overrides.get(group, {})}
             ).model_dump()
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
+            problems += [
                 f"{group}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise errors.InvalidRequest(f"invalid overrides: {problems}") from None
+            ]
+    if problems:
+        raise errors.InvalidRequest(f"invalid overrides: {'; '.join(problems)}")
     return merged

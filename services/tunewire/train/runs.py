@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 RunStatus = Literal["queued", "submitted", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-_CAS_ATTEMPTS = 10
 
 
 class Run(BaseModel):
@@ -94,21 +93,21 @@ class RunStore:
 
     def get(self, objective: str, run_id: str) -> Run:
         """One run; :class:`errors.NotFound` when there is none."""
-        return self._read(objective, run_id)[0]
+        try:
+            return Run.model_validate(self._store.get_json(_key(objective, run_id)))
+        except errors.NotFound:
+            raise errors.NotFound(f"objective {objective!r} has no run {run_id!r}") from None
 
     def update(self, objective: str, run_id: str, change: Callable[[Run], Run | None]) -> Run:
         """Apply ``change`` by compare-and-swap; ``change`` returns None to leave it as is."""
-        for _ in range(_CAS_ATTEMPTS):
-            current, etag = self._read(objective, run_id)
-            changed = change(current)
-            if changed is None:
-                return current
-            try:
-                self._store.put_json(_key(objective, run_id), _dump(changed), if_match=etag)
-            except errors.Conflict:
-                continue
-            return changed
-        raise errors.Conflict(f"run {run_id} of {objective!r} is changing too often; retry")
+
+        def changed(document: Any) -> Any:
+            if document is None:
+                raise errors.NotFound(f"objective {objective!r} has no run {run_id!r}")
+            new = change(Run.model_validate(document))
+            return None if new is None else _dump(new)
+
+        return Run.model_validate(self._store.update_json(_key(objective, run_id), changed))
 
     def objectives(self) -> list[str]:
         """Objectives that have runs."""
@@ -138,13 +137,6 @@ class RunStore:
                 yield self.get(objective, run_id)
             except errors.NotFound:
                 continue  # a run prefix holding only a trainer's files
-
-    def _read(self, objective: str, run_id: str) -> tuple[Run, str]:
-        try:
-            data, etag = self._store.get_versioned(_key(objective, run_id))
-        except errors.NotFound:
-            raise errors.NotFound(f"objective {objective!r} has no run {run_id!r}") from None
-        return Run.model_validate_json(data), etag
 
 
 def _key(objective: str, run_id: str) -> str:

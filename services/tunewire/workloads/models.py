@@ -264,7 +264,8 @@ def load(
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return Loaded(model=model.to(device), tokenizer=tokenizer, ref=ref)
+    model.to(torch.device(device))  # type: ignore[arg-type]  # transformers types .to oddly
+    return Loaded(model=model, tokenizer=tokenizer, ref=ref)
 
 
 def _quiet() -> None:
