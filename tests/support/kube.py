@@ -534,6 +534,7 @@ class _JobRun:
             waiting = {"reason": "CreateContainerConfigError", "message": env}
             self._patch_pod(pod_name, self._waiting(container, scheduled, waiting))
             return self._wait_pending(pod_name)
+        env = self._mount(pod_name, container, env)
         log_path = kubelet.workdir / f"{pod_name}.log"
         argv = [sys.executable if arg == "python" else arg for arg in container.command or []]
         with log_path.open("wb") as log:
@@ -613,6 +614,20 @@ class _JobRun:
             "conditions": [scheduled],
             "containerStatuses": [self._container(container, {"waiting": waiting}, ready=False)],
         }
+
+    def _mount(
+        self, pod_name: str, container: k8s.V1Container, env: dict[str, str]
+    ) -> dict[str, str]:
+        """Give each volume mount a directory of its own (emptyDir semantics: per pod) and
+        point environment values under a mount path at it, as the mount would."""
+        mounted = dict(env)
+        for mount in container.volume_mounts or []:
+            local = self.kubelet.workdir / pod_name / mount.name
+            local.mkdir(parents=True, exist_ok=True)
+            for key, value in env.items():
+                if value == mount.mount_path or value.startswith(mount.mount_path + "/"):
+                    mounted[key] = str(local) + value[len(mount.mount_path) :]
+        return mounted
 
     def _wait_pending(self, pod_name: str) -> str:
         """A pod that never starts: wait for the Job's deletion or its deadline."""
