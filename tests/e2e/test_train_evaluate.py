@@ -42,9 +42,7 @@ def test_a_good_adapter_is_approved_and_a_mislabelled_one_rejected(
 ) -> None:
     name = f"quality-{uuid.uuid4().hex[:6]}"
     sample_training = samples.support_intent_spec()["training"]
-    version = datasets.register(
-        artifacts, datasets.quick_objective(name, training=sample_training)
-    )
+    version = datasets.register(artifacts, datasets.quick_objective(name, training=sample_training))
 
     good = datasets.write_snapshot(artifacts, objective=name, version=version, train=200, eval_=60)
     datasets.announce(stack.bootstrap_servers, good)

@@ -12,7 +12,10 @@ new Job it creates a pod, resolves its environment (``env`` and ``envFrom`` from
 ConfigMap and the Secret, read through the API), runs the container's command as a local
 process and writes pod and Job status back through the API — retries up to ``backoffLimit``,
 ``activeDeadlineSeconds``, deletion. A Job's :data:`SIMULATE_LABEL` asks for a failure that
-needs a real cluster: ``oom``, ``preempted``, ``unschedulable`` or ``image-pull``.
+needs a real cluster: ``oom``, ``preempted``, ``unschedulable`` or ``image-pull``, or
+``preempted-after-checkpoint`` (the first pod is evicted once it logs a checkpoint; the next
+pod runs undisturbed, as after a real pre-emption). A :class:`Kubelet` may also be given a
+function choosing the simulation per Job, for Jobs whose labels a test does not write.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -44,8 +47,9 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 SIMULATE_LABEL = "kubelet.test.tunewire.io/simulate"
-"""Job label selecting a simulated failure: ``oom``, ``preempted``, ``unschedulable`` or
-``image-pull``."""
+"""Job label selecting a simulated failure (see the module docstring)."""
+_CHECKPOINT_LINE = b"checkpoint at step"
+"""What the trainer logs once a checkpoint is in S3."""
 
 RESOURCES = ("batch/v1/jobs", "v1/pods", "v1/configmaps", "v1/secrets")
 
@@ -331,11 +335,18 @@ class Kubelet:
     """Runs the emulated cluster's Jobs as local processes and reports on them via the API."""
 
     def __init__(
-        self, cluster: KubeCluster, *, workdir: Path, env: Mapping[str, str] | None = None
+        self,
+        cluster: KubeCluster,
+        *,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        simulate: Callable[[k8s.V1Job], str] | None = None,
     ) -> None:
         """``workdir`` receives one log per pod; ``env`` is every container's base
-        environment (default: PATH, and PYTHONPATH set to the current directory)."""
+        environment (default: PATH, and PYTHONPATH set to the current directory);
+        ``simulate`` picks a simulated failure for Jobs without the label."""
         self.namespace = cluster.namespace
+        self.simulate = simulate
         self.workdir = workdir
         self._env = dict(env) if env is not None else _default_env()
         api = cluster.api_client()
@@ -444,7 +455,8 @@ class _JobRun:
         deadline_s = job.spec.active_deadline_seconds
         self._deadline = time.monotonic() + deadline_s if deadline_s else None
         labels = job.metadata.labels or {}
-        self._simulate = labels.get(SIMULATE_LABEL, "")
+        chosen = kubelet.simulate(job) if kubelet.simulate is not None else ""
+        self._simulate = labels.get(SIMULATE_LABEL, chosen)
 
     def _run(self) -> None:
         try:
@@ -561,7 +573,15 @@ class _JobRun:
         # OOM: the kernel kills the process; preemption: the scheduler evicts the pod.
         kill = {"oom": signal.SIGKILL, "preempted": signal.SIGTERM}.get(self._simulate)
         kill_at = time.monotonic() + 0.3
+        after_checkpoint = self._simulate == "preempted-after-checkpoint"
         while (code := self.process.poll()) is None:
+            if after_checkpoint and _CHECKPOINT_LINE in log_path.read_bytes():
+                self._simulate, kill, kill_at, after_checkpoint = (
+                    "preempted-once",
+                    signal.SIGTERM,
+                    0.0,
+                    False,
+                )
             if self._gone():
                 return "gone"
             if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -595,7 +615,7 @@ class _JobRun:
         if container.termination_message_policy == "FallbackToLogsOnError":
             message = "\n".join(log_path.read_text(errors="replace").splitlines()[-80:])[-2048:]
         self._fail_pod(pod_name, exit_code, reason, message, started)
-        if self._simulate == "preempted":
+        if self._simulate in ("preempted", "preempted-once"):
             disruption = {
                 "type": "DisruptionTarget",
                 "status": "True",
@@ -604,6 +624,8 @@ class _JobRun:
                 "lastTransitionTime": _now(),
             }
             self._patch_pod(pod_name, {"conditions": [disruption]})
+        if self._simulate == "preempted-once":
+            self._simulate = ""  # the replacement pod lands on a node nobody pre-empts
         return "failed"
 
     def _waiting(
