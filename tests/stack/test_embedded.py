@@ -21,6 +21,8 @@ import httpx
 import kafka
 import pytest
 
+from tests.support import fake_workload
+from tunewire.core import launching, localjobs
 from tunewire.stack import embedded, objectstore, ports, processes
 from tunewire.stack.embedded import EmbeddedStack
 from tunewire.stack.processes import ServiceSpec
@@ -240,3 +242,30 @@ def test_failed_snapshot_keeps_the_previous_one(tmp_path: Path) -> None:
     nobody_listens.close()
     assert (snapshot_dir / "index.json").read_text() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]
+
+
+def test_down_stops_the_workloads_the_local_launcher_left_running(tmp_path: Path) -> None:
+    with EmbeddedStack(tmp_path, startup_timeout=20, api_tokens=["t1"]).up([]) as stack:
+        workdir = Path(stack.service_env(0)["TUNEWIRE_LAUNCHER__LOCAL__WORKDIR"])
+        launcher = localjobs.LocalLauncher(
+            launching.LocalLauncherSettings(workdir=str(workdir)), kind="train"
+        )
+        spec = launching.WorkloadSpec(
+            name="tw-train-left-running",
+            kind="train",
+            args=["--sleep", "120"],
+            labels={},
+            module=fake_workload.MODULE,
+        )
+        assert launcher.launch(spec)
+        log = workdir / f"{spec.name}.log"
+        deadline = time.monotonic() + 10
+        while "running" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, launcher.status(spec.name)
+            time.sleep(0.1)
+        assert launcher.status(spec.name).phase is launching.JobPhase.RUNNING
+        pid = int(log.read_text().split("pid ")[1].split()[0])
+        started = {pid: processes.process_identity(pid) or ""}
+    # A trainer is stopped too, and forgotten: the next `up` resumes its run from S3.
+    assert _survivors(started) == {}
+    assert launcher.status(spec.name).phase is launching.JobPhase.MISSING

@@ -137,7 +137,7 @@ class LocalLauncher:
         """Report every workload of this kind, then each change, until ``stop``."""
         last: dict[str, tuple[launching.JobPhase, int]] = {}
         while True:
-            current = {status.name: status for status in self._scan()}
+            current = {status.name: status for status in self.statuses()}
             for name, status in current.items():
                 key = (status.phase, status.reason)
                 if last.get(name) != key:
@@ -203,7 +203,8 @@ class LocalLauncher:
             return None
         return _State(**data)
 
-    def _scan(self) -> list[launching.JobStatus]:
+    def statuses(self) -> list[launching.JobStatus]:
+        """Every workload of this kind the workdir knows, with its status."""
         names = sorted(p.name[: -len(_STATE)] for p in self.workdir.glob(f"*{_STATE}"))
         statuses = [self.status(name) for name in names]
         return [s for s in statuses if s.phase is not launching.JobPhase.MISSING]

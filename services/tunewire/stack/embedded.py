@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from tunewire.core import launching, localjobs
 from tunewire.stack import broker, objectstore, ports, processes
 from tunewire.stack.processes import ServiceSpec, StackError
 
@@ -479,6 +480,10 @@ class EmbeddedStack:
         for record in records:
             by_role.get(record.name, by_role["services"]).append(record)
         stop_many(by_role["services"])
+        try:
+            self._stop_workloads()
+        except Exception as exc:
+            errors.append(exc)
         stop_many(by_role["broker"])
         s3_info = state.get("s3")
         s3_alive = any(record.is_running() for record in by_role["s3"])
@@ -500,6 +505,23 @@ class EmbeddedStack:
         self._forget()
         if errors:
             raise errors[0]
+
+    def _stop_workloads(self) -> None:
+        """Stop trainers and evaluators the local launcher left running (after the services,
+        so none starts another; before S3, so a trainer's last checkpoint lands). They are
+        forgotten, so the next ``up`` finds their runs without a workload and resumes them
+        from their checkpoints."""
+        workdir = self.state_dir.resolve() / "workloads"
+        if not workdir.is_dir():
+            return
+        local = launching.LocalLauncherSettings(workdir=str(workdir))
+        kinds: tuple[launching.WorkloadKind, ...] = ("train", "evaluate")
+        for kind in kinds:
+            launcher = localjobs.LocalLauncher(local, kind=kind)
+            for status in launcher.statuses():
+                if not status.finished:
+                    launcher.cancel(status.name)
+                    logger.info("stopped %s workload %s", kind, status.name)
 
     def _remove_state_file(self, stopped: Mapping[str, Any]) -> None:
         """Delete the state file, unless it now describes another stack.

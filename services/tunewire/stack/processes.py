@@ -4,7 +4,9 @@ Every component of the embedded stack (broker, S3 endpoint, services) is a child
 its own process group (``start_new_session=True``), for two reasons: a Ctrl-C in the terminal
 reaches only the ``tunewire`` process, which then stops the children in order instead of having
 them all die at once mid-write; and stopping a group also stops whatever a service started
-itself (the ``local`` launcher's trainer subprocesses).
+itself. The ``local`` launcher's trainers and evaluators are the exception: they leave the
+service's group on purpose (a service restart must not kill a training run), so the stack
+stops them separately on ``down`` (see ``EmbeddedStack._stop_workloads``).
 
 ``tunewire down`` runs in a different process from the ``tunewire up`` that started the
 children, so it cannot rely on :class:`subprocess.Popen` handles. It works from a
