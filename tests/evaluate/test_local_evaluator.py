@@ -10,8 +10,7 @@ from pathlib import Path
 
 from tests.evaluate import conftest, fake_evaluator
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core import launching, localjobs
-from tunewire.evaluate import consumer
+from tunewire.core import following, launching, localjobs
 from tunewire.stack import embedded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +56,13 @@ def test_a_local_evaluator_is_followed_to_a_published_decision(
     controller = harness.controller_with(launcher)
     objective = harness.objective(gates=[{"metric": "accuracy", "min": 0.8}]).name
     stop = threading.Event()
-    watcher = threading.Thread(target=consumer.watcher(controller, launcher), args=(stop,))
+    follow = following.watcher(
+        recover=controller.poll_open,
+        on_status=controller.on_status,
+        launcher=launcher,
+        what="evaluations",
+    )
+    watcher = threading.Thread(target=follow, args=(stop,))
     watcher.start()
     try:
         record = controller.accept(harness.succeeded(objective, "run-1"))

@@ -64,6 +64,23 @@ class BatchHandler(Protocol):
         """Make the side effects of every handled message durable (called before commit)."""
 
 
+class EachMessage:
+    """A :class:`BatchHandler` for handlers whose effects are durable when they return
+    (one small S3 write per event): nothing to start early, nothing pending at a flush."""
+
+    def __init__(self, handle: Callable[[bus.Message], object]) -> None:
+        self._handle = handle
+
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        """Nothing to start early."""
+
+    def handle(self, message: bus.Message) -> None:
+        self._handle(message)
+
+    def flush(self) -> None:
+        """Nothing is pending."""
+
+
 class ConsumerLoop:
     """Consumes topics for a group and drives a :class:`BatchHandler`."""
 

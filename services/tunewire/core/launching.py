@@ -97,6 +97,12 @@ class JobStatus:
 
 StatusCallback = Callable[[JobStatus], None]
 
+LEFT_BEHIND: frozenset[FailureReason] = frozenset(
+    {training_pb2.FAILURE_REASON_UNSCHEDULABLE, training_pb2.FAILURE_REASON_IMAGE_PULL}
+)
+"""Failures the launcher decides on a pending workload it leaves in place (its Job still
+waits for a node or an image): the caller cancels it so that it never starts later."""
+
 
 class Launcher(Protocol):
     """Starts, follows and cancels workloads."""

@@ -44,8 +44,7 @@ def build(settings: config.EvaluateSettings) -> runner.Service:
         port=settings.http.port,
         workers={
             "consumer": training_loop.run,
-            "watcher": consumer.watcher(controller, launcher),
-            "reconciler": consumer.reconciler(controller, settings.evaluate),
+            **consumer.workers(settings, controller, launcher),
         },
         on_exit=producer.close,
     )

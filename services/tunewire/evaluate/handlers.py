@@ -66,10 +66,6 @@ _DECISIONS: dict[registry.Decision, evaluations_pb2.Decision] = {
     "rejected": evaluations_pb2.DECISION_REJECTED,
     "needs_review": evaluations_pb2.DECISION_NEEDS_REVIEW,
 }
-# Failures after which the workload may still hold a pending pod: delete it before retrying.
-_CLEAN_UP = frozenset(
-    {training_pb2.FAILURE_REASON_UNSCHEDULABLE, training_pb2.FAILURE_REASON_IMAGE_PULL}
-)
 
 
 class EvaluationController:
@@ -296,7 +292,7 @@ class EvaluationController:
         )
         what = f"attempt {record.attempt} failed ({reason_name}): {status.message or 'no detail'}"
         context = {"objective": record.objective, "run_id": record.run_id}
-        if status.reason in _CLEAN_UP:
+        if status.reason in launching.LEFT_BEHIND:
             self._launcher.cancel(status.name)
         if record.attempt >= self._limits.max_attempts:
             log.warning("evaluator failed for the last time; rejecting", extra=context)

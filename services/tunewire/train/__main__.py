@@ -44,8 +44,7 @@ def build(settings: config.TrainSettings) -> runner.Service:
         port=settings.http.port,
         workers={
             "consumer": datasets_loop.run,
-            "scheduler": consumer.scheduler(controller, settings.train),
-            "watcher": consumer.watcher(controller, launcher),
+            **consumer.workers(settings, controller, launcher),
         },
         on_exit=producer.close,
     )

@@ -69,10 +69,6 @@ _RETRYABLE = frozenset(
         training_pb2.FAILURE_REASON_UNSPECIFIED,
     }
 )
-# Failures after which the workload may still hold a node or a pending pod: delete it.
-_CLEAN_UP = frozenset(
-    {training_pb2.FAILURE_REASON_UNSCHEDULABLE, training_pb2.FAILURE_REASON_IMAGE_PULL}
-)
 
 
 class RunController:
@@ -343,7 +339,7 @@ class RunController:
     def _finish(self, run: runs.Run, status: launching.JobStatus) -> None:
         outcome = outcomes.read(self._artifacts, run.objective, run.run_id)
         if outcome is None and status.phase is launching.JobPhase.FAILED:
-            if status.reason in _CLEAN_UP:
+            if status.reason in launching.LEFT_BEHIND:
                 self._launcher.cancel(status.name)
             if status.reason in _RETRYABLE and run.attempt < self._limits.max_attempts:
                 self._retry(run, status)
