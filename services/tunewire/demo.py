@@ -252,13 +252,15 @@ def _train_stage(train: httpx.Client, objective: str, dataset_id: str) -> dict[s
     _say("    trainer a Kubernetes Job runs on a GPU node; here the built-in small model on CPU)")
     deadline = time.monotonic() + 600
     run: dict[str, Any] | None = None
+    shown: dict[str, Any] = {}
     while time.monotonic() < deadline:
         found = train.get("/v1/runs", params={"objective": objective}).json()["runs"]
         mine = [r for r in found if r["dataset_id"] == dataset_id]
         run = mine[-1] if mine else None
         if run is not None:
             progress = run.get("progress") or {}
-            if progress.get("total_steps"):
+            if progress.get("total_steps") and progress != shown:
+                shown = progress
                 _progress_bar(progress)
             if run["status"] in ("succeeded", "failed", "cancelled"):
                 break

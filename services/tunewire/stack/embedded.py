@@ -224,6 +224,8 @@ class EmbeddedStack:
             # Beside the services on a small machine, a second torch thread mostly waits
             # for a core: one thread trains at the same speed and far more steadily.
             "TUNEWIRE_TRAINER__THREADS": "1",
+            # Runs here take seconds: report progress every second, not every five.
+            "TUNEWIRE_TRAINER__PROGRESS_EVERY_S": "1",
         }
 
     # -- lifecycle --------------------------------------------------------------------------
