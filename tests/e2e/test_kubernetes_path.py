@@ -292,3 +292,28 @@ def test_a_preempted_pod_resumes_from_its_checkpoint(k8s_stack: Cluster) -> None
     assert len(started) == 2
     assert started[0].resumed_from_step == 0
     assert started[1].resumed_from_step > 0
+
+
+def test_a_job_deleted_by_hand_fails_its_run_as_cancelled_outside(k8s_stack: Cluster) -> None:
+    name = f"k8s-{uuid.uuid4().hex[:6]}"
+    version = _objective(k8s_stack, name)
+    snapshot = datasets.write_snapshot(k8s_stack.artifacts, objective=name, version=version)
+    with k8s_stack.client("train") as train:
+        submitted = train.post(
+            "/v1/runs",
+            json={
+                "objective": name,
+                "dataset_id": snapshot.dataset_id,
+                "actor": "dave",
+                "overrides": {"training": {"epochs": 100}},
+            },
+        )
+        run_id = submitted.json()["run_id"]
+        running = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] == "running")
+        k8s_stack.batch.delete_namespaced_job(
+            running["workload"], k8s_stack.cluster.namespace, propagation_policy="Background"
+        )
+        run = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] in runs.TERMINAL)
+    assert run["status"] == "failed"
+    assert run["failure_reason"] == "FAILURE_REASON_CANCELLED_BY_USER"
+    assert "outside tunewire" in run["message"]

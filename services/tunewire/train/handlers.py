@@ -325,16 +325,34 @@ class RunController:
             or status.phase is launching.JobPhase.FAILED
         ):
             self._finish(run, status)
-        elif status.phase is launching.JobPhase.MISSING and run.status == "running":
-            self._finish(
-                run,
-                launching.JobStatus(
-                    name=status.name,
-                    phase=launching.JobPhase.FAILED,
-                    reason=training_pb2.FAILURE_REASON_UNKNOWN,
-                    message="the workload disappeared while running",
-                ),
-            )
+        elif status.phase is launching.JobPhase.MISSING:
+            self._vanished(run, status.name)
+
+    def _vanished(self, run: runs.Run, name: str) -> None:
+        """A run's workload is gone without an ending.
+
+        A submitted run whose workload never appeared (a crash between claiming the run and
+        creating its Job) is launched again under the same name. A running one: on
+        Kubernetes only tunewire deletes Jobs before they finish (a cancel), so someone
+        deleted it by hand and the run fails as cancelled outside tunewire; a local workload
+        is gone when the stack was stopped under it (``tunewire down``), and the run goes on
+        where its checkpoint left it.
+        """
+        if run.status == "submitted":
+            self._launcher.launch(self.workload_spec(run))
+            return
+        if self._launcher_kind == "kubernetes":
+            reason = training_pb2.FAILURE_REASON_CANCELLED_BY_USER
+            message = f"the Job {name} was deleted outside tunewire; cancel runs through tunewire"
+        else:
+            reason = training_pb2.FAILURE_REASON_UNKNOWN
+            message = "the workload disappeared while running"
+        self._finish(
+            run,
+            launching.JobStatus(
+                name=name, phase=launching.JobPhase.FAILED, reason=reason, message=message
+            ),
+        )
 
     def _finish(self, run: runs.Run, status: launching.JobStatus) -> None:
         outcome = outcomes.read(self._artifacts, run.objective, run.run_id)
@@ -484,11 +502,7 @@ class RunController:
                 continue
             self._track(run)
             if run.status in ("submitted", "running"):
-                status = self._launcher.status(run.workload)
-                if status.phase is launching.JobPhase.MISSING and run.status == "submitted":
-                    self._launcher.launch(self.workload_spec(run))
-                else:
-                    self.on_status(status)
+                self.on_status(self._launcher.status(run.workload))
         self._report_gauges()
         self.wake.set()
 
