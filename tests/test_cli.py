@@ -6,6 +6,7 @@ import copy
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import yaml
 
 from tests.conftest import TOKEN
+from tests.support import datasets
 from tunewire import samples
+from tunewire.core import store
 from tunewire.stack import embedded
 
 
@@ -70,3 +73,50 @@ def test_queue_status_and_an_empty_claim(stack: embedded.EmbeddedStack, tmp_path
     assert "nothing for you" in claim.stdout
     no_annotator = tunewire("queue", "claim", spec["name"], url=label)
     assert no_annotator.returncode == 2 and "--annotator" in no_annotator.stderr
+
+
+def test_runs_evaluations_and_the_registry(
+    stack: embedded.EmbeddedStack, artifacts: store.ArtifactStore
+) -> None:
+    train, evaluate = stack.service_urls["train"], stack.service_urls["evaluate"]
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    version = datasets.register(artifacts, datasets.quick_objective(name))
+    snapshot = datasets.write_snapshot(artifacts, objective=name, version=version, train=40)
+
+    submitted = tunewire(
+        "runs",
+        "submit",
+        name,
+        "--dataset",
+        snapshot.dataset_id,
+        "--actor",
+        "erin",
+        "--overrides",
+        '{"training": {"epochs": 1}}',
+        url=train,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.split()[0]
+    deadline = time.monotonic() + 180
+    decided: dict[str, Any] = {}
+    while not decided.get("decision"):
+        assert time.monotonic() < deadline, decided
+        shown = tunewire("evals", "show", name, run_id, "--json", url=evaluate)
+        decided = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        time.sleep(1)
+
+    listed = tunewire("runs", "list", name, url=train)
+    assert run_id in listed.stdout and "succeeded" in listed.stdout
+    shown_run = json.loads(tunewire("runs", "show", name, run_id, "--json", url=train).stdout)
+    assert shown_run["requested_by"] == "erin"
+    assert shown_run["config"]["training"]["epochs"] == 1
+    evals = tunewire("evals", "list", name, url=evaluate)
+    assert run_id in evals.stdout and decided["decision"] in evals.stdout
+    registry = tunewire("adapters", name, url=evaluate)
+    assert run_id in registry.stdout
+    refused = tunewire("approve", name, run_id, "--reason", "looks fine", url=evaluate)
+    assert refused.returncode == 2 and "409" in refused.stderr  # it was never held
+    cancel = tunewire("runs", "cancel", name, run_id, "--reason", "late", url=train)
+    assert cancel.returncode == 2 and "already ended" in cancel.stderr
+    bad = tunewire("runs", "submit", name, "--dataset", "ds-nope", url=train)
+    assert bad.returncode == 2 and "ds-nope" in bad.stderr and "Traceback" not in bad.stderr
