@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtunewire/v1/deployments.proto\x12\x0btunewire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x10\x44\x65ploymentChange\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_run_id\x18\x03 \x01(\t\x12\x11\n\tto_run_id\x18\x04 \x01(\t\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.tunewire.v1.DeploymentChangeKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\nchanged_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xaf\x01\n\x14\x44\x65ploymentChangeKind\x12&\n\"DEPLOYMENT_CHANGE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45PLOYMENT_CHANGE_KIND_PROMOTED\x10\x01\x12&\n\"DEPLOYMENT_CHANGE_KIND_ROLLED_BACK\x10\x02\x12\"\n\x1e\x44\x45PLOYMENT_CHANGE_KIND_RETIRED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtunewire/v1/deployments.proto\x12\x0btunewire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x01\n\x10\x44\x65ploymentChange\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_run_id\x18\x03 \x01(\t\x12\x11\n\tto_run_id\x18\x04 \x01(\t\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.tunewire.v1.DeploymentChangeKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12.\n\nchanged_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd2\x01\n\x14\x44\x65ploymentChangeKind\x12&\n\"DEPLOYMENT_CHANGE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45PLOYMENT_CHANGE_KIND_PROMOTED\x10\x01\x12&\n\"DEPLOYMENT_CHANGE_KIND_ROLLED_BACK\x10\x02\x12\"\n\x1e\x44\x45PLOYMENT_CHANGE_KIND_RETIRED\x10\x03\x12!\n\x1d\x44\x45PLOYMENT_CHANGE_KIND_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunewire.contracts.v1.deplo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEPLOYMENTCHANGEKIND']._serialized_start=303
-  _globals['_DEPLOYMENTCHANGEKIND']._serialized_end=478
+  _globals['_DEPLOYMENTCHANGEKIND']._serialized_end=513
   _globals['_DEPLOYMENTCHANGE']._serialized_start=80
   _globals['_DEPLOYMENTCHANGE']._serialized_end=300
 # @@protoc_insertion_point(module_scope)

@@ -15,10 +15,12 @@ class DeploymentChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEPLOYMENT_CHANGE_KIND_PROMOTED: _ClassVar[DeploymentChangeKind]
     DEPLOYMENT_CHANGE_KIND_ROLLED_BACK: _ClassVar[DeploymentChangeKind]
     DEPLOYMENT_CHANGE_KIND_RETIRED: _ClassVar[DeploymentChangeKind]
+    DEPLOYMENT_CHANGE_KIND_FAILED: _ClassVar[DeploymentChangeKind]
 DEPLOYMENT_CHANGE_KIND_UNSPECIFIED: DeploymentChangeKind
 DEPLOYMENT_CHANGE_KIND_PROMOTED: DeploymentChangeKind
 DEPLOYMENT_CHANGE_KIND_ROLLED_BACK: DeploymentChangeKind
 DEPLOYMENT_CHANGE_KIND_RETIRED: DeploymentChangeKind
+DEPLOYMENT_CHANGE_KIND_FAILED: DeploymentChangeKind
 
 class DeploymentChange(_message.Message):
     __slots__ = ("objective", "alias", "from_run_id", "to_run_id", "kind", "actor", "reason", "changed_at")
