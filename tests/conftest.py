@@ -7,6 +7,7 @@ services as real processes — the same stack ``tunewire up`` starts.
 from __future__ import annotations
 
 import collections.abc
+import json
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from tunewire.core import settings, store
 from tunewire.stack import embedded, processes
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]
+CLIENTS = [
+    {"name": "app", "token": "app-" + uuid.uuid4().hex[:8]},
+    {"name": "slow", "token": "slow-" + uuid.uuid4().hex[:8], "requests_per_minute": 2},
+    {"name": "scoped", "token": "scoped-" + uuid.uuid4().hex[:8], "objectives": ["nothing-here"]},
+]
+"""Applications of the serve service: unlimited, rate-limited, and scoped to one objective."""
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +53,15 @@ def stack(
                 name="evaluate",
                 module="tunewire.evaluate",
                 env={"TUNEWIRE_EVALUATE__RECONCILE_EVERY_S": "2"},
+            ),
+            processes.ServiceSpec(
+                name="serve",
+                module="tunewire.serve",
+                env={
+                    "TUNEWIRE_CLIENTS": json.dumps(CLIENTS),
+                    "TUNEWIRE_SERVE__MAX_PROMPT_CHARS": "2000",
+                    "TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS": "32",
+                },
             ),
         ]
     )
@@ -82,6 +98,13 @@ def label_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.C
 def train_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the train service."""
     with _client(stack.service_urls["train"]) as client:
+        yield client
+
+
+@pytest.fixture
+def serve_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
+    """An authenticated admin client of the serve service."""
+    with _client(stack.service_urls["serve"]) as client:
         yield client
 
 

@@ -23,6 +23,7 @@ SERVICES = {
     "label": "tunewire.label",
     "train": "tunewire.train",
     "evaluate": "tunewire.evaluate",
+    "serve": "tunewire.serve",
 }
 DEFAULT_STATE_DIR = Path(os.environ.get("TUNEWIRE_STACK_DIR", ".tunewire"))
 
@@ -351,6 +352,27 @@ def cmd_adapters(args: argparse.Namespace) -> None:
         print(f"{run_id:<16} {version['status']:<13} {version['dataset_id']:<22} {values}{marker}")
 
 
+def cmd_deployments(args: argparse.Namespace) -> None:
+    status = _call(args, "GET", "/v1/deployments")
+    if args.json:
+        _print(status, as_json=True)
+        return
+    print(f"{'ALIAS':<28} SERVING")
+    for alias, run_id in status["aliases"].items():
+        champion = status["champions"].get(alias)
+        note = "" if champion in (None, run_id) else f"  (champion {champion} not loaded)"
+        print(f"{alias:<28} {alias}@{run_id}{note}")
+    print(f"loaded {len(status['loaded'])}/{status['capacity']}: {', '.join(status['loaded'])}")
+    for name, why in status["failed"].items():
+        print(f"failed {name}: {why}")
+
+
+def cmd_rollback(args: argparse.Namespace) -> None:
+    body = {"actor": args.actor, "reason": args.reason, "to_run_id": args.to}
+    result = _call(args, "POST", f"/v1/deployments/{args.objective}/rollback", json=body)
+    print(f"{args.objective} now serves {args.objective}@{result['serving']}")
+
+
 def cmd_service(args: argparse.Namespace) -> None:
     import importlib
 
@@ -529,6 +551,25 @@ def build_parser() -> argparse.ArgumentParser:
     adapters.add_argument("objective", help="objective name")
     client_options(adapters)
     adapters.set_defaults(func=cmd_adapters, service="evaluate")
+
+    deployed = sub.add_parser(
+        "deployments", help="what the serve replica serves: aliases, loaded adapters, failures"
+    )
+    client_options(deployed)
+    deployed.set_defaults(func=cmd_deployments, service="serve")
+
+    rollback = sub.add_parser(
+        "rollback",
+        help="serve an earlier approved adapter under an objective's alias, at once",
+        description="Moves the champion in the registry and reconciles the serving replica; "
+        "the other replicas follow the deployment event.",
+    )
+    rollback.add_argument("objective", help="objective name (its alias)")
+    rollback.add_argument("--to", help="run id to serve (default: the previous champion)")
+    rollback.add_argument("--reason", required=True, help="why; recorded in the registry")
+    rollback.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who decides")
+    client_options(rollback)
+    rollback.set_defaults(func=cmd_rollback, service="serve")
     return parser
 
 

@@ -28,8 +28,8 @@ from tunewire.contracts.v1 import records_pb2
 from tunewire.core import envelope, topics
 from tunewire.stack import embedded, processes
 
-SERVICES = ("ingest", "label", "train", "evaluate")
-STAGES = 9
+SERVICES = ("ingest", "label", "train", "evaluate", "serve")
+STAGES = 10
 
 
 def _say(message: str) -> None:
@@ -42,7 +42,7 @@ def run(*, state_dir: Path, events: int, keep: bool, as_json: bool) -> dict[str,
     stack = embedded.EmbeddedStack(state_dir)
     _say(
         f"1/{STAGES} starting the embedded stack (Kafka-compatible broker, S3 endpoint, "
-        "ingest, label, train, evaluate)"
+        "ingest, label, train, evaluate, serve)"
     )
     stack.up(
         [processes.ServiceSpec(name=name, module=f"tunewire.{name}") for name in SERVICES],
@@ -150,6 +150,11 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
     summary.update(_train_stage(train, spec["name"], summary["dataset_id"]))
     if summary.get("run_status") == "succeeded":
         summary.update(_evaluate_stage(evaluate, spec["name"], summary["run_id"]))
+    if summary.get("decision") == "approved":
+        instruction = label.get(f"/v1/datasets/{spec['name']}/{summary['dataset_id']}").json()
+        summary.update(
+            _serve_stage(stack, spec["name"], summary["run_id"], instruction["instruction"])
+        )
     return summary
 
 
@@ -329,6 +334,47 @@ def _evaluate_stage(evaluate: httpx.Client, objective: str, run_id: str) -> dict
         "base_metrics": metrics.get("base", {}).get("values", {}),
         "adapter_metrics": metrics.get("candidate", {}).get("values", {}),
     }
+
+
+def _serve_stage(
+    stack: embedded.EmbeddedStack, objective: str, run_id: str, instruction: str
+) -> dict[str, Any]:
+    """The approved adapter answers under the objective's name, beside the base model."""
+    _say(f"10/{STAGES} asking the served alias '{objective}' (OpenAI API) and the base model")
+    serve = _client(stack, "serve")
+    served = f"{objective}@{run_id}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        models = serve.get("/v1/models").json().get("data", [])
+        if any(m["id"] == objective and m["root"] == served for m in models):
+            break
+        time.sleep(0.5)
+    else:
+        _say(f"    {objective} is not served yet; see `tunewire deployments`")
+        return {"served_model": None}
+    answers: list[dict[str, str]] = []
+    for ticket, intent in samples.labelled_tickets(3, seed=2027):
+        data = ticket["data"]
+        text = f"{data['subject']}\n{data['body']}"
+        messages = [
+            {"role": "system", "content": instruction},
+            {"role": "user", "content": text},
+        ]
+        row = {"ticket": data["subject"], "intent": intent}
+        for model in (objective, "base"):
+            reply = serve.post(
+                "/v1/chat/completions",
+                json={"model": model, "messages": messages, "max_tokens": 6, "temperature": 0},
+            ).json()
+            row[model] = reply["choices"][0]["message"]["content"].strip()
+            if model == objective:
+                row["served_by"] = reply["model"]
+        answers.append(row)
+        _say(f"    ticket: {data['subject']!r} (true intent: {intent})")
+        _say(f"      {objective:<18} → {row[objective]!r}")
+        _say(f"      {'base':<18} → {row['base']!r}")
+    _say(f"    served by {served}")
+    return {"served_model": served, "answers": answers}
 
 
 def _snapshots(label: httpx.Client, objective: str) -> list[dict[str, Any]]:

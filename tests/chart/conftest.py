@@ -20,6 +20,8 @@ SECRET_VALUES = {
     "tokens": '["a-long-random-production-token"]',
     "username": "tunewire",
     "password": "kafka-password",
+    "clients": '[{"name": "support-bot", "token": "a-long-random-client-token", '
+    '"objectives": ["support-intent"], "requests_per_minute": 120}]',
 }
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
@@ -70,11 +72,19 @@ def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]
     return found
 
 
+def service_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The tunewire container of a Deployment: the one named after its component (serve's
+    pod also runs vLLM)."""
+    component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == component]
+    return container
+
+
 def pod_env(objects: list[dict[str, Any]], deployment: str) -> dict[str, str]:
-    """The environment a Deployment's container starts with, its Secrets filled with fakes."""
-    (container,) = named(objects, "Deployment", deployment)["spec"]["template"]["spec"][
-        "containers"
-    ]
+    """The environment a Deployment's tunewire container starts with, its Secrets filled with
+    fakes."""
+    container = service_container(named(objects, "Deployment", deployment))
     env: dict[str, str] = {}
     for source in container["envFrom"]:
         env.update(named(objects, "ConfigMap", source["configMapRef"]["name"])["data"])

@@ -72,8 +72,10 @@ kubectl apply -f k8s/tunewire.yaml
 These manifests point at Kafka `kafka-bootstrap.kafka.svc:9092` (PLAINTEXT) and the S3 bucket
 `tunewire` on AWS with the standard credential chain. train and evaluate launch their Jobs
 with `ghcr.io/tunewire/trainer:0.1.0`, requesting `nvidia.com/gpu` on any node that has it (no
-node selector, no tolerations). Anything else (SASL, TLS, MinIO, IRSA, a GPU node pool,
-autoscaling, ServiceMonitors) needs the chart: see docs/install.md.
+node selector, no tolerations). serve runs one pod with `docker.io/vllm/vllm-openai:v0.26.0`
+beside it on one `nvidia.com/gpu`, serving `Qwen/Qwen2.5-0.5B-Instruct` downloaded from the
+Hugging Face hub at start. Anything else (SASL, TLS, MinIO, IRSA, a GPU node pool, another
+model, autoscaling, ServiceMonitors) needs the chart: see docs/install.md.
 """
 
 

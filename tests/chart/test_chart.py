@@ -17,12 +17,14 @@ from tests.chart.conftest import (
     named,
     of_kind,
     pod_env,
+    service_container,
     settings_from,
 )
 from tunewire.core import settings as core_settings
 from tunewire.evaluate import config as evaluate_config
 from tunewire.ingest import config as ingest_config
 from tunewire.label import config as label_config
+from tunewire.serve import config as serve_config
 from tunewire.train import config as train_config
 
 SERVICES: dict[str, type[core_settings.ServiceSettings]] = {
@@ -30,6 +32,7 @@ SERVICES: dict[str, type[core_settings.ServiceSettings]] = {
     "label": label_config.LabelSettings,
     "train": train_config.TrainSettings,
     "evaluate": evaluate_config.EvaluateSettings,
+    "serve": serve_config.ServeSettings,
 }
 #: The services that scale on CPU; the controllers (train, evaluate) run one replica.
 CONSUMERS = ("ingest", "label")
@@ -93,8 +96,15 @@ def test_production_values_scale_on_cpu(production_objects: list[dict[str, Any]]
         deployment = named(production_objects, "Deployment", f"tunewire-{controller}")
         assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # serve scales its pods (each with its vLLM) on CPU and on requests per pod.
+    hpa = named(production_objects, "HorizontalPodAutoscaler", "tunewire-serve")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    cpu, per_pod = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert per_pod["pods"]["metric"]["name"] == "tunewire_serve_requests_per_second"
+    assert "replicas" not in named(production_objects, "Deployment", "tunewire-serve")["spec"]
     hpas = {h["metadata"]["name"] for h in of_kind(production_objects, "HorizontalPodAutoscaler")}
-    assert hpas == {"tunewire-ingest", "tunewire-label"}
+    assert hpas == {"tunewire-ingest", "tunewire-label", "tunewire-serve"}
 
 
 def _pod_env(objects: list[dict[str, Any]], service: str) -> dict[str, str]:
@@ -147,6 +157,13 @@ def test_default_pod_settings_are_production_ready(
         assert (limits.max_running, limits.gpu_budget, limits.max_attempts) == (2, 0, 3)
     if isinstance(built, evaluate_config.EvaluateSettings):
         assert built.evaluate.max_attempts == 2
+    if isinstance(built, serve_config.ServeSettings):
+        serving = built.serve
+        assert (serving.backend, serving.base_name, serving.max_adapters) == ("vllm", "base", 8)
+        assert (serving.max_prompt_chars, serving.max_output_tokens) == (32000, 1024)
+        assert serving.reconcile_every_s == 10
+        assert built.vllm.base_url == "http://127.0.0.1:8000"
+        assert (built.vllm.api_key, built.clients) == (None, [])
     if isinstance(built, train_config.TrainSettings | evaluate_config.EvaluateSettings):
         launcher = built.launcher
         assert launcher.kind == "kubernetes"
@@ -182,9 +199,12 @@ def test_production_pod_settings_reach_sasl_kafka_and_s3(
     ]
     assert (built.s3.bucket, built.s3.region) == ("acme-tunewire-prod", "eu-west-1")
     # The CA file the settings name is the one the pod mounts from the Secret.
-    pod = named(production_objects, "Deployment", f"tunewire-{service}")["spec"]["template"]
-    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca"]
-    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "kafka-ca"]
+    deployment = named(production_objects, "Deployment", f"tunewire-{service}")
+    mounts = service_container(deployment)["volumeMounts"]
+    (mount,) = [m for m in mounts if m["name"] == "kafka-ca"]
+    (volume,) = [
+        v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "kafka-ca"
+    ]
     assert built.kafka.ssl_cafile == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
     assert volume["secret"]["secretName"] == "tunewire-kafka-ca"
 
@@ -228,7 +248,7 @@ def test_static_s3_credentials_come_from_a_secret() -> None:
 @pytest.mark.parametrize(
     ("enabled", "api_versions", "expected"),
     [
-        (True, [MONITORING], 4),
+        (True, [MONITORING], len(SERVICES)),
         (True, [], 0),  # the API is absent: the install must not fail on an unknown kind
         (False, [MONITORING], 0),
     ],
@@ -304,7 +324,7 @@ def test_helm_test_pods_check_each_service_readiness(
     # A disabled service gets no test pod.
     objects = render.objects(render.render({"label": {"enabled": False}}))
     names = {o["metadata"]["name"] for o in of_kind(objects, "Pod")}
-    assert names == {"tunewire-test-ingest", "tunewire-test-train", "tunewire-test-evaluate"}
+    assert names == {f"tunewire-test-{s}" for s in SERVICES if s != "label"}
     assert not [o for o in objects if o["metadata"]["name"] == "tunewire-label"]
 
 
@@ -312,14 +332,15 @@ def test_notes_name_the_services_and_what_is_missing() -> None:
     notes = render.render()["tunewire/templates/NOTES.txt"]
     for service in SERVICES:
         assert f"http://tunewire-{service}.tunewire.svc:8080" in notes
-    assert "Not in this chart yet: serve" in notes
+    assert "OpenAI API requests at http://tunewire-serve.tunewire.svc:8080/v1" in notes
+    assert "docker.io/vllm/vllm-openai:v0.26.0 beside it with 1 nvidia.com/gpu" in notes
     assert "tunewire-api-tokens" in notes
     assert "ghcr.io/tunewire/trainer:0.1.0" in notes
     production = render.render(load_values("values-production.yaml"))
-    assert (
-        "tunewire-workloads (keys TUNEWIRE_KAFKA__SASL_USERNAME"
-        in (production["tunewire/templates/NOTES.txt"])
-    )
+    production_notes = production["tunewire/templates/NOTES.txt"]
+    assert "tunewire-workloads (keys TUNEWIRE_KAFKA__SASL_USERNAME" in production_notes
+    assert "tunewire-serve-clients (key clients: a JSON list" in production_notes
+    assert "(from the claim tunewire-models, offline)" in production_notes
 
 
 @pytest.mark.parametrize(
@@ -346,11 +367,7 @@ def test_other_values_render_valid_objects(values: dict[str, Any]) -> None:
     objects = render.objects(render.render(values))
     for obj in objects:
         kubernetes_validate.validate(obj, render.KUBE_VERSION, strict=True)
-    images = {
-        c["image"]
-        for d in of_kind(objects, "Deployment")
-        for c in d["spec"]["template"]["spec"]["containers"]
-    }
+    images = {service_container(d)["image"] for d in of_kind(objects, "Deployment")}
     assert images
     if values.get("global", {}).get("networkPolicy") == {"enabled": False}:
         assert not of_kind(objects, "NetworkPolicy")

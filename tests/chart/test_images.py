@@ -97,7 +97,7 @@ def test_the_control_plane_starts_every_service_the_chart_deploys() -> None:
     assert _entrypoint(IMAGES / "control-plane" / "Dockerfile") == ["tunewire"]
     parser = cli.build_parser()
     services = render.render()["tunewire/templates/NOTES.txt"]
-    for service in ("ingest", "label", "train", "evaluate"):
+    for service in ("ingest", "label", "train", "evaluate", "serve"):
         assert f"  {service}: http://" in services
         # The chart's `args: [service]` after the entry point.
         assert parser.parse_args([service]).func is cli.cmd_service

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import pathlib
 import re
 import typing
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from tests.chart import render
 from tests.chart.conftest import MONITORING, named, of_kind
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core import registry
+from tunewire.serve import gateway
 
 RUNBOOKS = render.ROOT / "docs" / "runbooks.md"
 DASHBOARD = render.CHART / "dashboards" / "pipeline.json"
@@ -33,6 +33,8 @@ METRIC_MODULES = (
     "tunewire.train.handlers",
     "tunewire.evaluate.handlers",
     "tunewire.core.kubejobs",
+    "tunewire.serve.gateway",
+    "tunewire.serve.deployments",
 )
 #: Series Prometheus itself adds to every scrape target.
 PROMETHEUS_SERIES = {"up"}
@@ -52,8 +54,12 @@ ALERT_KEYS = (
     "trainingFailures",
     "trainingPendingNoGpu",
     "gateRejectionsSpiking",
+    "serveErrorRate",
+    "serveLatencySlo",
+    "adapterLoadFailures",
 )
-SERVICES = ("ingest", "label", "train", "evaluate")
+SERVICES = ("ingest", "label", "train", "evaluate", "serve")
+SERVE_ALERTS = {"TunewireServeErrorRate", "TunewireServeLatencySLO", "TunewireAdapterLoadFailures"}
 
 ALL_ON: dict[str, Any] = {
     "observability": {"prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}},
@@ -287,6 +293,7 @@ def test_the_rule_object_is_labelled_like_the_rest(observed: list[dict[str, Any]
         "tunewire.label",
         "tunewire.train",
         "tunewire.evaluate",
+        "tunewire.serve",
     ]
 
 
@@ -343,6 +350,10 @@ def test_alerts_follow_the_services_and_their_switches() -> None:
     no_evaluate = _alert_names(_objects({**ALL_ON, "evaluate": {"enabled": False}}, [MONITORING]))
     assert "TunewireGateRejectionsSpiking" not in no_evaluate
     assert {"TunewireTrainingFailures", "TunewireTrainingPendingNoGPU"} <= no_evaluate
+    assert no_evaluate >= SERVE_ALERTS
+    no_serve = _alert_names(_objects({**ALL_ON, "serve": {"enabled": False}}, [MONITORING]))
+    assert not no_serve & SERVE_ALERTS
+    assert "TunewireGateRejectionsSpiking" in no_serve
     off = {key: {"enabled": False} for key in ALERT_KEYS}
     off["deadLetters"] = {"enabled": True}
     values = {**ALL_ON, "observability": {"prometheusRule": {"enabled": True, "alerts": off}}}
@@ -405,6 +416,8 @@ def test_the_dashboard_is_valid_json_with_panels_on_the_datasource_variable(
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             assert 'namespace="$namespace"' in target["expr"], panel["title"]
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1] == "Serve: answers"
     titles = " ".join(p["title"].lower() for p in panels)
     for topic in (
         "events in",
@@ -424,6 +437,14 @@ def test_the_dashboard_is_valid_json_with_panels_on_the_datasource_variable(
         "decisions",
         "rejected share",
         "gate failures",
+        "requests by model and status",
+        "5xx share",
+        "answer latency",
+        "time to first token",
+        "tokens per second",
+        "adapters loaded",
+        "adapter load failures",
+        "alias moves",
     ):
         assert topic in titles, topic
 
@@ -485,6 +506,23 @@ def test_the_observability_objects_validate_and_lint(observed: list[dict[str, An
             {"runbookBaseUrl": "docs/runbooks.md#top"},
             "at '/observability/prometheusRule/runbookBaseUrl'",
         ),
+        # A latency threshold between two buckets would match no series.
+        (
+            {"alerts": {"serveLatencySlo": {"thresholdSeconds": 7}}},
+            "at '/observability/prometheusRule/alerts/serveLatencySlo/thresholdSeconds'",
+        ),
+        (
+            {"alerts": {"serveErrorRate": {"thresholdSeconds": 10}}},
+            "at '/observability/prometheusRule/alerts/serveErrorRate'",
+        ),
+        (
+            {"alerts": {"serveErrorRate": {"objective": 1}}},
+            "at '/observability/prometheusRule/alerts/serveErrorRate/objective'",
+        ),
+        (
+            {"alerts": {"serveLatencySlo": {"windows": [{"long": "1h", "burnRate": 2}]}}},
+            "missing property 'short'",
+        ),
     ],
 )
 def test_wrong_observability_values_are_refused(values: dict[str, Any], expected: str) -> None:
@@ -493,17 +531,95 @@ def test_wrong_observability_values_are_refused(values: dict[str, Any], expected
     assert expected in str(refused.value)
 
 
-def test_placeholders_for_the_services_to_come_are_comments_only() -> None:
-    """serve's alert is named in values.yaml, but no alert reads a metric that does not exist
-    yet."""
-    text = (render.CHART / "values.yaml").read_text(encoding="utf-8")
-    (line,) = [ln for ln in text.splitlines() if "serveErrorBudget" in ln]
-    assert line.lstrip().startswith("#")
-    templates = pathlib.Path(render.CHART / "templates" / "observability")
-    assert not re.search(
-        r"tunewire_serve",
-        "".join(p.read_text(encoding="utf-8") for p in templates.iterdir()),
+def _burn_pairs(expr: str) -> list[list[tuple[str, str, str]]]:
+    """Each window pair of a burn-rate expression as its three conditions: (window of the
+    ratio or of the rate, comparison, threshold)."""
+    pairs = []
+    for block in expr.split("\nor\n"):
+        conditions = re.findall(r"\[(\w+)\]\)\)\s*>\s*([^\n]+)", block)
+        pairs.append([(window, ">", threshold.strip()) for window, threshold in conditions])
+    return pairs
+
+
+def test_openai_answers_page_once(alerts: list[dict[str, Any]]) -> None:
+    """serve's completions have their own error budget; TunewireHTTPErrors leaves them to it
+    (the gateway's requests are also in tunewire_http_request_seconds), unless it is off."""
+    rules = {rule["alert"]: rule["expr"] for rule in alerts}
+    excluded = 'route!~"/v1/(chat/)?completions"'
+    assert rules["TunewireHTTPErrors"].count(excluded) == 3
+    values = {
+        **ALL_ON,
+        "observability": {
+            "prometheusRule": {"enabled": True, "alerts": {"serveErrorRate": {"enabled": False}}}
+        },
+    }
+    without = {rule["alert"]: rule["expr"] for rule in _rules(_objects(values, [MONITORING]))}
+    assert excluded not in without["TunewireHTTPErrors"]
+    assert "TunewireServeErrorRate" not in without
+
+
+def test_serve_alerts_burn_their_budgets_over_window_pairs(alerts: list[dict[str, Any]]) -> None:
+    """Each window pair fires only when both its windows burn the budget faster than its
+    rate, with traffic in the short one; the thresholds come from values."""
+    rules = {rule["alert"]: rule["expr"] for rule in alerts}
+    for name in ("TunewireServeErrorRate", "TunewireServeLatencySLO"):
+        assert _burn_pairs(rules[name]) == [
+            [
+                ("1h", ">", "14.4 * (1 - 0.99)"),
+                ("5m", ">", "14.4 * (1 - 0.99)"),
+                ("5m", ">", "0.05"),
+            ],
+            [("6h", ">", "6 * (1 - 0.99)"), ("30m", ">", "6 * (1 - 0.99)"), ("30m", ">", "0.05")],
+        ], name
+    assert 'status=~"5.."' in rules["TunewireServeErrorRate"]
+    latency = rules["TunewireServeLatencySLO"]
+    # Slow answers are the successful ones outside the threshold's bucket.
+    assert latency.count('status=~"2..",le="30.0"') == 4
+    assert "5.." not in latency
+    values = {
+        **ALL_ON,
+        "observability": {
+            "prometheusRule": {
+                "enabled": True,
+                "alerts": {
+                    "serveErrorRate": {
+                        "objective": 0.999,
+                        "minRate": 1,
+                        "windows": [{"long": "3d", "short": "6h", "burnRate": 1}],
+                    },
+                    "serveLatencySlo": {"thresholdSeconds": 2.5},
+                },
+            }
+        },
+    }
+    changed = {rule["alert"]: rule["expr"] for rule in _rules(_objects(values, [MONITORING]))}
+    assert _burn_pairs(changed["TunewireServeErrorRate"]) == [
+        [("3d", ">", "1 * (1 - 0.999)"), ("6h", ">", "1 * (1 - 0.999)"), ("6h", ">", "1")]
+    ]
+    assert 'le="2.5"' in changed["TunewireServeLatencySLO"]
+
+
+def test_the_latency_thresholds_offered_are_buckets_of_the_histogram() -> None:
+    """A threshold between buckets would match no `le` series and never alert."""
+    schema = json.loads((render.CHART / "values.schema.json").read_text(encoding="utf-8"))
+    alerts = schema["properties"]["observability"]["properties"]["prometheusRule"]["properties"]
+    (extra,) = [
+        part
+        for part in alerts["alerts"]["properties"]["serveLatencySlo"]["allOf"]
+        if "properties" in part
+    ]
+    offered = extra["properties"]["thresholdSeconds"]["enum"]
+    assert offered == list(gateway.LATENCY._upper_bounds[:-1])
+
+
+def _bucket_labels(histogram: prometheus_client.Histogram) -> set[str]:
+    """The `le` values a histogram's buckets are exposed with (30 as "30.0"), read from an
+    unregistered histogram with the same buckets."""
+    probe = prometheus_client.Histogram(
+        "probe_seconds", "Probe.", buckets=histogram._upper_bounds, registry=None
     )
+    (family,) = probe.collect()
+    return {s.labels["le"] for s in family.samples if s.name.endswith("_bucket")}
 
 
 def test_label_values_in_alerts_are_ones_the_code_emits(alerts: list[dict[str, Any]]) -> None:
@@ -511,6 +627,7 @@ def test_label_values_in_alerts_are_ones_the_code_emits(alerts: list[dict[str, A
     emitted = {
         ("tunewire_train_failures_total", "reason"): set(training_pb2.FailureReason.keys()),
         ("tunewire_evaluate_decisions_total", "decision"): set(typing.get_args(registry.Decision)),
+        ("tunewire_serve_request_seconds_bucket", "le"): _bucket_labels(gateway.LATENCY),
     }
     matched = 0
     for rule in alerts:
@@ -519,7 +636,7 @@ def test_label_values_in_alerts_are_ones_the_code_emits(alerts: list[dict[str, A
                 if (metric, label) in emitted:
                     assert value in emitted[metric, label], (rule["alert"], label, value)
                     matched += 1
-    assert matched >= 4
+    assert matched >= 6
 
 
 def test_training_alerts_split_failures_by_cause(alerts: list[dict[str, Any]]) -> None:

@@ -3,7 +3,8 @@
 Restricted pod security, resources and probes on every container, pinned images, immutable
 selectors limited to name/instance/component, the standard labels, Kubernetes API access only
 for the controllers (train, evaluate) and only over their own Jobs, and a default-deny network
-with narrow allows.
+with narrow allows. serve's pod also runs vLLM: the same rules hold for it, as its own
+non-root user (the image's), probed through its loopback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chart import render
-from tests.chart.conftest import named, of_kind
+from tests.chart.conftest import named, of_kind, service_container
 
 SELECTOR_KEYS = {
     "app.kubernetes.io/name",
@@ -25,6 +26,11 @@ STANDARD_LABELS = SELECTOR_KEYS | {
 }
 WORKLOAD_KINDS = {"Deployment", "Pod"}
 CONTROLLERS = {"tunewire-train", "tunewire-evaluate"}
+#: The UID of tunewire's own containers (images/*/Dockerfile), and of vLLM's image user.
+TUNEWIRE_USER = 10001
+VLLM_USER = 2000
+#: Where vLLM may write: its HOME, /tmp, the model cache and shared memory, all volumes.
+VLLM_WRITABLE = {"/home/vllm", "/tmp", "/models", "/dev/shm"}
 #: The only rules a controller's Role may hold: its Jobs, and its Jobs' pods and logs.
 JOB_RULES = [
     {
@@ -70,10 +76,20 @@ def test_every_service_container_has_liveness_and_readiness_probes(
     deployments = of_kind(rendered, "Deployment")
     assert deployments
     for deployment in deployments:
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
-            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-            assert container["livenessProbe"]["httpGet"]["port"] == "http"
+        container = service_container(deployment)
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["port"] == "http"
+        others = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c != container]
+        for other in others:
+            # vLLM listens on the pod's loopback, where HTTP probes (sent to the pod IP)
+            # cannot reach: its probes run in the container and call its /health.
+            assert other["name"] == "vllm", deployment["metadata"]["name"]
+            for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+                command = other[kind]["exec"]["command"]
+                assert command[:2] == ["python3", "-c"], kind
+                assert "'http://127.0.0.1:8000/health'" in command[2], kind
+                assert f"timeout={other[kind]['timeoutSeconds']})" in command[2], kind
 
 
 def test_every_container_runs_restricted(rendered: list[dict[str, Any]]) -> None:
@@ -81,7 +97,8 @@ def test_every_container_runs_restricted(rendered: list[dict[str, Any]]) -> None
         pod_ctx = pod.get("securityContext", {})
         ctx = container.get("securityContext", {})
         assert ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True, name
-        assert ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 10001, name
+        user = VLLM_USER if container["name"] == "vllm" else TUNEWIRE_USER
+        assert ctx.get("runAsUser", pod_ctx.get("runAsUser")) == user, name
         assert ctx.get("readOnlyRootFilesystem") is True, name
         assert ctx.get("allowPrivilegeEscalation") is False, name
         assert ctx.get("privileged", False) is False, name
@@ -106,7 +123,7 @@ def test_the_service_image_defaults_to_the_app_version(
     default_objects: list[dict[str, Any]],
 ) -> None:
     for deployment in of_kind(default_objects, "Deployment"):
-        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        container = service_container(deployment)
         assert container["image"] == "ghcr.io/tunewire/control-plane:0.1.0"
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         assert container["args"] == [component]
@@ -192,13 +209,21 @@ def test_network_is_denied_by_default_and_opened_narrowly(rendered: list[dict[st
         egress_ports = {p["port"] for rule in allow["spec"]["egress"] for p in rule["ports"]}
         assert 53 in egress_ports and 443 in egress_ports
         assert egress_ports & {9092, 9093, 9094, 9096}
-        # Beyond DNS, Kafka and S3, only the controllers get a rule: the Kubernetes API.
-        _, _, _, *api = allow["spec"]["egress"]
+        # Beyond DNS, Kafka and S3, only the controllers get a rule (the Kubernetes API), and
+        # serve one while vLLM downloads its model (the Hugging Face hub).
+        _, _, _, *more = allow["spec"]["egress"]
+        hub = [
+            e for e in deployment["spec"]["template"]["spec"]["containers"] if e["name"] == "vllm"
+        ]
+        hub_enabled = bool(hub) and not any(e["name"] == "HF_HUB_OFFLINE" for e in hub[0]["env"])
         if name in CONTROLLERS:
-            (rule,) = api
+            (rule,) = more
             assert {p["port"] for p in rule["ports"]} <= {443, 6443}, name
+        elif hub_enabled:
+            (rule,) = more
+            assert [p["port"] for p in rule["ports"]] == [443], name
         else:
-            assert api == [], name
+            assert more == [], name
 
 
 def test_workload_pods_reach_only_dns_kafka_and_s3(rendered: list[dict[str, Any]]) -> None:
@@ -232,15 +257,28 @@ def test_production_kafka_egress_is_limited_to_the_brokers(
     )
 
 
-def test_tmp_is_the_only_writable_path(rendered: list[dict[str, Any]]) -> None:
+def test_only_bounded_volumes_are_writable(rendered: list[dict[str, Any]]) -> None:
+    """The root filesystems are read-only: the services write to /tmp (and serve to its
+    adapters), vLLM to its HOME, /tmp, model cache and shared memory; each is an emptyDir with
+    a size limit, or the model cache's claim."""
     for deployment in of_kind(rendered, "Deployment"):
         pod = deployment["spec"]["template"]["spec"]
-        (container,) = pod["containers"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
-        assert [m["mountPath"] for m in writable] == ["/tmp"]
-        assert "emptyDir" in volumes[writable[0]["name"]]
-        assert volumes[writable[0]["name"]]["emptyDir"]["sizeLimit"]
+        for container in pod["containers"]:
+            writable = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+            paths = {m["mountPath"] for m in writable}
+            if container["name"] == "vllm":
+                assert paths <= VLLM_WRITABLE, paths
+            elif container["name"] == "serve":
+                assert paths == {"/tmp", "/var/lib/tunewire/adapters"}
+            else:
+                assert paths == {"/tmp"}, container["name"]
+            for mount in writable:
+                volume = volumes[mount["name"]]
+                if "persistentVolumeClaim" in volume:
+                    assert mount["mountPath"] == "/models"
+                    continue
+                assert volume["emptyDir"]["sizeLimit"], mount
 
 
 def test_disruption_budgets_match_their_deployments(rendered: list[dict[str, Any]]) -> None:

@@ -25,6 +25,26 @@ def test_the_wrong_values_file_fails_with_the_schema_message() -> None:
     assert "at '/label': additional properties 'replica' not allowed" in message
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (
+            {"serve": {"vllm": {"maxLoras": 8, "maxCpuLoras": 4}}},
+            "serve.vllm.maxCpuLoras (4) must be at least serve.vllm.maxLoras (8): vLLM refuses",
+        ),
+        (
+            {"serve": {"terminationGracePeriodSeconds": 30, "vllm": {"drainSeconds": 30}}},
+            "serve.vllm.drainSeconds (30) must be below serve.terminationGracePeriodSeconds (30)",
+        ),
+    ],
+)
+def test_inconsistent_serve_values_fail_the_render(values: dict[str, Any], expected: str) -> None:
+    """What the schema cannot compare, the templates refuse with a message."""
+    with pytest.raises(helm_python.HelmRenderError) as refused:
+        render.render(values)
+    assert expected in str(refused.value)
+
+
 def test_lint_reports_the_wrong_values_file() -> None:
     report = helm_python.lint(render.CHART, load_values("values-wrong.yaml"), strict=True)
     assert any("got string, want integer" in str(m["error"]) for m in report["messages"])
@@ -65,7 +85,6 @@ def test_lint_reports_the_wrong_values_file() -> None:
             "at '/label/resources/requests': missing property 'memory'",
         ),
         ({"ingest": {"port": 80}}, "at '/ingest/port'"),
-        ({"serve": {"enabled": True}}, "additional properties 'serve' not allowed"),
         # The controllers: one replica, no autoscaling, their own limits, no launcher in env.
         ({"train": {"replicas": 2}}, "at '/train/replicas': maximum: got 2, want 1"),
         ({"evaluate": {"autoscaling": {"enabled": True}}}, "additional properties 'autoscaling'"),
@@ -135,6 +154,47 @@ def test_lint_reports_the_wrong_values_file() -> None:
             {"global": {"networkPolicy": {"kubernetesApi": {"ports": []}}}},
             "at '/global/networkPolicy/kubernetesApi/ports'",
         ),
+        # serve: no Role, its clients only from a Secret, vLLM's port and flags the chart's.
+        ({"serve": {"rbac": {"create": True}}}, "at '/serve/rbac/create'"),
+        ({"serve": {"clients": {"token": "s3cr3t"}}}, "additional properties 'token'"),
+        ({"serve": {"env": {"TUNEWIRE_CLIENTS": "[]"}}}, "at '/serve/env/TUNEWIRE_CLIENTS'"),
+        (
+            {"serve": {"env": {"TUNEWIRE_CONSUMER_GROUP": "tunewire-serve"}}},
+            "at '/serve/env/TUNEWIRE_CONSUMER_GROUP'",
+        ),
+        (
+            {"serve": {"env": {"TUNEWIRE_VLLM__BASE_URL": "http://vllm:8000"}}},
+            "at '/serve/env/TUNEWIRE_VLLM__BASE_URL'",
+        ),
+        (
+            {"serve": {"env": {"TUNEWIRE_SERVE__MAX_ADAPTERS": "20"}}},
+            "at '/serve/env/TUNEWIRE_SERVE__MAX_ADAPTERS'",
+        ),
+        ({"serve": {"port": 8000}}, "at '/serve/port'"),
+        ({"serve": {"baseName": "base@v1"}}, "at '/serve/baseName'"),
+        ({"serve": {"nodeSelector": {"gpu": "yes"}}}, "additional properties 'nodeSelector'"),
+        ({"serve": {"vllm": {"image": {"tag": "latest"}}}}, "at '/serve/vllm/image/tag'"),
+        ({"serve": {"vllm": {"image": {"tag": ""}}}}, "at '/serve/vllm/image/tag'"),
+        ({"serve": {"vllm": {"model": ""}}}, "at '/serve/vllm/model'"),
+        ({"serve": {"vllm": {"gpu": {"count": 0}}}}, "at '/serve/vllm/gpu/count'"),
+        ({"serve": {"vllm": {"maxLoraRank": 24}}}, "at '/serve/vllm/maxLoraRank'"),
+        ({"serve": {"vllm": {"extraArgs": ["--port", "9000"]}}}, "at '/serve/vllm/extraArgs/0'"),
+        (
+            {"serve": {"vllm": {"extraArgs": ["--max-model-len", "8192", "--host=0.0.0.0"]}}},
+            "at '/serve/vllm/extraArgs/2'",
+        ),
+        ({"serve": {"vllm": {"env": {"HF_TOKEN": "hf_x"}}}}, "at '/serve/vllm/env/HF_TOKEN'"),
+        ({"serve": {"vllm": {"hfToken": {"token": "hf_x"}}}}, "additional properties 'token'"),
+        (
+            {"serve": {"vllm": {"tolerations": [{"key": "gpu", "operator": "In"}]}}},
+            "at '/serve/vllm/tolerations/0/operator'",
+        ),
+        # Offline, the model must be on a claim.
+        (
+            {"serve": {"vllm": {"huggingFaceHub": {"enabled": False}}}},
+            "at '/serve/vllm/modelCache/existingClaim'",
+        ),
+        ({"serve": {"rollingUpdate": {"maxSurge": "one"}}}, "at '/serve/rollingUpdate/maxSurge'"),
     ],
 )
 def test_wrong_values_are_refused(values: dict[str, Any], expected: str) -> None:

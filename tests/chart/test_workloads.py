@@ -216,7 +216,7 @@ def test_workload_values_reach_the_launcher_exactly(monkeypatch: pytest.MonkeyPa
         a["metadata"]["labels"]["app.kubernetes.io/component"]
         for a in of_kind(objects, "ServiceAccount")
     }
-    assert components == {"ingest", "label", "train", "evaluate"}
+    assert components == {"ingest", "label", "train", "evaluate", "serve"}
 
 
 def test_rbac_and_workload_objects_follow_the_switches() -> None:

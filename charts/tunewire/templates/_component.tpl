@@ -2,7 +2,11 @@
 One set of templates shared by every service. Each file under templates/<service>/ calls one
 of these with (dict "root" $ "component" "<service>"); the service's values block has the same
 keys for every service, and anything only one service needs comes from its own
-templates/<service>/_settings.tpl ("tunewire.<service>.env").
+templates/<service>/_settings.tpl: "tunewire.<service>.env" (its settings) and
+"tunewire.<service>.pod" (what its pod adds to the shared one, as YAML: `env` and
+`volumeMounts` of the service's container, more `containers` and `volumes`, the pod's
+`strategy`, `nodeSelector` and `tolerations` in place of the shared ones, and `egress` rules
+beyond DNS, Kafka and S3; `{}` for none).
 */}}
 
 {{/* Settings every tunewire process reads, services and workload pods alike: where Kafka
@@ -58,6 +62,7 @@ Kubernetes API token to launch Jobs with. */}}
 {{- $svc := index $root.Values .component }}
 {{- $g := $root.Values.global }}
 {{- $controller := include "tunewire.isController" . }}
+{{- $pod := include (printf "tunewire.%s.pod" .component) . | fromYaml }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -74,7 +79,9 @@ spec:
     matchLabels:
       {{- include "tunewire.selectorLabels" . | nindent 6 }}
   strategy:
-    {{- if $controller }}
+    {{- if $pod.strategy }}
+    {{- toYaml $pod.strategy | nindent 4 }}
+    {{- else if $controller }}
     type: Recreate
     {{- else }}
     type: RollingUpdate
@@ -146,6 +153,9 @@ spec:
                   name: {{ . }}
                   key: {{ $g.s3.credentials.secretAccessKeyKey }}
             {{- end }}
+            {{- with $pod.env }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
           startupProbe:
             httpGet:
               path: /healthz
@@ -173,6 +183,12 @@ spec:
               mountPath: /etc/tunewire/kafka-ca
               readOnly: true
             {{- end }}
+            {{- with $pod.volumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+        {{- with $pod.containers }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -185,11 +201,14 @@ spec:
               - key: {{ $g.kafka.tls.caKey }}
                 path: ca.crt
         {{- end }}
-      {{- with $svc.nodeSelector }}
+        {{- with $pod.volumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with (hasKey $pod "nodeSelector" | ternary $pod.nodeSelector $svc.nodeSelector) }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $svc.tolerations }}
+      {{- with (hasKey $pod "tolerations" | ternary $pod.tolerations $svc.tolerations) }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
@@ -294,16 +313,21 @@ spec:
         target:
           type: Utilization
           averageUtilization: {{ $svc.autoscaling.targetCPUUtilizationPercentage }}
+    {{- with $svc.autoscaling.extraMetrics }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 {{- end }}
 
 {{/* Allows on top of the release's default-deny: HTTP in from this release's pods, the
-allowed namespaces and Prometheus; out only to DNS, Kafka and S3, and for the controllers the
-Kubernetes API (where they create and watch their Jobs). */}}
+allowed namespaces and Prometheus; out only to DNS, Kafka and S3, for the controllers the
+Kubernetes API (where they create and watch their Jobs), and what the service's pod adds
+(serve's model hub). */}}
 {{- define "tunewire.component.networkpolicy" -}}
 {{- $root := .root }}
 {{- $svc := index $root.Values .component }}
 {{- $np := $root.Values.global.networkPolicy }}
+{{- $pod := include (printf "tunewire.%s.pod" .component) . | fromYaml }}
 {{- if $np.enabled }}
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -340,6 +364,9 @@ spec:
     {{- include "tunewire.egress.peers" $np.s3 | nindent 4 }}
     {{- if include "tunewire.isController" . }}
     {{- include "tunewire.egress.peers" $np.kubernetesApi | nindent 4 }}
+    {{- end }}
+    {{- with $pod.egress }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
     {{- with $np.extraEgress }}
     {{- toYaml . | nindent 4 }}

@@ -3,9 +3,9 @@ Names, labels and images shared by every template. Kubernetes names and label va
 limited to 63 characters, so every name is truncated and stripped of a trailing dash.
 */}}
 
-{{/* The services this chart deploys, in order; serve joins later. */}}
+{{/* The services this chart deploys, in order. */}}
 {{- define "tunewire.services" -}}
-ingest label train evaluate
+ingest label train evaluate serve
 {{- end }}
 
 {{/* The services that launch workload Jobs through the Kubernetes API: one replica each,
@@ -91,12 +91,26 @@ trainer image). */}}
 {{- $g := .root.Values.global.image }}
 {{- $registry := $svc.image.registry | default $g.registry }}
 {{- $repository := $svc.image.repository | default $g.repository }}
-{{- $tag := include "tunewire.imageTag" . }}
-{{- if $registry }}
-{{- printf "%s/%s:%s" $registry $repository $tag }}
-{{- else }}
-{{- printf "%s:%s" $repository $tag }}
+{{- include "tunewire.imageRef" (dict "registry" $registry "repository" $repository "tag" (include "tunewire.imageTag" .)) }}
 {{- end }}
+
+{{/* registry/repository:tag, or repository:tag without a registry. Call with a dict (or an
+image block of values) holding registry, repository and tag. */}}
+{{- define "tunewire.imageRef" -}}
+{{- if .registry }}
+{{- printf "%s/%s:%s" .registry .repository .tag }}
+{{- else }}
+{{- printf "%s:%s" .repository .tag }}
+{{- end }}
+{{- end }}
+
+{{/* A node selector as `key=value,...`, for people to read. Call with the map. */}}
+{{- define "tunewire.nodeLabels" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}
 
 {{/* The service account a component (a service, or "workloads") runs as. */}}

@@ -13,7 +13,8 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any
 
 import fastapi
 import uvicorn
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 Worker = Callable[[threading.Event], None]
 """A blocking loop that returns soon after the stop event is set."""
+AsyncWorker = Callable[[threading.Event], Coroutine[Any, Any, None]]
+"""A coroutine run on the HTTP server's event loop (for clients bound to that loop); it
+returns soon after the stop event is set."""
 
 
 class Service:
@@ -34,12 +38,14 @@ class Service:
         host: str,
         port: int,
         workers: Mapping[str, Worker],
+        async_workers: Mapping[str, AsyncWorker] | None = None,
         grace_s: float = 30.0,
         on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.stop = threading.Event()
         self._on_exit = on_exit
         self._workers = dict(workers)
+        self._async_workers = dict(async_workers or {})
         self._grace_s = grace_s
         self._server = _QuietServer(
             uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
@@ -67,6 +73,8 @@ class Service:
         tasks: dict[asyncio.Task[None], str] = {}
         for name, worker in self._workers.items():
             tasks[asyncio.create_task(self._in_thread(name, worker))] = name
+        for name, coroutine in self._async_workers.items():
+            tasks[asyncio.create_task(coroutine(self.stop), name=name)] = name
         tasks[asyncio.create_task(self._serve())] = "http"
         tasks[asyncio.create_task(asyncio.to_thread(self.stop.wait))] = "stop"  # type: ignore[arg-type]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -45,6 +45,9 @@ class Backend(Protocol):
     def max_adapters(self) -> int:
         """How many adapters may be loaded at once (the reconciler evicts beyond it)."""
 
+    async def start(self) -> None:
+        """Get ready to serve (load the model in process; nothing for a remote server)."""
+
     async def check(self) -> None:
         """Return when the backend can serve; raise :class:`errors.Unavailable` otherwise."""
 

@@ -226,6 +226,10 @@ class EmbeddedStack:
             "TUNEWIRE_TRAINER__THREADS": "1",
             # Runs here take seconds: report progress every second, not every five.
             "TUNEWIRE_TRAINER__PROGRESS_EVERY_S": "1",
+            # Serving in process, with the adapters synced into the state dir.
+            "TUNEWIRE_SERVE__BACKEND": "in_process",
+            "TUNEWIRE_SERVE__ADAPTERS_DIR": str(state / "adapters"),
+            "TUNEWIRE_SERVE__RECONCILE_EVERY_S": "2",
         }
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -3,3 +3,8 @@
 TUNEWIRE_EVALUATE__MAX_ATTEMPTS: {{ .root.Values.evaluate.limits.maxAttempts | int | quote }}
 {{ include "tunewire.launcher.env" .root }}
 {{- end }}
+
+{{/* Nothing evaluate adds to the shared pod. */}}
+{{- define "tunewire.evaluate.pod" -}}
+{}
+{{- end }}

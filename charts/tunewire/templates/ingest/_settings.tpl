@@ -2,3 +2,8 @@
 {{- define "tunewire.ingest.env" -}}
 {}
 {{- end }}
+
+{{/* Nothing ingest adds to the shared pod. */}}
+{{- define "tunewire.ingest.pod" -}}
+{}
+{{- end }}

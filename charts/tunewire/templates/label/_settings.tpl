@@ -3,3 +3,8 @@ emptyDir, as the root filesystem is read-only. */}}
 {{- define "tunewire.label.env" -}}
 TUNEWIRE_LABEL__WORKDIR: /tmp/tunewire
 {{- end }}
+
+{{/* Nothing label adds to the shared pod. */}}
+{{- define "tunewire.label.pod" -}}
+{}
+{{- end }}

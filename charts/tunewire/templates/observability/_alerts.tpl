@@ -47,3 +47,47 @@ did not a window ago count with their whole value. Call with (dict "metric" "nam
 (increase({{ $x }}[{{ .window }}]) and {{ $x }} offset {{ .window }})
   or ({{ $x }} unless {{ $x }} offset {{ .window }})
 {{- end }}
+
+{{/* A multi-window, multi-burn-rate condition (the SRE workbook's): for any window pair, the
+share of bad requests over the long window and over the short one are both above burnRate
+times the error budget (1 - objective), while at least minRate requests per second arrive.
+Call with (dict "alert" <its values> "bad" "<PromQL with %[1]s for the window>" "total"
+"<the same for all requests>"); both aggregate to the same labels. */}}
+{{- define "tunewire.alerts.burn" -}}
+{{- $a := .alert }}
+{{- $bad := .bad }}
+{{- $total := .total }}
+{{- range $i, $w := $a.windows }}
+{{- if $i }}
+or
+{{ end -}}
+(
+  {{ printf $bad $w.long }}
+    / {{ printf $total $w.long }}
+    > {{ $w.burnRate }} * (1 - {{ $a.objective }})
+  and
+  {{ printf $bad $w.short }}
+    / {{ printf $total $w.short }}
+    > {{ $w.burnRate }} * (1 - {{ $a.objective }})
+  and
+  {{ printf $total $w.short }}
+    > {{ $a.minRate }}
+)
+{{- end }}
+{{- end }}
+
+{{/* A histogram bucket bound as prometheus-client writes it in the `le` label: 30 is
+"30.0", 0.25 is "0.25". */}}
+{{- define "tunewire.alerts.le" -}}
+{{- $bound := float64 . }}
+{{- if eq $bound (floor $bound) }}{{ printf "%.1f" $bound }}{{ else }}{{ $bound }}{{ end }}
+{{- end }}
+
+{{/* A burn-rate alert's window pairs, for people to read: "1h and 5m at 14.4x, ...". */}}
+{{- define "tunewire.alerts.windows" -}}
+{{- $pairs := list }}
+{{- range .windows }}
+{{- $pairs = append $pairs (printf "%s and %s at %vx" .long .short .burnRate) }}
+{{- end }}
+{{- join ", " $pairs }}
+{{- end }}

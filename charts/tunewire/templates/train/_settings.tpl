@@ -6,3 +6,8 @@ TUNEWIRE_TRAIN__GPU_BUDGET: {{ $limits.gpuBudget | int | quote }}
 TUNEWIRE_TRAIN__MAX_ATTEMPTS: {{ $limits.maxAttempts | int | quote }}
 {{ include "tunewire.launcher.env" .root }}
 {{- end }}
+
+{{/* Nothing train adds to the shared pod. */}}
+{{- define "tunewire.train.pod" -}}
+{}
+{{- end }}

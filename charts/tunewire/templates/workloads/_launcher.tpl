@@ -34,12 +34,3 @@ TUNEWIRE_LAUNCHER__KUBERNETES__BACKOFF_LIMIT: {{ $w.backoffLimit | int | quote }
 TUNEWIRE_LAUNCHER__KUBERNETES__TTL_SECONDS_AFTER_FINISHED: {{ $w.ttlSecondsAfterFinished | int | quote }}
 TUNEWIRE_LAUNCHER__KUBERNETES__PENDING_TIMEOUT_S: {{ $w.pendingTimeoutSeconds | toString | quote }}
 {{- end }}
-
-{{/* The workloads' node selector as `key=value` pairs, for people to read. */}}
-{{- define "tunewire.workloads.nodeLabels" -}}
-{{- $pairs := list }}
-{{- range $key, $value := .Values.workloads.nodeSelector }}
-{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
-{{- end }}
-{{- join "," $pairs }}
-{{- end }}
