@@ -39,6 +39,9 @@ it models:
   404 "The model `<name>` does not exist." with ``param: "model"``; no ``model`` means the
   base model; ``usage`` counts words; ``stream: true`` answers Server-Sent Events, one chunk
   per word, a usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``.
+  ``latency_s`` (default 0) holds every completion that long before its answer starts, as
+  a real server's generation would (the double's event loop stays free meanwhile, as
+  vLLM's API server does while the GPU works): the benchmark's stand-in for service time.
 - Errors use the current nested shape ``{"error": {"message", "type", "param", "code"}}``
   (older releases, such as 0.8, sent it flat, with ``"object": "error"``).
 - ``api_key``: routes under ``/v1`` need ``Authorization: Bearer <key>``, else 401
@@ -151,6 +154,7 @@ class VllmDouble:
         runtime_lora_updating: bool = True,
         api_key: str | None = None,
         adapter_error_status: HTTPStatus = HTTPStatus.BAD_REQUEST,
+        latency_s: float = 0.0,
     ) -> None:
         self.base_model = base_model
         self.model_path = model_path
@@ -160,6 +164,7 @@ class VllmDouble:
         self.runtime_lora_updating = runtime_lora_updating
         self.api_key = api_key
         self.adapter_error_status = adapter_error_status
+        self.latency_s = latency_s
         self.port = _free_port()
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -295,11 +300,13 @@ class VllmDouble:
         @app.post("/v1/chat/completions")
         async def chat(request: fastapi.Request) -> responses.Response:
             body = await self._record(request)
+            await self._generation_time()
             return self._guarded(lambda: self._generate("chat/completions", request, body))
 
         @app.post("/v1/completions")
         async def completions(request: fastapi.Request) -> responses.Response:
             body = await self._record(request)
+            await self._generation_time()
             return self._guarded(lambda: self._generate("completions", request, body))
 
         if self.runtime_lora_updating:
@@ -326,6 +333,10 @@ class VllmDouble:
         with self._lock:
             self._requests.append(recorded)
         return body
+
+    async def _generation_time(self) -> None:
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
 
     def _guarded(self, handler: Any) -> responses.Response:
         if self._engine_dead:
