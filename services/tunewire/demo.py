@@ -150,11 +150,10 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
     summary.update(_train_stage(train, spec["name"], summary["dataset_id"]))
     if summary.get("run_status") == "succeeded":
         summary.update(_evaluate_stage(evaluate, spec["name"], summary["run_id"]))
-    if summary.get("decision") == "approved":
+    champion = evaluate.get(f"/v1/registry/{spec['name']}").json().get("champion")
+    if champion:  # this run's adapter if it was approved, else the champion it did not beat
         instruction = label.get(f"/v1/datasets/{spec['name']}/{summary['dataset_id']}").json()
-        summary.update(
-            _serve_stage(stack, spec["name"], summary["run_id"], instruction["instruction"])
-        )
+        summary.update(_serve_stage(stack, spec["name"], champion, instruction["instruction"]))
     return summary
 
 
