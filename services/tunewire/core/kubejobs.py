@@ -3,8 +3,13 @@
 The Job is the unit Kubernetes already knows how to retry, time out and garbage-collect, so
 the launcher only builds it, reads it back and deletes it. Its name is the workload's
 idempotent name: a redelivered event finds the Job it already created (409) instead of
-starting a second run. Settings reach the pods from a ConfigMap and a Secret by name only,
-so no secret value is ever part of the Job spec, the API server's audit log, or an event.
+starting a second run. Settings reach the pods from a ConfigMap and a Secret by name only
+(a private Kafka CA from a Secret mounted as a file), so no secret value is ever part of the
+Job spec, the API server's audit log, or an event.
+
+A launcher's Jobs are those with its labels: its own, its kind's and ``settings.labels``
+(the chart passes the release's selector labels). It watches, lists and cancels only those,
+so two releases in one namespace never see or stop each other's Jobs.
 
 Status is followed with the watch API. A watch ends (the server's timeout), expires (410
 Gone) or breaks (the connection); each time the launcher re-lists, reports what changed in
@@ -38,9 +43,8 @@ WATCH_RECONNECTS = Counter(
     ["kind", "cause"],
 )
 
-WORKLOAD_LABEL = "tunewire.io/workload"
-"""Label holding the workload kind; a launcher follows only the Jobs of its own kind."""
 _MANAGED = {"app.kubernetes.io/name": "tunewire", "app.kubernetes.io/managed-by": "tunewire"}
+"""Labels of every Job; ``settings.labels`` may replace them (a release's own name label)."""
 _COMPONENT = {"train": "trainer", "evaluate": "evaluator"}
 _JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
@@ -49,6 +53,9 @@ _UID = 10001
 _TMP_DIR = "/tmp"
 _CACHE_DIR = "/var/cache/tunewire"
 """Writable emptyDir mounts: the root filesystem is read-only."""
+_KAFKA_CA_DIR = "/etc/tunewire/kafka-ca"
+_KAFKA_CA_FILE = "ca.crt"
+"""Where a private Kafka CA is mounted: the same file as in the services' pods."""
 
 _IMAGE_PULL_WAITING = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -98,7 +105,7 @@ class KubernetesLauncher:
         labels = {
             **spec.labels,
             **self._own_labels(),
-            "app.kubernetes.io/component": _COMPONENT[spec.kind],
+            launching.COMPONENT_LABEL: _COMPONENT[spec.kind],
         }
         return k8s.V1Job(
             api_version="batch/v1",
@@ -116,32 +123,59 @@ class KubernetesLauncher:
         )
 
     def launch(self, spec: launching.WorkloadSpec) -> bool:
-        """Create the workload's Job; False when a Job of that name exists already."""
+        """Create the workload's Job; False when this launcher's Job of that name exists.
+
+        Raises :class:`errors.Conflict` when the existing Job is another launcher's (another
+        release's, in the same namespace): it is not this workload, and following it would
+        report someone else's run.
+        """
         job = self.manifest(spec)
         try:
             with _api_errors(f"create Job {spec.name} in namespace {self.settings.namespace}"):
                 self._batch.create_namespaced_job(self.settings.namespace, job)
         except errors.Conflict:
+            self._refuse_if_foreign(spec.name)
             log.info("Job %s exists already; not starting a second one", spec.name)
             return False
         log.info("created Job %s", spec.name)
         return True
 
     def status(self, name: str) -> launching.JobStatus:
-        """The Job's status from the Job and its pods (``MISSING`` when there is no Job)."""
+        """The Job's status from the Job and its pods (``MISSING`` when there is no Job).
+
+        The caller names a Job it launched, so the Job is read by name alone: a Job created
+        before ``settings.labels`` changed is still followed to its end.
+        """
         try:
-            with _api_errors(f"read Job {name}"):
-                job = self._batch.read_namespaced_job(name, self.settings.namespace)
+            job = self._read(name)
         except errors.NotFound:
             return launching.JobStatus(name=name, phase=launching.JobPhase.MISSING)
         return self._status_of(job, self._pods_of(name))
 
     def cancel(self, name: str) -> bool:
-        """Delete the Job and, in the background, its pods; False when there was none."""
+        """Delete the Job and, in the background, its pods; False when there was none.
+
+        A Job of that name that is not this launcher's is left alone (False): deleting would
+        stop another release's run.
+        """
         try:
+            job = self._read(name)
+            if not self._is_ours(job):
+                log.warning(
+                    "not deleting Job %s: it belongs to another launcher (labels %s)",
+                    name,
+                    job.metadata.labels,
+                )
+                return False
             with _api_errors(f"delete Job {name}"):
                 self._batch.delete_namespaced_job(
-                    name, self.settings.namespace, propagation_policy="Background"
+                    name,
+                    self.settings.namespace,
+                    propagation_policy="Background",
+                    # Exactly the Job just read, never one created under its name since.
+                    body=k8s.V1DeleteOptions(
+                        preconditions=k8s.V1Preconditions(uid=job.metadata.uid)
+                    ),
                 )
         except errors.NotFound:
             return False
@@ -201,7 +235,26 @@ class KubernetesLauncher:
         return "ended"
 
     def _own_labels(self) -> dict[str, str]:
-        return {**_MANAGED, WORKLOAD_LABEL: self.kind}
+        return {**_MANAGED, **self.settings.labels, launching.WORKLOAD_LABEL: self.kind}
+
+    def _read(self, name: str) -> k8s.V1Job:
+        with _api_errors(f"read Job {name}"):
+            job: k8s.V1Job = self._batch.read_namespaced_job(name, self.settings.namespace)
+        return job
+
+    def _refuse_if_foreign(self, name: str) -> None:
+        """Raise :class:`errors.Conflict` when the Job ``name`` is another launcher's."""
+        try:
+            existing = self._read(name)
+        except errors.NotFound:
+            return  # deleted since it conflicted: there is nothing of anyone's to follow
+        if not self._is_ours(existing):
+            raise errors.Conflict(
+                f"Job {name} in namespace {self.settings.namespace} belongs to another "
+                f"launcher (labels {existing.metadata.labels}; this launcher's are "
+                f"{self._own_labels()}): two tunewire releases in one namespace name the Jobs "
+                "of the same objective and data alike; install them in separate namespaces"
+            )
 
     def _is_ours(self, job: k8s.V1Job) -> bool:
         labels = job.metadata.labels or {}
@@ -279,8 +332,7 @@ class KubernetesLauncher:
                 return
             for seen in tracker.pending():
                 try:
-                    with _api_errors(f"read Job {seen.name}"):
-                        job = self._batch.read_namespaced_job(seen.name, self.settings.namespace)
+                    job = self._read(seen.name)
                     pods = self._pods_of(seen.name)
                 except errors.NotFound:
                     continue  # the watch reports the deletion
@@ -363,7 +415,8 @@ class _Tracker:
 def _container(
     s: launching.KubernetesLauncherSettings, spec: launching.WorkloadSpec
 ) -> k8s.V1Container:
-    """The workload's container: non-root, read-only, settings from the ConfigMap and Secret."""
+    """The workload's container: non-root, read-only, settings from the ConfigMap and Secret,
+    and the private Kafka CA, if any, as a file."""
     resources = k8s.V1ResourceRequirements(
         requests={"cpu": s.cpu_request, "memory": s.memory_request},
         limits={"memory": s.memory_limit},
@@ -377,6 +430,13 @@ def _container(
         "PYTHONUNBUFFERED": "1",
         **spec.env,
     }
+    mounts = [
+        k8s.V1VolumeMount(name="tmp", mount_path=_TMP_DIR),
+        k8s.V1VolumeMount(name="model-cache", mount_path=_CACHE_DIR),
+    ]
+    if s.ca_secret:
+        env["TUNEWIRE_KAFKA__SSL_CAFILE"] = f"{_KAFKA_CA_DIR}/{_KAFKA_CA_FILE}"
+        mounts.append(k8s.V1VolumeMount(name="kafka-ca", mount_path=_KAFKA_CA_DIR, read_only=True))
     env_from = []
     if s.config_map:
         env_from.append(
@@ -404,15 +464,27 @@ def _container(
             capabilities=k8s.V1Capabilities(drop=["ALL"]),
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
-        volume_mounts=[
-            k8s.V1VolumeMount(name="tmp", mount_path=_TMP_DIR),
-            k8s.V1VolumeMount(name="model-cache", mount_path=_CACHE_DIR),
-        ],
+        volume_mounts=mounts,
     )
 
 
 def _pod_spec(s: launching.KubernetesLauncherSettings, container: k8s.V1Container) -> k8s.V1PodSpec:
     """Where and as whom the pod runs: GPU nodes, the workload service account, no retries."""
+    volumes = [
+        k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
+        k8s.V1Volume(name="model-cache", empty_dir=k8s.V1EmptyDirVolumeSource()),
+    ]
+    if s.ca_secret:
+        # Only the CA's key, under a fixed file name: the Secret may hold other keys.
+        volumes.append(
+            k8s.V1Volume(
+                name="kafka-ca",
+                secret=k8s.V1SecretVolumeSource(
+                    secret_name=s.ca_secret,
+                    items=[k8s.V1KeyToPath(key=s.ca_key, path=_KAFKA_CA_FILE)],
+                ),
+            )
+        )
     return k8s.V1PodSpec(
         containers=[container],
         restart_policy="Never",
@@ -433,10 +505,7 @@ def _pod_spec(s: launching.KubernetesLauncherSettings, container: k8s.V1Containe
             fs_group=_UID,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
-        volumes=[
-            k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource()),
-            k8s.V1Volume(name="model-cache", empty_dir=k8s.V1EmptyDirVolumeSource()),
-        ],
+        volumes=volumes,
     )
 
 

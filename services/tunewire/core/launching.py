@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Literal, Protocol, TypeAlias
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tunewire.contracts.v1 import training_pb2
 
@@ -25,6 +25,10 @@ WorkloadKind = Literal["train", "evaluate"]
 FailureReason: TypeAlias = training_pb2.FailureReason
 """Why a workload failed, in the training contract's terms (evaluations reuse them)."""
 
+WORKLOAD_LABEL = "tunewire.io/workload"
+"""Label holding the workload kind; a Kubernetes launcher follows only the Jobs of its kind."""
+COMPONENT_LABEL = "app.kubernetes.io/component"
+"""Label holding the workload's component name (trainer, evaluator)."""
 _MAX_NAME = 63
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -149,6 +153,17 @@ class KubernetesLauncherSettings(BaseModel):
     secret: str | None = None
     """Secret whose keys become the pods' environment (SASL password, S3 keys); only its
     name ever appears in the Job spec."""
+    labels: dict[str, str] = {}
+    """Labels of the Jobs and their pods beyond the launcher's own, e.g. the release's
+    selector labels, so that the release's NetworkPolicies select the pods. They also scope
+    the launcher: it follows and cancels only Jobs that carry all of them, so two releases in
+    one namespace never act on each other's Jobs."""
+    ca_secret: str | None = None
+    """Secret holding the CA bundle that signs the Kafka brokers' certificates (a private
+    CA). It is mounted read-only into the pods and ``TUNEWIRE_KAFKA__SSL_CAFILE`` names the
+    file; None leaves the image's system CAs to verify the brokers."""
+    ca_key: str = Field(default="ca.crt", min_length=1)
+    """Key of the PEM bundle in ``ca_secret``."""
     gpu_resource: str = "nvidia.com/gpu"
     node_selector: dict[str, str] = {}
     tolerations: list[Toleration] = []
@@ -166,6 +181,18 @@ class KubernetesLauncherSettings(BaseModel):
     """A pod unschedulable (or unable to pull its image) this long fails the run."""
     in_cluster: bool = True
     """Use the pod's service account; False reads the kubeconfig (development)."""
+
+    @field_validator("labels")
+    @classmethod
+    def _not_the_launchers_own(cls, labels: dict[str, str]) -> dict[str, str]:
+        # The launcher tells trainer from evaluator Jobs by these; a setting must not blur them.
+        taken = sorted({WORKLOAD_LABEL, COMPONENT_LABEL} & labels.keys())
+        if taken:
+            raise ValueError(
+                f"labels {taken} are set by the launcher itself; remove them from "
+                "TUNEWIRE_LAUNCHER__KUBERNETES__LABELS"
+            )
+        return labels
 
 
 class LocalLauncherSettings(BaseModel):

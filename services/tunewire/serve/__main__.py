@@ -33,6 +33,7 @@ def make_backend(settings: config.ServeSettings, artifacts: store.ArtifactStore)
         cache_dir=pathlib.Path(settings.model_cache).expanduser(),
         max_adapters=limits.max_adapters,
         served_base_name=limits.base_name,
+        threads=limits.threads,
     )
 
 

@@ -39,6 +39,8 @@ class ServeLimits(BaseModel):
     base_name: str = "base"
     """The model name clients use for the base model without an adapter (with vLLM, its
     ``--served-model-name``)."""
+    threads: int = Field(default=0, ge=0)
+    """In process: torch CPU threads (0: torch's default, one per core)."""
     max_adapters: int = Field(default=8, ge=1)
     """Adapters loaded at once; the least recently used non-champion goes first."""
     adapters_dir: str = "/var/lib/tunewire/adapters"

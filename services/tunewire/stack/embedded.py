@@ -230,6 +230,7 @@ class EmbeddedStack:
             "TUNEWIRE_SERVE__BACKEND": "in_process",
             "TUNEWIRE_SERVE__ADAPTERS_DIR": str(state / "adapters"),
             "TUNEWIRE_SERVE__RECONCILE_EVERY_S": "2",
+            "TUNEWIRE_SERVE__THREADS": "1",
         }
 
     # -- lifecycle --------------------------------------------------------------------------
