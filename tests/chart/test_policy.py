@@ -227,11 +227,14 @@ def test_network_is_denied_by_default_and_opened_narrowly(rendered: list[dict[st
 
 
 def test_workload_pods_reach_only_dns_kafka_and_s3(rendered: list[dict[str, Any]]) -> None:
-    """The Job pods carry the launcher's labels, not the release's: their own policy selects
+    """The Job pods carry the release's labels and the launcher's: their own policy selects
     them by those, lets nothing in, and lets them out only to DNS, Kafka and S3."""
     policy = named(rendered, "NetworkPolicy", "tunewire-workloads")
     selector = policy["spec"]["podSelector"]
-    assert selector["matchLabels"] == {"app.kubernetes.io/name": "tunewire"}
+    assert selector["matchLabels"] == {
+        "app.kubernetes.io/name": "tunewire",
+        "app.kubernetes.io/instance": "tunewire",
+    }
     assert selector["matchExpressions"] == [
         {"key": "tunewire.io/workload", "operator": "In", "values": ["train", "evaluate"]}
     ]

@@ -9,6 +9,7 @@ rendered pod environment, exactly as the service does at start-up, and ask the r
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import kubernetes_validate
@@ -48,19 +49,26 @@ def _launcher_settings(
     objects: list[dict[str, Any]],
     kind: launching.WorkloadKind,
     monkeypatch: pytest.MonkeyPatch,
+    *,
+    fullname: str = "tunewire",
 ) -> launching.KubernetesLauncherSettings:
-    """The launcher settings the controller's pod starts with."""
-    env = pod_env(objects, f"tunewire-{kind}")
+    """The launcher settings the controller's pod starts with (``fullname``: the release's
+    name prefix)."""
+    env = pod_env(objects, f"{fullname}-{kind}")
     built = settings_from(env, CONTROLLERS[kind], monkeypatch)
     assert built.launcher.kind == "kubernetes"
     return built.launcher.kubernetes
 
 
 def _job(
-    objects: list[dict[str, Any]], kind: launching.WorkloadKind, monkeypatch: pytest.MonkeyPatch
+    objects: list[dict[str, Any]],
+    kind: launching.WorkloadKind,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    fullname: str = "tunewire",
 ) -> dict[str, Any]:
     """The Job the controller's launcher creates for a one-GPU workload, as the API gets it."""
-    jobs = _launcher_settings(objects, kind, monkeypatch)
+    jobs = _launcher_settings(objects, kind, monkeypatch, fullname=fullname)
     spec = launching.WorkloadSpec(
         name=launching.workload_name(kind, "support-intent", "ds-1"),
         kind=kind,
@@ -72,6 +80,12 @@ def _job(
         launcher = kubejobs.KubernetesLauncher(jobs, kind=kind, api_client=client)
         manifest: dict[str, Any] = client.sanitize_for_serialization(launcher.manifest(spec))
     return manifest
+
+
+def _selecting(objects: list[dict[str, Any]], job: dict[str, Any]) -> set[str]:
+    """The NetworkPolicies that select the Job's pods."""
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    return {p["metadata"]["name"] for p in of_kind(objects, "NetworkPolicy") if _selects(p, labels)}
 
 
 def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -113,10 +127,14 @@ def test_the_launched_jobs_validate_and_follow_the_policies(
     assert named(rendered, "ServiceAccount", account)["automountServiceAccountToken"] is False
     (config_map,) = [s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s]
     named(rendered, "ConfigMap", config_map)
-    # Its pods are isolated by the workloads' policy, and only by it.
+    # Its pods carry the release's labels: the release's default-deny isolates them, and of
+    # the policies that allow anything, the workloads' alone selects them.
     labels = job["spec"]["template"]["metadata"]["labels"]
-    policies = [p for p in of_kind(rendered, "NetworkPolicy") if _selects(p, labels)]
-    assert [p["metadata"]["name"] for p in policies] == ["tunewire-workloads"]
+    assert labels["app.kubernetes.io/instance"] == "tunewire"
+    assert labels["app.kubernetes.io/name"] == "tunewire"
+    assert _selecting(rendered, job) == {"tunewire-default-deny", "tunewire-workloads"}
+    deny = named(rendered, "NetworkPolicy", "tunewire-default-deny")["spec"]
+    assert "ingress" not in deny and "egress" not in deny
 
 
 def test_production_jobs_run_on_the_gpu_pool_with_the_workloads_secret(
@@ -153,7 +171,7 @@ def test_the_workload_settings_are_ones_the_workloads_read(
     data: dict[str, str] = named(objects, "ConfigMap", "tunewire-workloads")["data"]
     trainer = workload_config.TrainerSettings
     assert [name for name in data if not field_exists(trainer, name)] == []
-    # No CA file path: the launcher mounts no Secret into the Jobs, so a path would dangle.
+    # No CA file path: the launcher names it, beside the mount it adds to each Job.
     assert "TUNEWIRE_KAFKA__SSL_CAFILE" not in data
     env = {**data, **(WORKLOAD_SECRET if values_file else {})}
     built = settings_from(env, trainer, monkeypatch)
@@ -169,6 +187,84 @@ def test_the_workload_settings_are_ones_the_workloads_read(
     assert built.kafka.sasl_username == "tunewire-workloads"
     assert (built.s3.bucket, built.s3.region) == ("acme-tunewire-prod", "eu-west-1")
     assert built.trainer.checkpoint_every_s == 120
+
+
+@pytest.mark.parametrize(
+    ("tls", "key"),
+    [
+        (None, None),  # the production-like values: caKey ca.crt
+        ({"caSecret": "corp-ca", "caKey": "bundle.pem"}, "bundle.pem"),
+    ],
+)
+def test_the_jobs_mount_the_kafka_ca_the_services_use(
+    production_values: dict[str, Any],
+    tls: dict[str, str] | None,
+    key: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = copy.deepcopy(production_values)
+    if tls is not None:
+        values["global"]["kafka"]["tls"] = tls
+    tls = values["global"]["kafka"]["tls"]
+    objects = render.objects(render.render(values))
+    for kind in CONTROLLERS:
+        job = _job(objects, kind, monkeypatch)
+        kubernetes_validate.validate(job, render.KUBE_VERSION, strict=True)
+        pod = job["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == tls["caSecret"]
+        (item,) = volume["secret"]["items"]
+        assert item["key"] == (key or "ca.crt")
+        (container,) = pod["containers"]
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True
+        # The trainer's Kafka settings, from its ConfigMap, its Secret and the Job's own
+        # environment, name the mounted file.
+        (config_map,) = [
+            s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s
+        ]
+        env = {
+            **named(objects, "ConfigMap", config_map)["data"],
+            **WORKLOAD_SECRET,
+            **{var["name"]: var["value"] for var in container["env"]},
+        }
+        built = settings_from(env, workload_config.TrainerSettings, monkeypatch)
+        assert built.kafka.ssl_cafile == f"{mount['mountPath']}/{item['path']}"
+        assert built.kafka.security_protocol == "SASL_SSL"
+
+
+def test_without_a_private_kafka_ca_the_jobs_mount_none(
+    default_objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for kind in CONTROLLERS:
+        job = _job(default_objects, kind, monkeypatch)
+        pod = job["spec"]["template"]["spec"]
+        assert not [v for v in pod["volumes"] if "secret" in v]
+        (container,) = pod["containers"]
+        assert "TUNEWIRE_KAFKA__SSL_CAFILE" not in {var["name"] for var in container["env"]}
+
+
+def test_two_releases_in_one_namespace_keep_to_their_own_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    releases = {
+        name: render.objects(render.render(values, release=name))
+        for name, values in (("blue", None), ("green", {"nameOverride": "tw"}))
+    }
+    both = [o for objects in releases.values() for o in objects]
+    for name, fullname in (("blue", "blue-tunewire"), ("green", "green-tw")):
+        objects = releases[name]
+        jobs = _launcher_settings(objects, "train", monkeypatch, fullname=fullname)
+        job = _job(objects, "train", monkeypatch, fullname=fullname)
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == name
+        # Of both releases' policies, only this one's select its Jobs, a nameOverride included.
+        assert _selecting(both, job) == {f"{fullname}-default-deny", f"{fullname}-workloads"}
+        # Its launcher follows only the Jobs with the release's labels.
+        assert jobs.labels == {
+            "app.kubernetes.io/name": "tunewire" if name == "blue" else "tw",
+            "app.kubernetes.io/instance": name,
+        }
 
 
 def test_workload_values_reach_the_launcher_exactly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kubernetes_validate
 import prometheus_client
+import pydantic
 import pytest
 from kubernetes import client as k8s
 
@@ -25,6 +26,7 @@ from tunewire.core import errors, kubejobs, launching
 REPO = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.31.0"
 SECRET_VALUE = "s3cr3t-Pa55w0rd-never-in-a-job"
+KAFKA_CA = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0G\n-----END CERTIFICATE-----\n"
 Phase = launching.JobPhase
 
 
@@ -225,6 +227,9 @@ def test_the_job_is_valid_restricted_and_free_of_secrets(
     assert any(env["TUNEWIRE_MODEL_CACHE"].startswith(m + "/") for m in mounts)
     assert env["TUNEWIRE_LOG_LEVEL"] == "DEBUG"
     assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} == {"tmp", "model-cache"}
+    # Without a private Kafka CA the image's system CAs verify the brokers: nothing mounted.
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "model-cache"]
+    assert "TUNEWIRE_KAFKA__SSL_CAFILE" not in env
 
     # The pod gets the settings from the ConfigMap and the Secret, by reference.
     status = wait_status(launcher, job_spec.name, finished)
@@ -233,6 +238,97 @@ def test_the_job_is_valid_restricted_and_free_of_secrets(
     output = kubelet.logs(job_spec.name)
     assert "TUNEWIRE_S3__BUCKET=models-bucket" in output
     assert f"TUNEWIRE_KAFKA__SASL_PASSWORD={SECRET_VALUE}" in output
+
+
+def test_a_private_kafka_ca_is_mounted_read_only_where_the_settings_look(
+    cluster: kube.KubeCluster, kubelet: kube.Kubelet
+) -> None:
+    k8s.CoreV1Api(cluster.api_client()).create_namespaced_secret(
+        "tunewire",
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="kafka-ca"),
+            string_data={"bundle.pem": KAFKA_CA, "unrelated": "not for the Jobs"},
+        ),
+    )
+    launcher = make_launcher(cluster, ca_secret="kafka-ca", ca_key="bundle.pem")
+    job_spec = spec("tw-train-kafka-ca", "--print-env", "TUNEWIRE_KAFKA__SSL_CAFILE")
+    assert launcher.launch(job_spec) is True
+
+    api = cluster.api_client()
+    job = api.sanitize_for_serialization(
+        k8s.BatchV1Api(api).read_namespaced_job(job_spec.name, "tunewire")
+    )
+    kubernetes_validate.validate(job, KUBE_VERSION, strict=True)
+    assert KAFKA_CA not in json.dumps(job)
+    pod = job["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "kafka-ca"
+    (item,) = volume["secret"]["items"]
+    assert item["key"] == "bundle.pem"
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    env = {var["name"]: var["value"] for var in container["env"]}
+    assert env["TUNEWIRE_KAFKA__SSL_CAFILE"] == f"{mount['mountPath']}/{item['path']}"
+
+    # The workload finds the CA, and only it, in the file its Kafka settings name.
+    assert wait_status(launcher, job_spec.name, finished).phase is Phase.SUCCEEDED
+    (line,) = [
+        line
+        for line in kubelet.logs(job_spec.name).splitlines()
+        if line.startswith("TUNEWIRE_KAFKA__SSL_CAFILE=")
+    ]
+    cafile = Path(line.partition("=")[2])
+    assert cafile.read_text() == KAFKA_CA
+    assert [p.name for p in cafile.parent.iterdir()] == [cafile.name]
+
+
+def test_two_releases_in_one_namespace_leave_each_others_jobs_alone(
+    cluster: kube.KubeCluster, kubelet: kube.Kubelet
+) -> None:
+    blue_labels = {"app.kubernetes.io/name": "tw", "app.kubernetes.io/instance": "blue"}
+    blue = make_launcher(cluster, labels=blue_labels)
+    green = make_launcher(cluster, labels={"app.kubernetes.io/instance": "green"})
+    unlabelled = make_launcher(cluster)
+    with Watching(blue) as blue_sees, Watching(green) as green_sees:
+        blue.launch(spec("tw-train-blue", "--sleep", "0.3"))
+        green.launch(spec("tw-train-green", "--sleep", "0.3"))
+        unlabelled.launch(spec("tw-train-unlabelled"))
+        blue_sees.wait("tw-train-blue", Phase.SUCCEEDED)
+        green_sees.wait("tw-train-green", Phase.SUCCEEDED)
+        wait_status(unlabelled, "tw-train-unlabelled", finished)
+
+        # A Job of the same name is the other release's: never followed, adopted or deleted.
+        assert green.status("tw-train-blue").phase is Phase.MISSING
+        with pytest.raises(errors.Conflict, match="belongs to another launcher"):
+            green.launch(spec("tw-train-blue"))
+        assert green.cancel("tw-train-blue") is False
+        assert blue.status("tw-train-blue").phase is Phase.SUCCEEDED
+        # A Job from before the release's labels (an upgrade) is not another release's: it
+        # is followed and cancelled by name, though no longer watched.
+        assert green.status("tw-train-unlabelled").phase is Phase.SUCCEEDED
+        assert green.cancel("tw-train-unlabelled") is True
+        # The other release's watch would report these, had it been watching them.
+        assert blue.cancel("tw-train-blue") is True
+        blue_sees.wait("tw-train-blue", Phase.MISSING)
+
+    assert {s.name for s in blue_sees.seen} == {"tw-train-blue"}
+    assert {s.name for s in green_sees.seen} == {"tw-train-green"}
+    job = k8s.BatchV1Api(cluster.api_client()).read_namespaced_job("tw-train-green", "tunewire")
+    assert job.metadata.labels["app.kubernetes.io/instance"] == "green"
+    assert job.metadata.labels["app.kubernetes.io/name"] == "tunewire"
+    assert job.spec.template.metadata.labels == job.metadata.labels
+    # The release's own name label replaces tunewire's, and the API filters on all of them.
+    selectors = {r.params.get("labelSelector") for r in cluster.requests("GET", "jobs")}
+    assert (
+        "app.kubernetes.io/name=tw,app.kubernetes.io/managed-by=tunewire,"
+        "app.kubernetes.io/instance=blue,tunewire.io/workload=train"
+    ) in selectors
+
+
+def test_the_launchers_own_labels_cannot_be_set() -> None:
+    with pytest.raises(pydantic.ValidationError, match="set by the launcher itself"):
+        launching.KubernetesLauncherSettings(labels={"tunewire.io/workload": "evaluate"})
 
 
 def test_create_watch_succeed(launcher: kubejobs.KubernetesLauncher, kubelet: kube.Kubelet) -> None:

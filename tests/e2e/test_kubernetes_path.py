@@ -47,10 +47,12 @@ def _simulated_failure(job: k8s.V1Job) -> str:
 class Cluster:
     """The emulated cluster, its kubelet and the stack whose services use them."""
 
-    def __init__(self, cluster: kube.KubeCluster, stack: embedded.EmbeddedStack) -> None:
+    def __init__(
+        self, cluster: kube.KubeCluster, stack: embedded.EmbeddedStack, api: k8s.ApiClient
+    ) -> None:
         self.cluster = cluster
         self.stack = stack
-        self.batch = k8s.BatchV1Api(cluster.api_client())
+        self.batch = k8s.BatchV1Api(api)
         self.artifacts = store.ArtifactStore(
             settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
         )
@@ -102,9 +104,10 @@ def k8s_stack(
             for key, value in stack.service_env(0).items():
                 if key.startswith("AWS_"):
                     monkeypatch_module.setenv(key, value)
-            _workload_settings(cluster, stack)
-            with kube.Kubelet(cluster, workdir=root / "pods", simulate=_simulated_failure):
-                yield Cluster(cluster, stack)
+            with cluster.api_client() as api:
+                _workload_settings(cluster, stack, api)
+                with kube.Kubelet(cluster, workdir=root / "pods", simulate=_simulated_failure):
+                    yield Cluster(cluster, stack, api)
         finally:
             stack.down(snapshot=False)
 
@@ -125,7 +128,9 @@ def _write_kubeconfig(path: Path, cluster: kube.KubeCluster) -> Path:
     return path
 
 
-def _workload_settings(cluster: kube.KubeCluster, stack: embedded.EmbeddedStack) -> None:
+def _workload_settings(
+    cluster: kube.KubeCluster, stack: embedded.EmbeddedStack, api: k8s.ApiClient
+) -> None:
     """What the chart's ConfigMap and Secret give the Job pods: non-secret settings in one,
     credentials in the other."""
     service_env = stack.service_env(0)
@@ -137,7 +142,7 @@ def _workload_settings(cluster: kube.KubeCluster, stack: embedded.EmbeddedStack)
     }
     plain["TUNEWIRE_TRAINER__CHECKPOINT_EVERY_S"] = "0.5"
     secret = {key: value for key, value in service_env.items() if key.startswith("AWS_")}
-    core = k8s.CoreV1Api(cluster.api_client())
+    core = k8s.CoreV1Api(api)
     core.create_namespaced_config_map(
         cluster.namespace,
         k8s.V1ConfigMap(
@@ -182,7 +187,10 @@ def _events(k8s_stack: Cluster, run_id: str) -> list[training_pb2.TrainingEvent]
         ]
         return any(e.WhichOneof("phase") in ("succeeded", "failed", "cancelled") for e in found)
 
-    reader.read_until(ended, timeout_s=30)
+    try:
+        reader.read_until(ended, timeout_s=30)
+    finally:
+        reader.close()
     return found
 
 

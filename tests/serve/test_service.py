@@ -63,7 +63,10 @@ def deployment_events(stack: embedded.EmbeddedStack, objective: str, count: int)
         ]
         return len({(c.kind, c.to_run_id) for c in found}) >= count
 
-    reader.read_until(enough, timeout_s=30)
+    try:
+        reader.read_until(enough, timeout_s=30)
+    finally:
+        reader.close()
     return found
 
 

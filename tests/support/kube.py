@@ -9,8 +9,9 @@ a watch honours ``timeoutSeconds`` and ``resourceVersion``, and a test can expir
 
 :class:`Kubelet` stands in for the scheduler, the Job controller and the kubelet: for each
 new Job it creates a pod, resolves its environment (``env`` and ``envFrom`` from the
-ConfigMap and the Secret, read through the API), runs the container's command as a local
-process and writes pod and Job status back through the API — retries up to ``backoffLimit``,
+ConfigMap and the Secret, read through the API) and its volumes (a directory per mount, a
+Secret volume's keys as files in it), runs the container's command as a local process and
+writes pod and Job status back through the API — retries up to ``backoffLimit``,
 ``activeDeadlineSeconds``, deletion. A Job's :data:`SIMULATE_LABEL` asks for a failure that
 needs a real cluster: ``oom``, ``preempted``, ``unschedulable`` or ``image-pull``, or
 ``preempted-after-checkpoint`` (the first pod is evicted once it logs a checkpoint; the next
@@ -546,7 +547,13 @@ class _JobRun:
             waiting = {"reason": "CreateContainerConfigError", "message": env}
             self._patch_pod(pod_name, self._waiting(container, scheduled, waiting))
             return self._wait_pending(pod_name)
-        env = self._mount(pod_name, container, env)
+        mounted = self._mount(pod_name, container, env)
+        if mounted is None:
+            # A Secret volume that cannot be mounted keeps the pod creating; the reason is
+            # only an event (FailedMount), never the pod's status.
+            waiting = {"reason": "ContainerCreating"}
+            self._patch_pod(pod_name, self._waiting(container, scheduled, waiting))
+            return self._wait_pending(pod_name)
         log_path = kubelet.workdir / f"{pod_name}.log"
         argv = [sys.executable if arg == "python" else arg for arg in container.command or []]
         with log_path.open("wb") as log:
@@ -555,7 +562,7 @@ class _JobRun:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**kubelet._env, **env},
+                env={**kubelet._env, **mounted},
                 start_new_session=True,
             )
         started = _now()
@@ -639,17 +646,43 @@ class _JobRun:
 
     def _mount(
         self, pod_name: str, container: k8s.V1Container, env: dict[str, str]
-    ) -> dict[str, str]:
-        """Give each volume mount a directory of its own (emptyDir semantics: per pod) and
-        point environment values under a mount path at it, as the mount would."""
+    ) -> dict[str, str] | None:
+        """Give each volume mount a directory of its own (emptyDir semantics: per pod; a
+        Secret volume's keys as files in it) and point environment values under a mount path
+        at it, as the mount would; None when a Secret volume cannot be mounted."""
+        volumes = {volume.name: volume for volume in self.job.spec.template.spec.volumes or []}
         mounted = dict(env)
         for mount in container.volume_mounts or []:
             local = self.kubelet.workdir / pod_name / mount.name
             local.mkdir(parents=True, exist_ok=True)
+            secret = volumes[mount.name].secret
+            if secret is not None and not self._project(secret, local):
+                return None
             for key, value in env.items():
                 if value == mount.mount_path or value.startswith(mount.mount_path + "/"):
                     mounted[key] = str(local) + value[len(mount.mount_path) :]
         return mounted
+
+    def _project(self, source: k8s.V1SecretVolumeSource, local: Path) -> bool:
+        """Write a Secret volume's files (its ``items``, else every key) into ``local``, read
+        only as the kubelet mounts them; False when the Secret or a key is missing."""
+        kubelet = self.kubelet
+        try:
+            secret = kubelet._core.read_namespaced_secret(source.secret_name, kubelet.namespace)
+        except k8s.ApiException as exc:
+            if exc.status != 404:
+                raise
+            return False
+        data = secret.data or {}
+        items = source.items or [k8s.V1KeyToPath(key=key, path=key) for key in data]
+        for item in items:
+            if item.key not in data:
+                return False
+            path = local / item.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(data[item.key]))
+            path.chmod(0o444)
+        return True
 
     def _wait_pending(self, pod_name: str) -> str:
         """A pod that never starts: wait for the Job's deletion or its deadline."""

@@ -54,7 +54,10 @@ def training_events(stack: embedded.EmbeddedStack, run_id: str) -> list[training
                 found.append(event)
         return any(e.WhichOneof("phase") in ("succeeded", "failed", "cancelled") for e in found)
 
-    reader.read_until(parse, timeout_s=30)
+    try:
+        reader.read_until(parse, timeout_s=30)
+    finally:
+        reader.close()
     return found
 
 

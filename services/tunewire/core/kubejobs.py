@@ -8,8 +8,9 @@ starting a second run. Settings reach the pods from a ConfigMap and a Secret by 
 Job spec, the API server's audit log, or an event.
 
 A launcher's Jobs are those with its labels: its own, its kind's and ``settings.labels``
-(the chart passes the release's selector labels). It watches, lists and cancels only those,
-so two releases in one namespace never see or stop each other's Jobs.
+(the chart passes the release's selector labels). It watches only those, and never follows,
+adopts or deletes a Job whose labels give it to another launcher, so two releases in one
+namespace never see or stop each other's Jobs.
 
 Status is followed with the watch API. A watch ends (the server's timeout), expires (410
 Gone) or breaks (the connection); each time the launcher re-lists, reports what changed in
@@ -141,26 +142,25 @@ class KubernetesLauncher:
         return True
 
     def status(self, name: str) -> launching.JobStatus:
-        """The Job's status from the Job and its pods (``MISSING`` when there is no Job).
-
-        The caller names a Job it launched, so the Job is read by name alone: a Job created
-        before ``settings.labels`` changed is still followed to its end.
-        """
+        """The Job's status from the Job and its pods (``MISSING`` when there is no Job, or
+        only another launcher's: see :meth:`_is_anothers`)."""
         try:
             job = self._read(name)
         except errors.NotFound:
+            return launching.JobStatus(name=name, phase=launching.JobPhase.MISSING)
+        if self._is_anothers(job):
             return launching.JobStatus(name=name, phase=launching.JobPhase.MISSING)
         return self._status_of(job, self._pods_of(name))
 
     def cancel(self, name: str) -> bool:
         """Delete the Job and, in the background, its pods; False when there was none.
 
-        A Job of that name that is not this launcher's is left alone (False): deleting would
-        stop another release's run.
+        Another launcher's Job of that name is left alone (False): deleting it would stop
+        another release's run.
         """
         try:
             job = self._read(name)
-            if not self._is_ours(job):
+            if self._is_anothers(job):
                 log.warning(
                     "not deleting Job %s: it belongs to another launcher (labels %s)",
                     name,
@@ -248,7 +248,7 @@ class KubernetesLauncher:
             existing = self._read(name)
         except errors.NotFound:
             return  # deleted since it conflicted: there is nothing of anyone's to follow
-        if not self._is_ours(existing):
+        if self._is_anothers(existing):
             raise errors.Conflict(
                 f"Job {name} in namespace {self.settings.namespace} belongs to another "
                 f"launcher (labels {existing.metadata.labels}; this launcher's are "
@@ -257,8 +257,17 @@ class KubernetesLauncher:
             )
 
     def _is_ours(self, job: k8s.V1Job) -> bool:
+        """Whether the Job carries all of this launcher's labels: the Jobs it watches."""
         labels = job.metadata.labels or {}
         return all(labels.get(k) == v for k, v in self._own_labels().items())
+
+    def _is_anothers(self, job: k8s.V1Job) -> bool:
+        """Whether a label of the Job gives it to another launcher (another release, another
+        kind), for the Jobs a caller names. A Job merely lacking some of this launcher's
+        labels, created before ``settings.labels`` was set, is still followed and cancelled:
+        an upgrade leaves no run behind."""
+        labels = job.metadata.labels or {}
+        return any(k in labels and labels[k] != v for k, v in self._own_labels().items())
 
     def _relist(self, tracker: _Tracker) -> str:
         """Report every current Job (and the ones gone since); the list's resource version."""

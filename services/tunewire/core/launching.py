@@ -156,8 +156,8 @@ class KubernetesLauncherSettings(BaseModel):
     labels: dict[str, str] = {}
     """Labels of the Jobs and their pods beyond the launcher's own, e.g. the release's
     selector labels, so that the release's NetworkPolicies select the pods. They also scope
-    the launcher: it follows and cancels only Jobs that carry all of them, so two releases in
-    one namespace never act on each other's Jobs."""
+    the launcher: it watches only Jobs that carry all of them and leaves alone any Job with
+    other values for them, so two releases in one namespace never act on each other's Jobs."""
     ca_secret: str | None = None
     """Secret holding the CA bundle that signs the Kafka brokers' certificates (a private
     CA). It is mounted read-only into the pods and ``TUNEWIRE_KAFKA__SSL_CAFILE`` names the

@@ -3,7 +3,9 @@ How train and evaluate launch their Jobs: the values of the `workloads` block, a
 controllers' TUNEWIRE_LAUNCHER__* settings (services/tunewire/core/launching.py). The
 launcher (core/kubejobs.py) builds each Job from them: the restricted security context,
 read-only root filesystem, emptyDirs for /tmp and the model cache, and no API token are its
-own, not settings.
+own, not settings. The release's selector labels go on every Job and its pods, so the
+release's NetworkPolicies select them, and they scope each launcher to its own release's
+Jobs. The Kafka CA Secret the services mount (global.kafka.tls) is mounted into the Jobs too.
 */}}
 
 {{/* Settings of a controller's launcher, as YAML. Numbers go through `int` so large ones
@@ -19,6 +21,11 @@ TUNEWIRE_LAUNCHER__KUBERNETES__SERVICE_ACCOUNT: {{ include "tunewire.serviceAcco
 TUNEWIRE_LAUNCHER__KUBERNETES__CONFIG_MAP: {{ include "tunewire.componentName" $workloads | quote }}
 {{- with $w.credentials.existingSecret }}
 TUNEWIRE_LAUNCHER__KUBERNETES__SECRET: {{ . | quote }}
+{{- end }}
+TUNEWIRE_LAUNCHER__KUBERNETES__LABELS: {{ include "tunewire.releaseSelectorLabels" . | fromYaml | toJson | quote }}
+{{- with .Values.global.kafka.tls.caSecret }}
+TUNEWIRE_LAUNCHER__KUBERNETES__CA_SECRET: {{ . | quote }}
+TUNEWIRE_LAUNCHER__KUBERNETES__CA_KEY: {{ $.Values.global.kafka.tls.caKey | quote }}
 {{- end }}
 TUNEWIRE_LAUNCHER__KUBERNETES__GPU_RESOURCE: {{ $w.gpu.resource | quote }}
 TUNEWIRE_LAUNCHER__KUBERNETES__NODE_SELECTOR: {{ $w.nodeSelector | default dict | toJson | quote }}
