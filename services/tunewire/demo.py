@@ -48,6 +48,7 @@ def run(*, state_dir: Path, events: int, keep: bool, as_json: bool) -> dict[str,
         [processes.ServiceSpec(name=name, module=f"tunewire.{name}") for name in SERVICES],
         detach=keep,
     )
+    service_urls = stack.service_urls
     try:
         summary = _drive(stack, events)
     finally:
@@ -62,9 +63,31 @@ def run(*, state_dir: Path, events: int, keep: bool, as_json: bool) -> dict[str,
         )
     else:
         _say(f"\nstack stopped; S3 contents kept in {state_dir / 's3'} for the next `tunewire up`")
+    _say_consoles(service_urls, token_file=state_dir / "api-token", running=keep)
     if as_json:
         print(json.dumps(summary))
     return summary
+
+
+CONSOLES = (
+    ("annotate", "label"),
+    ("review", "evaluate"),
+    ("history", "evaluate"),
+    ("overview", "evaluate"),
+)
+"""The web console's views and the service serving each."""
+
+
+def _say_consoles(urls: dict[str, str], *, token_file: Path, running: bool) -> None:
+    """Where the web console's views are, and how to sign in."""
+    _say(f"\nweb console (sign in with any name and the token in {token_file}):")
+    for view, service in CONSOLES:
+        _say(f"    {view:<9} {urls[service]}/console/{view}")
+    if not running:
+        _say(
+            "    (these stopped with the stack: `tunewire demo --keep` leaves them up, "
+            "and `tunewire up` starts them on new ports)"
+        )
 
 
 def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:

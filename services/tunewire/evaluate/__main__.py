@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from tunewire.core import bus, http, launching, logs, objectives, runner, store
-from tunewire.evaluate import api, config, consumer, handlers
+from tunewire.evaluate import api, config, console, consumer, handlers
 
 log = logging.getLogger("tunewire.evaluate")
 
@@ -36,7 +36,16 @@ def build(settings: config.EvaluateSettings) -> runner.Service:
     app = http.create_app(
         title="tunewire evaluate",
         probes=probes,
-        routers=[api.router(controller=controller, catalog=catalog, auth=auth)],
+        routers=[
+            api.router(controller=controller, catalog=catalog, auth=auth),
+            console.router(
+                controller=controller,
+                catalog=catalog,
+                artifacts=artifacts,
+                auth=auth,
+                settings=settings.console,
+            ),
+        ],
     )
     service = runner.Service(
         app=app,

@@ -41,7 +41,7 @@ def router(
     @routes.get("/evaluations", summary="Evaluations, oldest first, optionally of one objective")
     def list_evaluations(objective: str | None = None, _: str = Actor) -> dict[str, Any]:
         found = controller.records.list_records(objective)
-        return {"evaluations": [_shown(r.model_dump(mode="json")) for r in found]}
+        return {"evaluations": [shown(r.model_dump(mode="json")) for r in found]}
 
     @routes.get(
         "/evaluations/{objective}/{run_id}",
@@ -51,7 +51,7 @@ def router(
         record = controller.records.get(objective, run_id)
         report = controller.report(record)  # None while measuring, or if the evaluator failed
         metrics = report.model_dump(mode="json") if report else None
-        return _shown({**record.model_dump(mode="json"), "metrics": metrics})
+        return shown({**record.model_dump(mode="json"), "metrics": metrics})
 
     async def review(
         objective: str, run_id: str, body: ReviewRequest, *, approve: bool
@@ -64,7 +64,7 @@ def router(
             actor=body.actor,
             reason=body.reason,
         )
-        return _shown(record.model_dump(mode="json"))
+        return shown(record.model_dump(mode="json"))
 
     @routes.post("/evaluations/{objective}/{run_id}/approve", summary="Approve a held candidate")
     async def approve(
@@ -97,12 +97,12 @@ def router(
         document = controller.registry.get(objective)
         if not document.versions and not catalog.versions(objective):
             raise errors.NotFound(f"no objective named {objective!r}")
-        return _shown(document.model_dump(mode="json"))
+        return shown(document.model_dump(mode="json"))
 
     return routes
 
 
-def _shown(document: dict[str, Any]) -> dict[str, Any]:
+def shown(document: dict[str, Any]) -> dict[str, Any]:
     """A stored document as a JSON body: JSON has no NaN or infinity (a diverged perplexity
     is one), so they are shown as null."""
     return {key: _finite(value) for key, value in document.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from tunewire.core import launching, settings
+from tunewire.core.console import config as console_config
 
 
 class EvaluateLimits(BaseModel):
@@ -24,3 +25,5 @@ class EvaluateSettings(settings.ServiceSettings):
     evaluate: EvaluateLimits = EvaluateLimits()
     launcher: launching.LauncherSettings = launching.LauncherSettings()
     consumer_group: str = "tunewire-evaluate"
+    console: console_config.ConsoleSettings = console_config.ConsoleSettings()
+    """The console's pipeline overview: where the label and train APIs are."""

@@ -6,7 +6,7 @@ import logging
 import pathlib
 
 from tunewire.core import bus, http, logs, objectives, runner, store
-from tunewire.label import api, config, consumer, examples, pipeline, queue, snapshots
+from tunewire.label import api, config, console, consumer, examples, pipeline, queue, snapshots
 
 log = logging.getLogger("tunewire.label")
 
@@ -39,7 +39,9 @@ def build(settings: config.LabelSettings) -> runner.Service:
         alive=lambda: service.alive(),
     )
     app = http.create_app(
-        title="tunewire label", probes=probes, routers=[api.router(flow=flow, auth=auth)]
+        title="tunewire label",
+        probes=probes,
+        routers=[api.router(flow=flow, auth=auth), console.router(flow=flow, auth=auth)],
     )
     service = runner.Service(
         app=app,

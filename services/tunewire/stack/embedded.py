@@ -380,6 +380,12 @@ class EmbeddedStack:
         )
 
         specs = [self._resolve(item) for item in services]
+        # The console's pipeline overview (in evaluate) asks the other services' APIs.
+        peers = json.dumps({spec.name: spec.url for spec in specs})
+        specs = [
+            dataclasses.replace(spec, env={"TUNEWIRE_CONSOLE__PEERS": peers, **spec.env})
+            for spec in specs
+        ]
         names = [spec.name for spec in specs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates or {"s3", "broker"} & set(names):

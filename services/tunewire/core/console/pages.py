@@ -1,0 +1,109 @@
+"""The console's pages: server-rendered shells, static files and the sign-in check.
+
+A page is a Jinja2 template rendered with autoescaping on, so nothing a template prints can
+become markup. Pages hold no data: a person signs in with an API token, which the console
+script keeps in ``sessionStorage`` and sends as ``Authorization: Bearer`` on every ``fetch``
+to the service's JSON routes, and the script inserts what comes back with ``textContent``
+only. No cookie is ever set, so a page on another site cannot make the browser send an
+authenticated request (there is no CSRF surface), and the Content-Security-Policy below
+allows only this origin's own scripts and styles, with no inline code, as a second wall
+should markup ever reach a page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import fastapi
+import jinja2
+from fastapi import responses
+
+from tunewire.core import http
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+"""Sent with every page and static file. ``form-action 'none'``: forms are handled by the
+script; without it a form would never be sent anywhere (a token must not end up in a URL)."""
+
+_STATIC = importlib.resources.files("tunewire.core.console") / "static"
+_MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+_STATIC_NAME = re.compile(r"^[a-z][a-z0-9-]*\.(css|js)$")
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("tunewire.core.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One page of a service's console: ``/console/{slug}``, template ``{slug}.html``."""
+
+    slug: str
+    title: str
+
+
+def router(*, service: str, views: Sequence[View], auth: http.BearerAuth) -> fastapi.APIRouter:
+    """The pages of ``views``, the static files and ``/console/api/session``.
+
+    ``/console`` redirects to the first view. The session route answers 200 for a valid
+    token (the sign-in form's check) and 401 otherwise, like every JSON route.
+    """
+    if not views:
+        raise ValueError("a console needs at least one view")
+    routes = fastapi.APIRouter(prefix="/console", include_in_schema=False)
+
+    @routes.get("")
+    def home() -> responses.RedirectResponse:
+        return responses.RedirectResponse(f"/console/{views[0].slug}", status_code=307)
+
+    for view in views:
+        routes.add_api_route(
+            f"/{view.slug}", _page_handler(service=service, views=views, view=view)
+        )
+
+    @routes.get("/static/{name}")
+    def static(name: str) -> responses.Response:
+        resource = _STATIC / name
+        if not _STATIC_NAME.match(name) or not resource.is_file():
+            return responses.Response(status_code=404, headers=SECURITY_HEADERS)
+        media_type = _MEDIA_TYPES[name[name.rindex(".") :]]
+        return responses.Response(
+            resource.read_bytes(), media_type=media_type, headers=SECURITY_HEADERS
+        )
+
+    @routes.get("/api/session")
+    def session(actor: str = fastapi.Depends(auth)) -> dict[str, str]:
+        return {"service": service, "token": actor}
+
+    return routes
+
+
+def render(template: str, **context: Any) -> responses.HTMLResponse:
+    """A console template rendered (autoescaped) with the console's security headers."""
+    body = _TEMPLATES.get_template(template).render(**context)
+    return responses.HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+def _page_handler(
+    *, service: str, views: Sequence[View], view: View
+) -> Callable[[], responses.HTMLResponse]:
+    def page() -> responses.HTMLResponse:
+        return render(f"{view.slug}.html", service=service, views=views, view=view)
+
+    page.__name__ = f"console_{view.slug}"
+    return page
