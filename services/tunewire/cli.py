@@ -8,6 +8,7 @@ commands call a running service's HTTP API with a bearer token.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -373,6 +374,63 @@ def cmd_rollback(args: argparse.Namespace) -> None:
     print(f"{args.objective} now serves {args.objective}@{result['serving']}")
 
 
+def _lag(metrics_text: str) -> int:
+    """Messages the service's consumers are behind, from its ``/metrics``."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("tunewire_consumer_lag{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    urls = _service_urls(args)
+    token = args.token or os.environ.get("TUNEWIRE_TOKEN") or _stack_info(args.state_dir)["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    services: dict[str, Any] = {}
+    for name, url in urls.items():
+        try:
+            ready = httpx.get(url + "/readyz", timeout=10)
+            metrics_text = httpx.get(url + "/metrics", timeout=10).text
+            services[name] = {
+                "url": url,
+                "ready": ready.status_code == 200,
+                "waiting_for": {k: v for k, v in ready.json()["checks"].items() if v != "ok"},
+                "consumer_lag": _lag(metrics_text),
+            }
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            services[name] = {"url": url, "ready": False, "error": str(exc)}
+    champions: dict[str, Any] = {}
+    if "evaluate" in urls:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            found = httpx.get(urls["evaluate"] + "/v1/registry", headers=headers, timeout=10)
+            champions = {r["objective"]: r.get("champion") for r in found.json()["objectives"]}
+    if args.json:
+        _print({"services": services, "champions": champions}, as_json=True)
+        return
+    print(f"{'SERVICE':<10} {'READY':<6} {'LAG':>7}  DETAIL")
+    for name, info in services.items():
+        detail = info.get("error") or "; ".join(f"{k}: {v}" for k, v in info["waiting_for"].items())
+        lag = info.get("consumer_lag", "-")
+        print(f"{name:<10} {'yes' if info['ready'] else 'no':<6} {lag:>7}  {detail or info['url']}")
+    for objective, run_id in sorted(champions.items()):
+        print(f"champion  {objective}: {run_id or '(none yet)'}")
+    if not all(info["ready"] for info in services.values()):
+        raise SystemExit(1)
+
+
+def _service_urls(args: argparse.Namespace) -> dict[str, str]:
+    configured = {
+        name: os.environ[f"TUNEWIRE_{name.upper()}_URL"]
+        for name in SERVICES
+        if f"TUNEWIRE_{name.upper()}_URL" in os.environ
+    }
+    if configured:
+        return configured
+    urls: dict[str, str] = _stack_info(args.state_dir)["services"]
+    return urls
+
+
 def cmd_service(args: argparse.Namespace) -> None:
     import importlib
 
@@ -570,6 +628,18 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who decides")
     client_options(rollback)
     rollback.set_defaults(func=cmd_rollback, service="serve")
+
+    status = sub.add_parser(
+        "status",
+        help="each service's readiness and consumer lag, and every objective's champion",
+        description="Reads /readyz and /metrics of every service of the running stack (or of "
+        "the TUNEWIRE_<SERVICE>_URL given) and the registry; exits 1 unless all are ready.",
+    )
+    status.add_argument(
+        "--token", help="API bearer token (default: $TUNEWIRE_TOKEN or the stack's)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

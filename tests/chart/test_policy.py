@@ -209,16 +209,18 @@ def test_network_is_denied_by_default_and_opened_narrowly(rendered: list[dict[st
         egress_ports = {p["port"] for rule in allow["spec"]["egress"] for p in rule["ports"]}
         assert 53 in egress_ports and 443 in egress_ports
         assert egress_ports & {9092, 9093, 9094, 9096}
-        # Beyond DNS, Kafka and S3, only the controllers get a rule (the Kubernetes API), and
-        # serve one while vLLM downloads its model (the Hugging Face hub).
+        # Beyond DNS, Kafka and S3, only the controllers get a rule (the Kubernetes API),
+        # evaluate one to label and one to train (the console's overview: test_console.py),
+        # and serve one while vLLM downloads its model (the Hugging Face hub).
         _, _, _, *more = allow["spec"]["egress"]
         hub = [
             e for e in deployment["spec"]["template"]["spec"]["containers"] if e["name"] == "vllm"
         ]
         hub_enabled = bool(hub) and not any(e["name"] == "HF_HUB_OFFLINE" for e in hub[0]["env"])
         if name in CONTROLLERS:
-            (rule,) = more
+            rule, *console = more
             assert {p["port"] for p in rule["ports"]} <= {443, 6443}, name
+            assert len(console) == (2 if name == "tunewire-evaluate" else 0), name
         elif hub_enabled:
             (rule,) = more
             assert [p["port"] for p in rule["ports"]] == [443], name

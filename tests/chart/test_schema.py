@@ -93,6 +93,18 @@ def test_lint_reports_the_wrong_values_file() -> None:
         ({"train": {"limits": {"maxParallel": 3}}}, "additional properties 'maxParallel'"),
         ({"evaluate": {"limits": {"maxRunning": 3}}}, "additional properties 'maxRunning'"),
         ({"evaluate": {"limits": {"maxAttempts": 0}}}, "at '/evaluate/limits/maxAttempts'"),
+        # The console's overview: on or off; its peers are the chart's, and only evaluate's.
+        ({"evaluate": {"console": {"enabled": "yes"}}}, "at '/evaluate/console/enabled'"),
+        ({"evaluate": {"console": "on"}}, "at '/evaluate/console': got string, want object"),
+        (
+            {"evaluate": {"console": {"peers": {"label": "http://label:8080"}}}},
+            "at '/evaluate/console': additional properties 'peers'",
+        ),
+        (
+            {"evaluate": {"env": {"TUNEWIRE_CONSOLE__PEERS": "{}"}}},
+            "at '/evaluate/env/TUNEWIRE_CONSOLE__PEERS'",
+        ),
+        ({"train": {"console": {"enabled": True}}}, "at '/train/console'"),
         ({"train": {"rbac": {"create": "yes"}}}, "at '/train/rbac/create'"),
         ({"train": {"image": {"tag": "latest"}}}, "at '/train/image/tag'"),
         (

@@ -41,8 +41,11 @@ TIMEOUT_MS = 20_000
 sync_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> collections.abc.Iterator[sync_api.Browser]:
+    """One browser for the console tests, closed after them: Playwright's sync API keeps an
+    event loop running in this thread while it is open, which later tests' asyncio would
+    trip over."""
     with sync_api.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:

@@ -5,8 +5,8 @@ keys for every service, and anything only one service needs comes from its own
 templates/<service>/_settings.tpl: "tunewire.<service>.env" (its settings) and
 "tunewire.<service>.pod" (what its pod adds to the shared one, as YAML: `env` and
 `volumeMounts` of the service's container, more `containers` and `volumes`, the pod's
-`strategy`, `nodeSelector` and `tolerations` in place of the shared ones, and `egress` rules
-beyond DNS, Kafka and S3; `{}` for none).
+`strategy`, `nodeSelector` and `tolerations` in place of the shared ones, `ingress` rules
+beyond the shared HTTP one and `egress` rules beyond DNS, Kafka and S3; `{}` for none).
 */}}
 
 {{/* Settings every tunewire process reads, services and workload pods alike: where Kafka
@@ -320,9 +320,10 @@ spec:
 {{- end }}
 
 {{/* Allows on top of the release's default-deny: HTTP in from this release's pods, the
-allowed namespaces and Prometheus; out only to DNS, Kafka and S3, for the controllers the
-Kubernetes API (where they create and watch their Jobs), and what the service's pod adds
-(serve's model hub). */}}
+allowed namespaces and Prometheus, and what the service's pod adds (label's and train's from
+evaluate's console); out only to DNS, Kafka and S3, for the controllers the Kubernetes API
+(where they create and watch their Jobs), and what the service's pod adds (serve's model
+hub, evaluate's console to label and train). */}}
 {{- define "tunewire.component.networkpolicy" -}}
 {{- $root := .root }}
 {{- $svc := index $root.Values .component }}
@@ -355,6 +356,9 @@ spec:
       ports:
         - port: {{ $svc.port }}
           protocol: TCP
+    {{- with $pod.ingress }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- with $svc.networkPolicy.extraIngress }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

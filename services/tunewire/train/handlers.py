@@ -95,6 +95,7 @@ class RunController:
         """Runs not finished yet, by run id: the scheduler's view."""
         self._received: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._concluding = threading.Lock()
         self.wake = threading.Event()
 
     # -- intake ---------------------------------------------------------------------------
@@ -405,7 +406,19 @@ class RunController:
         self.wake.set()
 
     def conclude(self, run: runs.Run, outcome: outcomes.Outcome) -> runs.Run:
-        """Publish the run's terminal event (idempotent id) and record how it ended."""
+        """Publish the run's terminal event (idempotent id) and record how it ended.
+
+        Serialised, and skipped for a run already recorded as ended: the API's cancel and
+        the watcher's report of the deleted workload both conclude the same run.
+        """
+        with self._concluding:
+            current = self.runs.get(run.objective, run.run_id)
+            if current.finished:
+                self._track(current)
+                return current
+            return self._conclude(current, outcome)
+
+    def _conclude(self, run: runs.Run, outcome: outcomes.Outcome) -> runs.Run:
         reason_name = training_pb2.FailureReason.Name(outcome.reason) if outcome.reason else ""
         if outcome.kind == "succeeded":
             self._publish(

@@ -4,7 +4,9 @@ emptyDir, as the root filesystem is read-only. */}}
 TUNEWIRE_LABEL__WORKDIR: /tmp/tunewire
 {{- end }}
 
-{{/* Nothing label adds to the shared pod. */}}
+{{/* What label adds to the shared pod: ingress from evaluate's pods for the console's
+overview (_console.tpl). */}}
 {{- define "tunewire.label.pod" -}}
-{}
+ingress:
+  {{- include "tunewire.console.ingress" . | trim | nindent 2 }}
 {{- end }}

@@ -7,7 +7,9 @@ TUNEWIRE_TRAIN__MAX_ATTEMPTS: {{ $limits.maxAttempts | int | quote }}
 {{ include "tunewire.launcher.env" .root }}
 {{- end }}
 
-{{/* Nothing train adds to the shared pod. */}}
+{{/* What train adds to the shared pod: ingress from evaluate's pods for the console's
+overview (_console.tpl). */}}
 {{- define "tunewire.train.pod" -}}
-{}
+ingress:
+  {{- include "tunewire.console.ingress" . | trim | nindent 2 }}
 {{- end }}
