@@ -20,7 +20,7 @@ import httpx
 import kubernetes.client as k8s
 import pytest
 
-from tests.support import datasets, kafka_io, kube
+from tests.support import datasets, kafka_io, kube, waiting
 from tunewire import samples
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core import settings, store, topics
@@ -162,19 +162,6 @@ def _objective(k8s_stack: Cluster, name: str, **changes: Any) -> int:
     return datasets.register(k8s_stack.artifacts, datasets.quick_objective(name, **changes))
 
 
-def _wait(client: httpx.Client, path: str, done: Any, *, timeout_s: float = 240) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        response = client.get(path)
-        if response.status_code == 200:
-            last = response.json()
-            if done(last):
-                return last
-        time.sleep(0.5)
-    raise AssertionError(f"{path} never got there; last seen {last}")
-
-
 def _events(k8s_stack: Cluster, run_id: str) -> list[training_pb2.TrainingEvent]:
     reader = kafka_io.TopicReader(k8s_stack.stack.bootstrap_servers, topics.TRAINING)
     found: list[training_pb2.TrainingEvent] = []
@@ -204,7 +191,9 @@ def test_snapshot_to_champion_through_jobs(k8s_stack: Cluster) -> None:
     run_id = runs.run_id_for(name, snapshot.dataset_id)
 
     with k8s_stack.client("train") as train:
-        run = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] in runs.TERMINAL)
+        run = waiting.poll_json(
+            train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] in runs.TERMINAL
+        )
     assert run["status"] == "succeeded", run
     assert run["launcher"] == "kubernetes"
     assert run["logs"].startswith("kubectl logs")
@@ -222,7 +211,9 @@ def test_snapshot_to_champion_through_jobs(k8s_stack: Cluster) -> None:
     assert "AWS_SECRET_ACCESS_KEY" not in str(train_jobs[0].to_dict())
 
     with k8s_stack.client("evaluate") as evaluate:
-        decided = _wait(evaluate, f"/v1/evaluations/{name}/{run_id}", lambda e: e["decision"])
+        decided = waiting.poll_json(
+            evaluate, f"/v1/evaluations/{name}/{run_id}", lambda e: e["decision"]
+        )
         assert any(job.metadata.name == decided["workload"] for job in k8s_stack.jobs())
         assert decided["metrics"]["candidate"]["model_ref"] == run_id
         registry = evaluate.get(f"/v1/registry/{name}").json()
@@ -246,7 +237,9 @@ def test_a_cancelled_run_deletes_its_job(k8s_stack: Cluster) -> None:
         )
         assert submitted.status_code == 202, submitted.text
         run_id = submitted.json()["run_id"]
-        running = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: bool(r["progress"]))
+        running = waiting.poll_json(
+            train, f"/v1/runs/{name}/{run_id}", lambda r: bool(r["progress"])
+        )
         cancelled = train.post(
             f"/v1/runs/{name}/{run_id}/cancel", json={"actor": "carol", "reason": "not needed"}
         )
@@ -268,7 +261,7 @@ def test_an_oom_killed_pod_fails_the_run_with_that_reason(k8s_stack: Cluster) ->
     datasets.announce(k8s_stack.stack.bootstrap_servers, snapshot)
     run_id = runs.run_id_for(OOM_OBJECTIVE, snapshot.dataset_id)
     with k8s_stack.client("train") as train:
-        run = _wait(
+        run = waiting.poll_json(
             train, f"/v1/runs/{OOM_OBJECTIVE}/{run_id}", lambda r: r["status"] in runs.TERMINAL
         )
     assert run["status"] == "failed"
@@ -290,7 +283,7 @@ def test_a_preempted_pod_resumes_from_its_checkpoint(k8s_stack: Cluster) -> None
     datasets.announce(k8s_stack.stack.bootstrap_servers, snapshot)
     run_id = runs.run_id_for(PREEMPTED_OBJECTIVE, snapshot.dataset_id)
     with k8s_stack.client("train") as train:
-        run = _wait(
+        run = waiting.poll_json(
             train,
             f"/v1/runs/{PREEMPTED_OBJECTIVE}/{run_id}",
             lambda r: r["status"] in runs.TERMINAL,
@@ -317,11 +310,15 @@ def test_a_job_deleted_by_hand_fails_its_run_as_cancelled_outside(k8s_stack: Clu
             },
         )
         run_id = submitted.json()["run_id"]
-        running = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] == "running")
+        running = waiting.poll_json(
+            train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] == "running"
+        )
         k8s_stack.batch.delete_namespaced_job(
             running["workload"], k8s_stack.cluster.namespace, propagation_policy="Background"
         )
-        run = _wait(train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] in runs.TERMINAL)
+        run = waiting.poll_json(
+            train, f"/v1/runs/{name}/{run_id}", lambda r: r["status"] in runs.TERMINAL
+        )
     assert run["status"] == "failed"
     assert run["failure_reason"] == "FAILURE_REASON_CANCELLED_BY_USER"
     assert "outside tunewire" in run["message"]

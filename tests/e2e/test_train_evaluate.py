@@ -7,32 +7,23 @@ rejected by the gates and never becomes champion.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import httpx
 
-from tests.support import datasets
+from tests.support import datasets, waiting
 from tunewire import samples
 from tunewire.core import store
 from tunewire.stack import embedded
 from tunewire.train import runs
 
 
-def wait_for_decision(
-    evaluate_api: httpx.Client, objective: str, run_id: str, *, timeout_s: float = 240
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = evaluate_api.get(f"/v1/evaluations/{objective}/{run_id}")
-        if response.status_code == 200:
-            last = response.json()
-            if last.get("decision"):
-                return last
-        time.sleep(0.5)
-    raise AssertionError(f"no decision on {run_id}; last seen {last}")
+def wait_for_decision(evaluate_api: httpx.Client, objective: str, run_id: str) -> dict[str, Any]:
+    decided: dict[str, Any] = waiting.poll_json(
+        evaluate_api, f"/v1/evaluations/{objective}/{run_id}", lambda e: e.get("decision")
+    )
+    return decided
 
 
 def test_a_good_adapter_is_approved_and_a_mislabelled_one_rejected(

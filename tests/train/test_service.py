@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import datasets, kafka_io
+from tests.support import datasets, kafka_io, waiting
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core import store, topics
 from tunewire.stack import embedded
@@ -26,16 +25,10 @@ def wait_for_run(
     *,
     timeout_s: float = 120,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = train_api.get(f"/v1/runs/{objective}/{run_id}")
-        if response.status_code == 200:
-            last = response.json()
-            if done(last):
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"run {run_id} never got there; last seen {last}")
+    run: dict[str, Any] = waiting.poll_json(
+        train_api, f"/v1/runs/{objective}/{run_id}", done, timeout_s=timeout_s
+    )
+    return run
 
 
 def finished(run: dict[str, Any]) -> bool:
