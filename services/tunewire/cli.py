@@ -278,7 +278,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
     if args.action == "submit":
         if not args.dataset:
             raise CliError("runs submit needs --dataset DATASET_ID")
-        overrides = json.loads(args.overrides) if args.overrides else {}
+        try:
+            overrides = json.loads(args.overrides) if args.overrides else {}
+        except ValueError as exc:
+            raise CliError(f"--overrides is not JSON: {exc}") from None
         run = _call(
             args,
             "POST",

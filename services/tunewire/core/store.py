@@ -13,7 +13,7 @@ import json
 import pathlib
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
@@ -188,6 +188,24 @@ class ArtifactStore:
             if _status(exc) == 404:
                 raise errors.NotFound(f"{self.uri(key)} does not exist") from exc
             raise
+
+    def files_under(self, prefix: str) -> list[str]:
+        """Keys of the objects under a prefix, folder markers left out."""
+        return [key for key in self.list_keys(prefix) if not key.endswith("/")]
+
+    def download_tree(self, prefix: str, keys: Sequence[str], directory: pathlib.Path) -> None:
+        """Copy ``keys`` (all under ``prefix``) into ``directory``, each at its path relative
+        to the prefix, as a model or adapter directory is laid out.
+
+        :class:`errors.InvalidRequest` for a key that would land outside ``directory``.
+        """
+        root = directory.resolve()
+        for key in keys:
+            target = (root / key[len(prefix) :].lstrip("/")).resolve()
+            if not target.is_relative_to(root):
+                raise errors.InvalidRequest(f"{self.uri(key)} would land outside {directory}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.download_file(key, target)
 
     def get_json(self, key: str) -> Any:
         """Read a JSON document."""

@@ -305,7 +305,7 @@ class Deployments:
             path = await asyncio.to_thread(self._sync, name, uri)
             await self._evict(room_for=1)
             await self._backend.load_adapter(name, path)
-        except (backends.AdapterLoadError, errors.NotFound) as exc:
+        except (backends.AdapterLoadError, errors.NotFound, errors.InvalidRequest) as exc:
             self.failed[name] = str(exc)
             LOAD_FAILURES.labels(objective).inc()
             log.error("adapter %s will not be served: %s", name, exc)
@@ -331,16 +331,13 @@ class Deployments:
             return target
         bucket, prefix = store.split_uri(uri)
         source = self._store.for_bucket(bucket)
-        keys = [k for k in source.list_keys(prefix) if not k.endswith("/")]
+        keys = source.files_under(prefix)
         if not keys:
             raise errors.NotFound(f"no adapter files under {uri}")
         scratch = self._dir / f".{name}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
-        for key in keys:
-            relative = key[len(prefix) :].lstrip("/")
-            (scratch / relative).parent.mkdir(parents=True, exist_ok=True)
-            source.download_file(key, scratch / relative)
+        source.download_tree(prefix, keys, scratch)
         (scratch / _COMPLETE).write_text(uri)
         shutil.rmtree(target, ignore_errors=True)
         scratch.rename(target)

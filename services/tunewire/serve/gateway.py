@@ -20,7 +20,7 @@ import fastapi
 import prometheus_client
 from fastapi import responses
 
-from tunewire.core import errors, metrics
+from tunewire.core import errors, http, metrics
 from tunewire.serve import access, backend, config, deployments
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,10 @@ def _admitted(gatekeeper: access.Gatekeeper, request: fastapi.Request) -> access
 
 
 async def _body(request: fastapi.Request) -> dict[str, Any]:
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > _MAX_BODY:
-            raise _Refused(400, f"the request body is over {_MAX_BODY} bytes")
+    try:
+        raw = await http.read_body(request, limit=_MAX_BODY)
+    except errors.PayloadTooLarge as exc:
+        raise _Refused(400, exc.message) from None
     try:
         body = json.loads(raw)
     except ValueError as exc:

@@ -260,19 +260,16 @@ def download_adapter(
         raise failures.StorageFailure(f"adapter at {uri} is unreadable: {exc.message}") from None
     prefix = prefix.rstrip("/") + "/"
     source = artifacts.for_bucket(bucket)
-    keys = [k for k in source.list_keys(prefix) if not k.endswith("/")]  # no folder markers
+    keys = source.files_under(prefix)
     if prefix + ADAPTER_CONFIG not in keys:
         raise failures.StorageFailure(
             f"adapter at {uri} is unreadable: there is no {ADAPTER_CONFIG} under it; "
             "check the run id, or retrain the run"
         )
-    root = directory.resolve()
-    for key in keys:
-        target = (root / key[len(prefix) :]).resolve()
-        if not target.is_relative_to(root):
-            raise failures.StorageFailure(f"adapter at {uri} is unreadable: bad key {key!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source.download_file(key, target)
+    try:
+        source.download_tree(prefix, keys, directory)
+    except errors.InvalidRequest as exc:
+        raise failures.StorageFailure(f"adapter at {uri} is unreadable: {exc.message}") from None
     return directory
 
 

@@ -187,7 +187,7 @@ def _from_s3(
     if target.is_dir():
         return target
     source = artifacts.for_bucket(bucket)
-    keys = [k for k in source.list_keys(prefix) if not k.endswith("/")]
+    keys = source.files_under(prefix)
     if not keys:
         raise failures.MissingBaseModel(
             f"no objects under {uri}; upload the model's files (config.json, weights, "
@@ -195,12 +195,10 @@ def _from_s3(
         )
 
     def download(staging: pathlib.Path) -> None:
-        for key in keys:
-            destination = (staging / key[len(prefix) :]).resolve()
-            if not destination.is_relative_to(staging.resolve()):
-                raise failures.MissingBaseModel(f"refusing {source.uri(key)}: it escapes {uri}")
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            source.download_file(key, destination)
+        try:
+            source.download_tree(prefix, keys, staging)
+        except errors.InvalidRequest as exc:
+            raise failures.MissingBaseModel(f"refusing base model {uri}: {exc.message}") from None
         log.info("downloaded base model", extra={"count": len(keys)})
 
     return _materialise(target, download)
