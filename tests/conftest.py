@@ -27,44 +27,47 @@ CLIENTS = [
 """Applications of the serve service: unlimited, rate-limited, and scoped to one objective."""
 
 
+def service_specs() -> list[processes.ServiceSpec]:
+    """The five services as the test stacks run them: short intervals, the test clients."""
+    return [
+        processes.ServiceSpec(name="ingest", module="tunewire.ingest"),
+        processes.ServiceSpec(
+            name="label",
+            module="tunewire.label",
+            env={
+                "TUNEWIRE_LABEL__SNAPSHOT_CHECK_S": "1",
+                "TUNEWIRE_LABEL__FLUSH_INTERVAL_S": "0.5",
+            },
+        ),
+        processes.ServiceSpec(
+            name="train",
+            module="tunewire.train",
+            env={"TUNEWIRE_TRAIN__RECONCILE_EVERY_S": "2"},
+        ),
+        processes.ServiceSpec(
+            name="evaluate",
+            module="tunewire.evaluate",
+            env={"TUNEWIRE_EVALUATE__RECONCILE_EVERY_S": "2"},
+        ),
+        processes.ServiceSpec(
+            name="serve",
+            module="tunewire.serve",
+            env={
+                "TUNEWIRE_CLIENTS": json.dumps(CLIENTS),
+                "TUNEWIRE_SERVE__MAX_PROMPT_CHARS": "2000",
+                "TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS": "32",
+            },
+        ),
+    ]
+
+
 @pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> collections.abc.Iterator[embedded.EmbeddedStack]:
     state = tmp_path_factory.mktemp("stack")
     running = embedded.EmbeddedStack(state, api_tokens=[TOKEN])
-    running.up(
-        [
-            processes.ServiceSpec(name="ingest", module="tunewire.ingest"),
-            processes.ServiceSpec(
-                name="label",
-                module="tunewire.label",
-                env={
-                    "TUNEWIRE_LABEL__SNAPSHOT_CHECK_S": "1",
-                    "TUNEWIRE_LABEL__FLUSH_INTERVAL_S": "0.5",
-                },
-            ),
-            processes.ServiceSpec(
-                name="train",
-                module="tunewire.train",
-                env={"TUNEWIRE_TRAIN__RECONCILE_EVERY_S": "2"},
-            ),
-            processes.ServiceSpec(
-                name="evaluate",
-                module="tunewire.evaluate",
-                env={"TUNEWIRE_EVALUATE__RECONCILE_EVERY_S": "2"},
-            ),
-            processes.ServiceSpec(
-                name="serve",
-                module="tunewire.serve",
-                env={
-                    "TUNEWIRE_CLIENTS": json.dumps(CLIENTS),
-                    "TUNEWIRE_SERVE__MAX_PROMPT_CHARS": "2000",
-                    "TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS": "32",
-                },
-            ),
-        ]
-    )
+    running.up(service_specs())
     try:
         yield running
     finally:

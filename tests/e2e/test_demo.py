@@ -12,18 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
+from tests.support import metrics
 from tunewire.stack import embedded
-
-
-def _counter(url: str, name: str) -> float:
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
 
 
 def tunewire(state: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -56,17 +46,17 @@ def test_events_become_a_served_adapter(tmp_path: Path) -> None:
         assert right >= 2, summary["answers"]
 
         urls = embedded.describe(state)["services"]  # type: ignore[index]
-        assert _counter(urls["ingest"], "tunewire_ingest_events_total") >= summary["records"]
-        assert _counter(urls["label"], "tunewire_label_examples_total") > 0
+        assert metrics.counter(urls["ingest"], "tunewire_ingest_events_total") >= summary["records"]
+        assert metrics.counter(urls["label"], "tunewire_label_examples_total") > 0
         assert (
-            _counter(
+            metrics.counter(
                 urls["train"],
                 'tunewire_train_runs_total{objective="support-intent",status="succeeded"}',
             )
             >= 1
         )
-        assert _counter(urls["evaluate"], "tunewire_evaluate_decisions_total") >= 1
-        assert _counter(urls["serve"], "tunewire_serve_request_seconds_count") >= 3
+        assert metrics.counter(urls["evaluate"], "tunewire_evaluate_decisions_total") >= 1
+        assert metrics.counter(urls["serve"], "tunewire_serve_request_seconds_count") >= 3
 
         status = tunewire(state, "status", "--json")
         assert status.returncode == 0, status.stdout + status.stderr

@@ -4,6 +4,10 @@ Sends use ``acks=all`` and retries. Each send is kept in an outbox until the bro
 acknowledged it: :meth:`Producer.flush` waits for every acknowledgement and re-sends what
 failed, so a broker outage of a few seconds delays events but never loses one. Callers
 commit their input offsets only after ``flush`` returns.
+
+The client is idempotent (kafka-python's default). A broker that lost its state (restarted
+with memory storage) no longer knows the client's producer id and refuses it for good; the
+client then fails every send, so :meth:`Producer.flush` replaces it with a new one.
 """
 
 from __future__ import annotations
@@ -55,15 +59,8 @@ class Producer:
 
     def __init__(self, config: settings.KafkaSettings, *, client_id: str) -> None:
         self._config = config
-        self._client = kafka.KafkaProducer(
-            client_id=client_id,
-            acks="all",
-            retries=2_147_483_647,
-            linger_ms=config.linger_ms,
-            batch_size=256 * 1024,
-            max_in_flight_requests_per_connection=5,
-            **config.client_options(),
-        )
+        self._client_id = client_id
+        self._client = self._new_client()
         self._outbox: list[_Pending] = []
         self._lock = threading.Lock()
 
@@ -114,6 +111,8 @@ class Producer:
             if time.monotonic() >= deadline:
                 raise errors.Unavailable(f"Kafka did not acknowledge {len(failed)} messages")
             log.warning("re-sending unacknowledged messages", extra={"count": len(failed)})
+            if any(_refused(p) for p in failed):
+                self._renew_client()
             time.sleep(0.5)
             for pending in failed:
                 pending.future = self._dispatch(pending)
@@ -134,6 +133,24 @@ class Producer:
         finally:
             self._client.close(timeout=5)
 
+    def _new_client(self) -> kafka.KafkaProducer:
+        return kafka.KafkaProducer(
+            client_id=self._client_id,
+            acks="all",
+            retries=2_147_483_647,
+            linger_ms=self._config.linger_ms,
+            batch_size=256 * 1024,
+            max_in_flight_requests_per_connection=5,
+            **self._config.client_options(),
+        )
+
+    def _renew_client(self) -> None:
+        """Replace a client that gave up on sends (retries are unbounded, so only a fatal
+        error ends a send with a failure) with a fresh one: new connection, new producer id."""
+        log.warning("the Kafka client refused sends; replacing it")
+        old, self._client = self._client, self._new_client()
+        old.close(timeout=1)
+
     def _dispatch(self, pending: _Pending) -> Any:
         try:
             return self._client.send(
@@ -151,6 +168,12 @@ def _acknowledged(pending: _Pending) -> bool:
     if future is None or not future.is_done:
         return False
     return bool(future.succeeded())
+
+
+def _refused(pending: _Pending) -> bool:
+    """Whether the client ended this send with an error (as opposed to not yet)."""
+    future = pending.future
+    return future is not None and future.is_done and future.failed()
 
 
 def check_reachable(config: settings.KafkaSettings, *, timeout_s: float = 1.0) -> None:

@@ -144,6 +144,7 @@ class EmbeddedStack:
         self._broker: broker.Broker | None = None
         self._store: objectstore.ObjectStore | None = None
         self._services: dict[str, processes.ManagedProcess] = {}
+        self._specs: dict[str, ServiceSpec] = {}
         self._own: dict[int, processes.ManagedProcess] = {}
         """What this instance started, by pid: stopped through Popen, which also reaps them."""
         self._service_urls: dict[str, str] = {}
@@ -311,16 +312,7 @@ class EmbeddedStack:
         if kafka_broker is None or self._state is None:
             raise StackNotRunningError("the broker is not running; call up() first")
         with self._locked():
-            old = kafka_broker.process
-            if kill:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(old.pid, signal.SIGKILL)
-            kafka_broker.stop(grace=self.stop_grace)  # also reaps it
-            self._own.pop(old.pid, None)
-            self._state["processes"] = [
-                item for item in self._state["processes"] if item["pid"] != old.pid
-            ]
-            self._write_state()
+            self._stop_for_restart(kafka_broker.process, kill=kill)
             try:
                 if while_down is not None:
                     while_down()
@@ -331,6 +323,30 @@ class EmbeddedStack:
                     kafka_broker.process,
                     {"bootstrap_servers": kafka_broker.bootstrap_servers},
                 )
+
+    def restart_service(
+        self, name: str, *, kill: bool = False, while_down: Callable[[], object] | None = None
+    ) -> None:
+        """Stop one service, call ``while_down()``, then start it again with the same spec.
+
+        For fault tests: ``kill`` sends SIGKILL to its process group at once (a crash, no
+        final flush) instead of SIGTERM with the stack's grace. Workloads the local launcher
+        started run under their own supervisors and keep running. Returns once the new
+        process answers ``/healthz``; its URL is unchanged.
+        """
+        spec = self._specs.get(name)
+        if spec is None or self._state is None:
+            raise StackNotRunningError(f"no service {name!r} is running in this stack")
+        with self._locked():
+            self._stop_for_restart(self._services[name], kill=kill)
+            try:
+                if while_down is not None:
+                    while_down()
+            finally:
+                process = processes.start_service(spec, log_dir=self.log_dir)
+                self._services[name] = process
+                self._record(name, process, {"url": spec.url}, section="services")
+        processes.wait_healthy(spec.url + "/healthz", timeout=self.startup_timeout, process=process)
 
     def __enter__(self) -> EmbeddedStack:
         if not self._running:
@@ -393,6 +409,7 @@ class EmbeddedStack:
         for spec in specs:
             process = processes.start_service(spec, log_dir=self.log_dir)
             self._services[spec.name] = process
+            self._specs[spec.name] = spec
             self._service_urls[spec.name] = spec.url
             self._record(spec.name, process, {"url": spec.url}, section="services")
         if wait:
@@ -407,6 +424,19 @@ class EmbeddedStack:
         spec = item if isinstance(item, ServiceSpec) else item(self)
         port = ports.port_or_free(spec.port)
         return dataclasses.replace(spec, port=port, env={**self.service_env(port), **spec.env})
+
+    def _stop_for_restart(self, process: processes.ManagedProcess, *, kill: bool) -> None:
+        """Stop (or SIGKILL) one process and drop it from the state file."""
+        assert self._state is not None
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        process.stop(grace=self.stop_grace)  # also reaps it
+        self._own.pop(process.pid, None)
+        self._state["processes"] = [
+            item for item in self._state["processes"] if item["pid"] != process.pid
+        ]
+        self._write_state()
 
     def _record(
         self,
@@ -555,6 +585,7 @@ class EmbeddedStack:
         self._broker = None
         self._store = None
         self._services = {}
+        self._specs = {}
         self._own = {}
         self._service_urls = {}
         self._state = None
