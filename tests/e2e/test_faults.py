@@ -7,9 +7,10 @@ faults land mid-stream) and follows it to a served adapter:
 - a SIGKILL of label, train and evaluate at their busiest moments loses and repeats nothing;
 - S3 gone for 10 s, twice (while events stream, while the trainer trains), delays the loop
   and loses nothing;
-- a broker restart with memory storage (every topic and committed offset gone) loses only
-  what was on the topics; the services carry on from their state in S3 (last: it empties
-  the topics the other tests read).
+- broker restarts with memory storage (every topic and committed offset gone) lose only what
+  was on the topics; the services carry on from their state in S3, and the handoffs lost
+  with the topics (a snapshot, a run's success) are announced again (last: it empties the
+  topics the other tests read).
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ from tunewire.train import runs
 
 OUTAGE_S = 10.0
 EVENTS = 300
+REPEAT_SOON = {
+    "TUNEWIRE_LABEL__REPEAT_ANNOUNCEMENT_EVERY_S": "2",
+    "TUNEWIRE_TRAIN__REPEAT_SUCCESS_EVERY_S": "2",
+}
+"""Handoff events lost with a broker's topics are announced again within seconds."""
 LOOP_BOUND_S = 240.0
 """Each test's limit: its loop takes about a minute on two cores without faults."""
 
@@ -82,7 +88,11 @@ def faults(
                 cut.append(
                     proxy.CuttableProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
                 )
-            env = {**spec.env, "TUNEWIRE_S3__ENDPOINT_URL": f"http://127.0.0.1:{cut[0].port}"}
+            env = {
+                **spec.env,
+                **REPEAT_SOON,
+                "TUNEWIRE_S3__ENDPOINT_URL": f"http://127.0.0.1:{cut[0].port}",
+            }
             return dataclasses.replace(spec, env=env)
 
         return build
@@ -350,16 +360,22 @@ def test_s3_outages_delay_the_loop_and_lose_nothing(faults: FaultStack) -> None:
     assert time.monotonic() - started < LOOP_BOUND_S + 2 * OUTAGE_S
 
 
-def test_a_memory_broker_restart_loses_the_topics_and_the_services_carry_on_from_s3(
+def test_memory_broker_restarts_lose_the_topics_and_the_services_carry_on_from_s3(
     faults: FaultStack,
 ) -> None:
-    """Last in the module: it empties every topic.
+    """Last in the module: it empties every topic, three times.
 
     A broker without persistent storage comes back as a new, empty cluster: what was on the
     topics and every committed offset is gone. Nothing the services made durable is: the
-    objective catalog, seen ids, examples, snapshots, runs, the registry live in S3. A
-    business system replaying its events after the outage gets them dropped as duplicates,
-    label counts on from its stored examples, and the champion keeps being served.
+    objective catalog, seen ids, examples, snapshots, runs and the registry live in S3.
+
+    1. After a first loop: a business system replaying its events gets them dropped as
+       duplicates, a restarted label counts on from its stored examples (the second
+       snapshot's parent is the first), a restarted serve serves the champion.
+    2. A snapshot announced while train is down, then lost with the topics: label announces
+       its newest snapshot again now and then, so train still trains it.
+    3. A run's success lost the same way while evaluate is down: train announces its newest
+       success again, so evaluate still evaluates it.
     """
     started = time.monotonic()
     spec = register(faults, retrain_every=150)
@@ -377,17 +393,28 @@ def test_a_memory_broker_restart_loses_the_topics_and_the_services_carry_on_from
     served_by(faults, name, first_run)
 
     after = events_for(spec, EVENTS, seed=504)
-    stream(faults, before[:50] + after).join(timeout=60)
-    records = records_of(faults, name, EVENTS)
-    assert set(records.values()) == {e["id"] for e in after}, "replayed events came back"
+    second: dict[str, Any] = {}
 
-    with faults.client("label") as label:
-        listing = waiting.poll_json(
-            label, f"/v1/datasets/{name}", lambda body: len(body["snapshots"]) >= 2
-        )
-    second = listing["snapshots"][-1]
-    assert second["parent"] == listing["snapshots"][0]["dataset_id"]
+    def lose_the_snapshot_event() -> None:
+        stream(faults, before[:50] + after).join(timeout=60)
+        records = records_of(faults, name, EVENTS)
+        assert set(records.values()) == {e["id"] for e in after}, "replayed events came back"
+        with faults.client("label") as label:
+            listing = waiting.poll_json(
+                label, f"/v1/datasets/{name}", lambda body: len(body["snapshots"]) >= 2
+            )
+        second.update(listing["snapshots"][-1])
+        assert second["parent"] == listing["snapshots"][0]["dataset_id"]
+        faults.stack.restart_broker(kill=True)
+
+    faults.stack.restart_service("train", kill=True, while_down=lose_the_snapshot_event)
     second_run = runs.run_id_for(name, second["dataset_id"])
+
+    def lose_the_success() -> None:
+        run_of(faults, name, second_run, lambda run: run["status"] == "succeeded")
+        faults.stack.restart_broker(kill=True)
+
+    faults.stack.restart_service("evaluate", kill=True, while_down=lose_the_success)
     decided = decision(faults, name, second_run)
     champion = first_run if decided["decision"] == "rejected" else second_run
     served_by(faults, name, champion)

@@ -39,7 +39,7 @@ def watcher(
     return run
 
 
-def reconciler(*, poll: Callable[[], None], every_s: float, what: str) -> runner.Worker:
+def reconciler(*, poll: Callable[[], object], every_s: float, what: str) -> runner.Worker:
     """Call ``poll`` every ``every_s`` seconds until stop; failures are logged, not fatal."""
 
     def run(stop: threading.Event) -> None:

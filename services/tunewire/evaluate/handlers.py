@@ -120,7 +120,8 @@ class EvaluationController:
         if record is None:
             record, _ = self.records.create(self._new_record(objective, event))
         if record.status != "evaluating":
-            log.info(
+            # Train announces its newest success again now and then: quiet at info level.
+            log.debug(
                 "already evaluated; nothing to launch",
                 extra={"objective": record.objective, "run_id": record.run_id},
             )

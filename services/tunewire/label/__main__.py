@@ -50,6 +50,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
         workers={
             "consumer": records_loop.run,
             "snapshotter": consumer.snapshotter(flow, settings.label),
+            "repeater": consumer.repeater(flow, settings.label),
         },
         on_exit=producer.close,
     )

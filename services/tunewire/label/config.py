@@ -24,6 +24,9 @@ class LabelLimits(BaseModel):
     forgotten first)."""
     snapshot_check_s: float = Field(default=5.0, gt=0)
     """How often the snapshot trigger is checked."""
+    repeat_announcement_every_s: float = Field(default=60.0, gt=0)
+    """How often each objective's newest snapshot is announced again (same event id), so
+    that train still hears of it if a broker without storage lost the first event."""
     workdir: str | None = None
     """Scratch directory for snapshot files (default: the system temp dir)."""
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tunewire.core import bus, consuming, runner, topics
+from tunewire.core import bus, consuming, following, runner, topics
 from tunewire.label import config, pipeline
 
 log = logging.getLogger(__name__)
@@ -78,3 +78,18 @@ def snapshotter(flow: pipeline.LabelPipeline, limits: config.LabelLimits) -> run
                     log.warning("queue refresh failed", extra={"error": repr(exc)})
 
     return run
+
+
+def repeater(flow: pipeline.LabelPipeline, limits: config.LabelLimits) -> runner.Worker:
+    """A worker that announces each active objective's newest snapshot again now and then."""
+
+    def announce_again() -> None:
+        for objective in list(flow.objectives().values()):
+            if objective.status == "active":
+                flow.builder.announce_latest_again(objective.name)
+
+    return following.reconciler(
+        poll=announce_again,
+        every_s=limits.repeat_announcement_every_s,
+        what="snapshots to announce again",
+    )

@@ -177,6 +177,20 @@ class SnapshotBuilder:
             self._announce(manifest)
         return len(pending)
 
+    def announce_latest_again(self, objective: str) -> str | None:
+        """Publish the newest announced snapshot's event again, under the same event id.
+
+        A broker restarted without storage loses the events on its topics; repeating the
+        newest announcement now and then lets train still hear of it (train makes one run
+        per dataset, however often it hears). Returns the dataset id, or None before the
+        first snapshot.
+        """
+        latest = self.latest(objective)
+        if latest is None:
+            return None
+        self._publish(latest)
+        return str(latest["dataset_id"])
+
     def _complete(self, objective: str) -> list[tuple[dict[str, Any], bool]]:
         """(manifest, announced) of each complete snapshot, oldest first, from one listing."""
         manifest_keys: list[str] = []
@@ -199,6 +213,12 @@ class SnapshotBuilder:
 
     def _announce(self, manifest: dict[str, Any]) -> None:
         """Publish the snapshot event, wait for the broker, then mark it announced."""
+        event_id = self._publish(manifest)
+        prefix = _prefix(manifest["objective"], manifest["dataset_id"])
+        self._store.put_json(prefix + ANNOUNCED, {"event_id": event_id, "announced_at": _now()})
+
+    def _publish(self, manifest: dict[str, Any]) -> str:
+        """Publish the snapshot's event and wait for the broker; returns the event id."""
         objective = manifest["objective"]
         dataset_id = manifest["dataset_id"]
         prefix = _prefix(objective, dataset_id)
@@ -225,7 +245,7 @@ class SnapshotBuilder:
             event=envelope.for_payload(event, id=event_id, source=self._source, subject=dataset_id),
         )
         self._producer.flush()
-        self._store.put_json(prefix + ANNOUNCED, {"event_id": event_id, "announced_at": _now()})
+        return event_id
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -306,17 +306,18 @@ class EmbeddedStack:
         grace. Topics and committed offsets survive only with ``persist_kafka=True``; otherwise
         the new broker is a brand-new cluster. The broker is started again even if
         ``while_down`` raises, and the state file is updated so that ``down()`` stops the new
-        process.
+        process. ``while_down`` may restart other parts of the stack.
         """
         kafka_broker = self._broker
         if kafka_broker is None or self._state is None:
             raise StackNotRunningError("the broker is not running; call up() first")
         with self._locked():
             self._stop_for_restart(kafka_broker.process, kill=kill)
-            try:
-                if while_down is not None:
-                    while_down()
-            finally:
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            with self._locked():
                 kafka_broker.start(timeout=self.startup_timeout)
                 self._record(
                     "broker",
@@ -332,17 +333,19 @@ class EmbeddedStack:
         For fault tests: ``kill`` sends SIGKILL to its process group at once (a crash, no
         final flush) instead of SIGTERM with the stack's grace. Workloads the local launcher
         started run under their own supervisors and keep running. Returns once the new
-        process answers ``/healthz``; its URL is unchanged.
+        process answers ``/healthz``; its URL is unchanged. ``while_down`` may restart other
+        parts of the stack (the broker, say).
         """
         spec = self._specs.get(name)
         if spec is None or self._state is None:
             raise StackNotRunningError(f"no service {name!r} is running in this stack")
         with self._locked():
             self._stop_for_restart(self._services[name], kill=kill)
-            try:
-                if while_down is not None:
-                    while_down()
-            finally:
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            with self._locked():
                 process = processes.start_service(spec, log_dir=self.log_dir)
                 self._services[name] = process
                 self._record(name, process, {"url": spec.url}, section="services")

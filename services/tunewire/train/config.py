@@ -19,6 +19,9 @@ class TrainLimits(BaseModel):
     resumes from the last checkpoint. User errors (bad dataset, OOM) are never retried."""
     reconcile_every_s: float = Field(default=30.0, gt=0)
     """How often runs are re-read from S3 (changes made by other replicas or by hand)."""
+    repeat_success_every_s: float = Field(default=60.0, gt=0)
+    """How often each objective's newest succeeded run is announced again (same event id),
+    so that evaluation still happens if a broker without storage lost the first one."""
 
 
 class TrainSettings(settings.ServiceSettings):

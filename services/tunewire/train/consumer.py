@@ -49,7 +49,8 @@ def workers(
     controller: handlers.RunController,
     launcher: launching.Launcher,
 ) -> dict[str, runner.Worker]:
-    """The scheduler, the launcher's watch and the periodic re-check of open runs."""
+    """The scheduler, the launcher's watch, the periodic re-check of open runs and the
+    repeated announcement of the newest successes."""
     return {
         "scheduler": scheduler(controller),
         "watcher": following.watcher(
@@ -60,5 +61,10 @@ def workers(
         ),
         "reconciler": following.reconciler(
             poll=controller.poll_open, every_s=settings.train.reconcile_every_s, what="runs"
+        ),
+        "repeater": following.reconciler(
+            poll=controller.repeat_latest_successes,
+            every_s=settings.train.repeat_success_every_s,
+            what="successes to announce again",
         ),
     }

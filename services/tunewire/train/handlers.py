@@ -15,6 +15,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import prometheus_client
@@ -94,6 +95,8 @@ class RunController:
         self._open: dict[str, runs.Run] = {}
         """Runs not finished yet, by run id: the scheduler's view."""
         self._received: dict[str, float] = {}
+        self._latest_success: dict[str, runs.Run] = {}
+        """Each objective's newest succeeded run: its event is published again now and then."""
         self._lock = threading.Lock()
         self._concluding = threading.Lock()
         self.wake = threading.Event()
@@ -421,14 +424,7 @@ class RunController:
     def _conclude(self, run: runs.Run, outcome: outcomes.Outcome) -> runs.Run:
         reason_name = training_pb2.FailureReason.Name(outcome.reason) if outcome.reason else ""
         if outcome.kind == "succeeded":
-            self._publish(
-                run,
-                phase="succeeded",
-                event_id=envelope.derived_id(run.run_id, "succeeded"),
-                payload=training_pb2.TrainingEvent.Succeeded(
-                    adapter_uri=outcome.adapter_uri, metrics=outcome.metrics
-                ),
-            )
+            self._publish_success(run, adapter_uri=outcome.adapter_uri, metrics=outcome.metrics)
         elif outcome.kind == "failed":
             self._publish(
                 run,
@@ -508,6 +504,7 @@ class RunController:
         """Rebuild the open runs from S3 and settle what happened while we were away."""
         for run in self.runs.list():
             if run.finished:
+                self._track(run)
                 continue
             outcome = outcomes.read(self._artifacts, run.objective, run.run_id)
             if outcome is not None:
@@ -519,10 +516,29 @@ class RunController:
         self._report_gauges()
         self.wake.set()
 
+    def repeat_latest_successes(self) -> int:
+        """Publish each objective's newest succeeded run's event again, under the same id.
+
+        A broker restarted without storage loses the events on its topics; this way the
+        evaluate service still hears of the newest adapter (it ignores a run it has seen).
+        Returns how many events were published.
+        """
+        with self._lock:
+            latest = list(self._latest_success.values())
+        for run in latest:
+            self._publish_success(run, adapter_uri=run.adapter_uri, metrics=run.metrics)
+        return len(latest)
+
     # -- helpers --------------------------------------------------------------------------
 
     def _track(self, run: runs.Run, *, received: float | None = None) -> None:
         with self._lock:
+            if run.status == "succeeded":
+                known = self._latest_success.get(run.objective)
+                if known is None or (known.finished_at or run.created_at) <= (
+                    run.finished_at or run.created_at
+                ):
+                    self._latest_success[run.objective] = run
             if run.finished:
                 self._open.pop(run.run_id, None)
                 self._received.pop(run.run_id, None)
@@ -547,6 +563,16 @@ class RunController:
         active = [r for r in open_runs if r.status in ("submitted", "running")]
         RUNNING.set(len(active))
         GPUS.set(sum(r.gpus for r in active))
+
+    def _publish_success(
+        self, run: runs.Run, *, adapter_uri: str, metrics: Mapping[str, float]
+    ) -> None:
+        self._publish(
+            run,
+            phase="succeeded",
+            event_id=envelope.derived_id(run.run_id, "succeeded"),
+            payload=training_pb2.TrainingEvent.Succeeded(adapter_uri=adapter_uri, metrics=metrics),
+        )
 
     def _publish(
         self,
