@@ -302,6 +302,19 @@ def assert_one_of_each(faults: FaultStack, objective: str, run_id: str) -> None:
     assert len(results["result"]) == 1, results
 
 
+def assert_the_loop_ran_once(
+    faults: FaultStack, objective: str, events: list[dict[str, Any]], run_id: str
+) -> None:
+    """The run's adapter approved and served; every event became one record, label handled
+    every record and stored no item twice; one run, one training outcome, one decision."""
+    assert decision(faults, objective, run_id)["decision"] == "approved"
+    served_by(faults, objective, run_id)
+    records = records_of(faults, objective, len(events))
+    assert set(records.values()) == {e["id"] for e in events}
+    assert_label_lost_and_repeated_nothing(faults, objective, set(records))
+    assert_one_of_each(faults, objective, run_id)
+
+
 # -- the faults --------------------------------------------------------------------------------
 
 
@@ -323,13 +336,7 @@ def test_killed_services_lose_and_repeat_nothing(faults: FaultStack) -> None:
     run_of(faults, name, run_id, lambda run: run["status"] == "succeeded")
     # At once: the evaluate service has just been told, or is about to be.
     faults.stack.restart_service("evaluate", kill=True)
-    assert decision(faults, name, run_id)["decision"] == "approved"
-    served_by(faults, name, run_id)
-
-    records = records_of(faults, name, EVENTS)
-    assert set(records.values()) == {e["id"] for e in events}
-    assert_label_lost_and_repeated_nothing(faults, name, set(records))
-    assert_one_of_each(faults, name, run_id)
+    assert_the_loop_ran_once(faults, name, events, run_id)
     assert time.monotonic() - started < LOOP_BOUND_S
 
 
@@ -350,13 +357,7 @@ def test_s3_outages_delay_the_loop_and_lose_nothing(faults: FaultStack) -> None:
     run_of(faults, name, run_id, lambda run: (run.get("progress") or {}).get("step", 0) >= 1)
     faults.outage().join()  # the trainer's progress and checkpoints, train, evaluate, serve
     run_of(faults, name, run_id, lambda run: run["status"] == "succeeded")
-    assert decision(faults, name, run_id)["decision"] == "approved"
-    served_by(faults, name, run_id)
-
-    records = records_of(faults, name, EVENTS)
-    assert set(records.values()) == {e["id"] for e in events}
-    assert_label_lost_and_repeated_nothing(faults, name, set(records))
-    assert_one_of_each(faults, name, run_id)
+    assert_the_loop_ran_once(faults, name, events, run_id)
     assert time.monotonic() - started < LOOP_BOUND_S + 2 * OUTAGE_S
 
 
