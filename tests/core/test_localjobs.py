@@ -109,6 +109,16 @@ def test_failure_reports_the_last_log_line(launcher: localjobs.LocalLauncher) ->
     assert status.message == "exit code 3: fake workload failing on purpose with status 3"
 
 
+def test_exit_75_is_a_storage_failure(launcher: localjobs.LocalLauncher) -> None:
+    launcher.launch(spec("tw-train-s3", "--exit", str(launching.EXIT_STORAGE)))
+
+    status = wait_for(launcher, "tw-train-s3", finished)
+
+    assert status.phase is Phase.FAILED
+    assert status.reason == training_pb2.FAILURE_REASON_STORAGE
+    assert status.message == "exit code 75: fake workload failing on purpose with status 75"
+
+
 def test_deadline_stops_the_workload(tmp_path: Path) -> None:
     launcher = make_launcher(tmp_path, deadline_s=1)
     launcher.launch(spec("tw-train-slow", "--sleep", "60"))

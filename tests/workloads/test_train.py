@@ -8,14 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
 import pytest
 
-from tests.support import datasets, kafka_io
+from tests.support import datasets, kafka_io, proxy
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import envelope, outcomes, store, topics
+from tunewire.core import envelope, launching, outcomes, store, topics
 from tunewire.stack import embedded
 
 TRAINING = {"epochs": 2, "lr": 0.003, "batch_size": 8, "max_seq_len": 64, "gpu": 0}
@@ -228,6 +229,54 @@ def test_a_killed_trainer_resumes_from_its_last_checkpoint(
     assert min(resumed_progress) > started[0].started.resumed_from_step
     assert _phases(events).count("succeeded") == 1
     assert artifacts.get_json(f"adapters/{name}/{run_id}/metrics.json")["steps"] == 6 * 8
+
+
+def test_s3_out_of_reach_leaves_the_run_to_another_attempt(
+    stack: embedded.EmbeddedStack, artifacts: store.ArtifactStore, trainer_env: dict[str, str]
+) -> None:
+    """S3 gone mid-training, past the client's retries: exit 75 and no outcome, so train
+    tries again; the next attempt resumes from the checkpoint."""
+    name, version = _objective(artifacts, training={**TRAINING, "epochs": 20})
+    snapshot = datasets.write_snapshot(artifacts, objective=name, version=version, train=60)
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    endpoint = urllib.parse.urlsplit(stack.s3_endpoint_url)
+    cut = proxy.CuttableProxy(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+    env = {
+        **trainer_env,
+        "TUNEWIRE_S3__ENDPOINT_URL": f"http://127.0.0.1:{cut.port}",
+        "TUNEWIRE_S3__MAX_ATTEMPTS": "2",
+        "TUNEWIRE_TRAINER__CHECKPOINT_EVERY_S": "0.01",
+    }
+    trainer = subprocess.Popen(
+        _args(name, version, snapshot, run_id=run_id),
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not list(artifacts.list_keys(f"checkpoints/{name}/{run_id}/latest.json")):
+            assert trainer.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        cut.cut()
+        _, logged = trainer.communicate(timeout=120)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait(10)
+        cut.close()
+
+    assert trainer.returncode == launching.EXIT_STORAGE, logged[-3000:]
+    assert "leaving the run to another attempt" in logged
+    assert outcomes.read(artifacts, name, run_id) is None
+
+    second = _train(_args(name, version, snapshot, run_id=run_id, attempt=2), trainer_env)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    events = _events(stack, run_id, until="succeeded")
+    started = [e for _, e in events if e.WhichOneof("phase") == "started" and e.attempt == 2]
+    assert started[0].started.resumed_from_step > 0
 
 
 def test_sigterm_checkpoints_and_leaves_the_run_open(

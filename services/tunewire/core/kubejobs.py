@@ -583,11 +583,8 @@ def _failure(condition: k8s.V1JobCondition, pods: Sequence[k8s.V1Pod]) -> tuple[
                 f"container {container.name} was killed for using too much memory (OOMKilled)",
             )
         if terminated.exit_code:
-            last = _last_line(terminated.message)
-            return (
-                training_pb2.FAILURE_REASON_TRAINER_ERROR,
-                f"exit code {terminated.exit_code}: {last or terminated.reason or 'no message'}",
-            )
+            detail = _last_line(terminated.message) or terminated.reason or "no message"
+            return launching.exit_failure(terminated.exit_code, detail)
     return training_pb2.FAILURE_REASON_UNKNOWN, detail
 
 

@@ -108,6 +108,20 @@ LEFT_BEHIND: frozenset[FailureReason] = frozenset(
 waits for a node or an image): the caller cancels it so that it never starts later."""
 
 
+EXIT_STORAGE = 75
+"""A workload's exit status when it could not reach S3 (EX_TEMPFAIL): it recorded no
+outcome, and another attempt resumes from its last checkpoint."""
+
+
+def exit_failure(code: int, detail: str) -> tuple[FailureReason, str]:
+    """The reason and message of a workload that exited with a non-zero ``code``; ``detail``
+    is the last line it logged, if any. Both launchers report exits this way."""
+    message = f"exit code {code}: {detail}" if detail else f"exit code {code}"
+    if code == EXIT_STORAGE:
+        return training_pb2.FAILURE_REASON_STORAGE, message
+    return training_pb2.FAILURE_REASON_TRAINER_ERROR, message
+
+
 class Launcher(Protocol):
     """Starts, follows and cancels workloads."""
 

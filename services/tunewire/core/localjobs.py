@@ -250,11 +250,7 @@ class LocalLauncher:
             signame = signal.Signals(-code).name
             hint = " (possibly out of memory)" if -code == signal.SIGKILL else ""
             return failed(training_pb2.FAILURE_REASON_UNKNOWN, f"killed by {signame}{hint}")
-        last = _last_line(Path(logs))
-        return failed(
-            training_pb2.FAILURE_REASON_TRAINER_ERROR,
-            f"exit code {code}: {last}" if last else f"exit code {code}",
-        )
+        return failed(*launching.exit_failure(code, _last_line(Path(logs))))
 
     def _stop(self, state: _State) -> None:
         """SIGTERM the group; SIGKILL it if the supervisor is still there after the grace."""

@@ -61,11 +61,13 @@ EVENT_TO_JOB = prometheus_client.Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
-# Failures worth another attempt: the workload was lost or killed from outside, and the
-# next attempt resumes from the last checkpoint. A user's mistake would only fail again.
+# Failures worth another attempt: the workload was lost or killed from outside, or could
+# not reach S3, and the next attempt resumes from the last checkpoint. A user's mistake
+# would only fail again.
 _RETRYABLE = frozenset(
     {
         training_pb2.FAILURE_REASON_PREEMPTED,
+        training_pb2.FAILURE_REASON_STORAGE,
         training_pb2.FAILURE_REASON_UNKNOWN,
         training_pb2.FAILURE_REASON_UNSPECIFIED,
     }

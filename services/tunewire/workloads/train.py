@@ -6,10 +6,11 @@ checkpoint, if an earlier attempt left one), writes the adapter, ``metrics.json`
 ``card.md``, and only then claims the run's outcome and announces it on
 ``tunewire.training``. Every failure it can explain is announced the same way, with a
 reason a person can act on. A SIGTERM (a pre-empted pod) checkpoints and exits 143 without
-an outcome, so the next attempt resumes.
+an outcome, so the next attempt resumes; so does S3 out of reach (after the client's own
+retries), with exit status 75, which the train service retries.
 
 Exit status: 0 when the run succeeded (now or in an earlier attempt), 1 when it failed,
-2 for a wrong command line, 143 when stopped by SIGTERM.
+2 for a wrong command line, 75 when S3 could not be reached, 143 when stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -33,7 +34,17 @@ import pydantic
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import bus, envelope, errors, logs, objectives, outcomes, store, topics
+from tunewire.core import (
+    bus,
+    envelope,
+    errors,
+    launching,
+    logs,
+    objectives,
+    outcomes,
+    store,
+    topics,
+)
 from tunewire.workloads import config, data, failures, models, training
 
 log = logging.getLogger(__name__)
@@ -203,11 +214,21 @@ class TrainerRun:
             return EXIT_INTERRUPTED
         except Exception as exc:
             reason, message = failures.classify(exc)
+            if reason == training_pb2.FAILURE_REASON_STORAGE:
+                log.exception(f"{message}; leaving the run to another attempt", extra=self._context)
+                return launching.EXIT_STORAGE
             log.exception(f"training failed: {message}", extra=self._context)
             outcome = outcomes.Outcome(
                 kind="failed", decided_by="trainer", reason=int(reason), message=message, at=_now()
             )
-        held = outcomes.claim(self._store, self.args.objective, self.args.run_id, outcome)
+        try:
+            held = outcomes.claim(self._store, self.args.objective, self.args.run_id, outcome)
+        except errors.Unavailable as exc:
+            log.error(
+                f"cannot record the outcome ({exc.message}); leaving the run to another attempt",
+                extra=self._context,
+            )
+            return launching.EXIT_STORAGE
         return self._announce(held)
 
     # -- the work -----------------------------------------------------------------------
