@@ -37,12 +37,17 @@ def service_specs() -> list[processes.ServiceSpec]:
             env={
                 "TUNEWIRE_LABEL__SNAPSHOT_CHECK_S": "1",
                 "TUNEWIRE_LABEL__FLUSH_INTERVAL_S": "0.5",
+                # Tests count announcements; tests/e2e/test_faults.py tests the repeats.
+                "TUNEWIRE_LABEL__REPEAT_ANNOUNCEMENT_EVERY_S": "3600",
             },
         ),
         processes.ServiceSpec(
             name="train",
             module="tunewire.train",
-            env={"TUNEWIRE_TRAIN__RECONCILE_EVERY_S": "2"},
+            env={
+                "TUNEWIRE_TRAIN__RECONCILE_EVERY_S": "2",
+                "TUNEWIRE_TRAIN__REPEAT_SUCCESS_EVERY_S": "3600",
+            },
         ),
         processes.ServiceSpec(
             name="evaluate",
