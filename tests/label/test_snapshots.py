@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections.abc
 import copy
 import datetime
 import hashlib
@@ -25,15 +24,6 @@ from tunewire.label import examples, snapshots
 from tunewire.stack import embedded
 
 LABELS = ["refund", "shipping", "account", "warranty"]
-
-
-@pytest.fixture
-def producer(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[bus.Producer]:
-    created = bus.Producer(
-        settings.KafkaSettings(bootstrap_servers=stack.bootstrap_servers), client_id="test"
-    )
-    yield created
-    created.close()
 
 
 @pytest.fixture

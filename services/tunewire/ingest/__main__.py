@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from tunewire.core import bus, http, logs, objectives, objectives_api, runner, store
+from tunewire.core import bus, http, logs, objectives, objectives_api, pooling, runner, store
 from tunewire.ingest import api, config, consumer, parallel, pipeline
 
 log = logging.getLogger("tunewire.ingest")
@@ -20,7 +20,7 @@ def build(settings: config.IngestSettings) -> runner.Service:
     )
     flow.load_seen()
     workers = settings.ingest.prepare_workers
-    workers = parallel.default_workers() if workers is None else workers
+    workers = pooling.default_workers() if workers is None else workers
     pool = (
         parallel.PreparePool(
             workers=workers,

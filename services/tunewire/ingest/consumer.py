@@ -6,10 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
 
-from tunewire.core import bus, consuming, errors, runner, topics
+from tunewire.core import bus, consuming, errors, pooling, runner, topics
 from tunewire.ingest import config, handlers, normalising, parallel, pipeline
 
 log = logging.getLogger(__name__)
@@ -31,35 +29,16 @@ class RawEventHandler:
     ) -> None:
         self._flow = flow
         self._limits = limits
-        self._pool = pool
-        self._ready: dict[tuple[str, int, int], tuple[Future[list[parallel.Prepared]], int]] = {}
+        self._prefetch: pooling.Prefetch[parallel.Prepared] = pooling.Prefetch(
+            pool, chunk=PARALLEL_CHUNK, what="preparing"
+        )
 
     def prefetch(self, messages: Sequence[bus.Message]) -> None:
         """Send the batch to the worker processes in chunks (nothing to do without a pool)."""
-        self._ready.clear()
-        if self._pool is None or len(messages) < 2 * PARALLEL_CHUNK:
-            return
-        try:
-            current = self._flow.objectives()
-        except errors.Unavailable:
-            return  # each message then waits for S3 in handle(), as without a pool
-        for start in range(0, len(messages), PARALLEL_CHUNK):
-            chunk = messages[start : start + PARALLEL_CHUNK]
-            try:
-                future = self._pool.submit(chunk, current)
-            except BrokenProcessPool as exc:
-                log.error(
-                    "worker pool broke; preparing in the consumer from now on",
-                    extra={"error": repr(exc)},
-                )
-                self._pool = None
-                return
-            for index, message in enumerate(chunk):
-                self._ready[(message.topic, message.partition, message.offset)] = (future, index)
+        self._prefetch.start(messages, self._flow.objectives)
 
     def handle(self, message: bus.Message) -> None:
-        slot = self._ready.pop((message.topic, message.partition, message.offset), None)
-        prepared = self._prepared_in_worker(slot) if slot else None
+        prepared = self._prefetch.take(message)
         if prepared is None:
             prepared = self._prepare_here(message)
         elif isinstance(prepared, parallel.Rejected):
@@ -80,17 +59,6 @@ class RawEventHandler:
             self._flow.reject(via="kafka", kind=exc.kind)
             raise
         return self._flow.prepare(event, via="kafka")
-
-    def _prepared_in_worker(
-        self, slot: tuple[Future[list[parallel.Prepared]], int]
-    ) -> parallel.Prepared | None:
-        future, index = slot
-        try:
-            return future.result()[index]
-        except Exception as exc:
-            # A worker died or the pool broke: prepare in this process instead.
-            log.warning("worker failed; preparing in the consumer", extra={"error": repr(exc)})
-            return None
 
 
 def loop(

@@ -6,7 +6,17 @@ import logging
 import pathlib
 
 from tunewire.core import bus, http, logs, objectives, runner, store
-from tunewire.label import api, config, console, consumer, examples, pipeline, queue, snapshots
+from tunewire.label import (
+    api,
+    config,
+    console,
+    consumer,
+    examples,
+    parallel,
+    pipeline,
+    queue,
+    snapshots,
+)
 
 log = logging.getLogger("tunewire.label")
 
@@ -28,7 +38,9 @@ def build(settings: config.LabelSettings) -> runner.Service:
         log_=example_log,
     )
     flow.seen.refresh()
-    records_loop = consumer.loop(settings, flow, producer)
+    workers = settings.label.prepare_workers
+    pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
+    records_loop = consumer.loop(settings, flow, producer, pool)
     auth = http.BearerAuth(settings.api_tokens)
     service: runner.Service
 
@@ -52,9 +64,15 @@ def build(settings: config.LabelSettings) -> runner.Service:
             "snapshotter": consumer.snapshotter(flow, settings.label),
             "repeater": consumer.repeater(flow, settings.label),
         },
-        on_exit=producer.close,
+        on_exit=lambda: _close(producer, pool),
     )
     return service
+
+
+def _close(producer: bus.Producer, pool: parallel.LabelPool | None) -> None:
+    if pool is not None:
+        pool.close()
+    producer.close()
 
 
 def main() -> None:

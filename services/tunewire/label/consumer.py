@@ -7,37 +7,49 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tunewire.core import bus, consuming, following, runner, topics
-from tunewire.label import config, pipeline
+from tunewire.core import bus, consuming, following, pooling, runner, topics
+from tunewire.label import config, parallel, pipeline
 
 log = logging.getLogger(__name__)
 
+#: Records per worker task: small enough to overlap admitting with preparing.
+PARALLEL_CHUNK = 64
+
 
 class RecordHandler:
-    """A :class:`consuming.BatchHandler` over the label pipeline."""
+    """A :class:`consuming.BatchHandler` over the label pipeline, preparing in parallel."""
 
-    def __init__(self, flow: pipeline.LabelPipeline) -> None:
+    def __init__(
+        self, flow: pipeline.LabelPipeline, pool: parallel.LabelPool | None = None
+    ) -> None:
         self._flow = flow
+        self._prefetch: pooling.Prefetch[parallel.Result] = pooling.Prefetch(
+            pool, chunk=PARALLEL_CHUNK, what="labelling"
+        )
 
     def prefetch(self, messages: Sequence[bus.Message]) -> None:
-        """Nothing to start early: labelling is cheaper than ingest's preparation."""
+        """Send the batch to the worker processes in chunks (nothing to do without a pool)."""
+        self._prefetch.start(messages, self._flow.objectives)
 
     def handle(self, message: bus.Message) -> None:
-        self._flow.handle(message)
+        self._flow.handle(message, self._prefetch.take(message))
 
     def flush(self) -> None:
         self._flow.flush()
 
 
 def loop(
-    settings: config.LabelSettings, flow: pipeline.LabelPipeline, producer: bus.Producer
+    settings: config.LabelSettings,
+    flow: pipeline.LabelPipeline,
+    producer: bus.Producer,
+    pool: parallel.LabelPool | None = None,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of ``tunewire.records``."""
     return consuming.ConsumerLoop(
         config=settings.kafka,
         group_id=settings.consumer_group,
         topic_names=[topics.RECORDS],
-        handler=RecordHandler(flow),
+        handler=RecordHandler(flow, pool),
         producer=producer,
         flush_interval_s=settings.label.flush_interval_s,
         flush_max_messages=settings.label.flush_max_records,

@@ -27,6 +27,8 @@ LabelSourceName = Literal["rule", "human"]
 SplitName = Literal["train", "eval"]
 
 SEGMENT_SUFFIX = ".jsonl.gz"
+EVENT_SOURCE = "tunewire/label"
+"""``ce_source`` of the ``tunewire.examples`` events."""
 
 _LABEL_SOURCES: dict[str, examples_pb2.LabelSource] = {
     "rule": examples_pb2.LABEL_SOURCE_RULE,
@@ -125,6 +127,40 @@ class Example:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """An example with its segment line and its ``tunewire.examples`` event, as bytes.
+
+    Encoding is pure work: the label service's worker processes do it (see ``parallel.py``),
+    so the consumer only hands the results on, to the log's buffer and to Kafka.
+    """
+
+    example: Example
+    line: str
+    """Its segment line: compact JSON, no newline."""
+    event: bytes
+    """Its serialised ``tunewire.v1.LabelledExample``."""
+    headers: list[tuple[str, bytes]]
+    """The event's CloudEvents headers: the id derived from the example id (a relabelled
+    record is announced under the same id), ``ce_time`` the moment it was labelled."""
+
+    @classmethod
+    def of(cls, example: Example) -> Encoded:
+        payload = example.to_proto()
+        event = envelope.for_payload(
+            payload,
+            id=envelope.derived_id("example", example.example_id),
+            source=EVENT_SOURCE,
+            time=datetime.datetime.fromisoformat(example.labelled_at),
+        )
+        return cls(
+            example=example,
+            line=_LINE.encode(example.to_json()),
+            event=payload.SerializeToString(),
+            headers=event.headers(),
+        )
+
+
 class ExampleLog:
     """Buffers examples and writes them as immutable, time-ordered segments in S3.
 
@@ -135,14 +171,21 @@ class ExampleLog:
 
     def __init__(self, artifacts: store.ArtifactStore) -> None:
         self._store = artifacts
-        self._buffer: dict[str, list[Example]] = {}
+        self._buffer: dict[str, list[str]] = {}
+        """Segment lines (without their newline) by objective."""
         self._lock = threading.Lock()
         self._last_stamp = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
-    def append(self, example: Example) -> None:
-        """Buffer one example in memory until the next :meth:`flush`."""
+    def append(self, example: Example, *, line: str | None = None) -> None:
+        """Buffer one example in memory until the next :meth:`flush`.
+
+        ``line`` is the example's segment line when it is already encoded
+        (:attr:`Encoded.line`); otherwise it is encoded here.
+        """
+        if line is None:
+            line = _LINE.encode(example.to_json())
         with self._lock:
-            self._buffer.setdefault(example.objective, []).append(example)
+            self._buffer.setdefault(example.objective, []).append(line)
 
     def pending(self) -> int:
         """Examples buffered and not yet written."""
@@ -192,12 +235,11 @@ class ExampleLog:
             if key.endswith(SEGMENT_SUFFIX):
                 yield key
 
-    def _write_segment(self, objective: str, batch: list[Example]) -> str:
+    def _write_segment(self, objective: str, batch: list[str]) -> str:
         # One gzip member of all the lines at once; level 6 (not 9) compresses nearly as well
         # for a fraction of the CPU. mtime=0: the bytes depend on the examples only, which the
         # conflict check relies on.
-        dumps = _LINE.encode
-        text = "".join([dumps(example.to_json()) + "\n" for example in batch])
+        text = "\n".join(batch) + "\n"
         data = gzip.compress(text.encode("utf-8"), compresslevel=_COMPRESSLEVEL, mtime=0)
         key = f"{_prefix(objective)}{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         try:

@@ -1,14 +1,22 @@
 """What becomes of one record: a labelled example, a task for humans, or nothing (and why).
 
-The logic is pure except for the memory of what each objective has already seen (source
-ids, exact texts, near-duplicate signatures), which the service rebuilds from S3 at start-up.
+Labelling has two halves. :class:`Preparer` is pure: decode, normalise, the content key and
+the MinHash signature, the rules' votes and decision, the example or task encoded — the same
+answer for the same record in any process, so the service runs it in worker processes
+(``parallel.py``). :class:`Labeller` holds the memory of what each objective has already seen
+(source ids, exact texts, the near-duplicate index), which the service rebuilds from S3 at
+start-up, and admits each prepared record against it in the consumer, in order: whether a
+record is a duplicate never depends on where it was prepared.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import threading
+
+from google.protobuf import message as protobuf_message
 
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core import envelope, errors, objectives
@@ -17,7 +25,11 @@ from tunewire.label import examples, preprocess, queue, rules
 
 @dataclasses.dataclass(frozen=True)
 class Labelled:
-    example: examples.Example
+    encoded: examples.Encoded
+
+    @property
+    def example(self) -> examples.Example:
+        return self.encoded.example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +54,140 @@ class _Seen:
     near: preprocess.NearDuplicates
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """One record as far as it can go without knowing what the objective has seen.
+
+    ``outcome`` is what becomes of the record unless it turns out to be a duplicate; only
+    :meth:`Labeller.admit` can say that.
+    """
+
+    record_id: str
+    objective: str
+    objective_version: int
+    """The version of the objective it was prepared against (its rules and limits)."""
+    source_id: str
+    text: str
+    """Normalised and cut to the objective's ``max_text_chars``; empty drops the record."""
+    key: str
+    """:func:`preprocess.content_key` of the text."""
+    signature: bytes
+    """The text's MinHash signature (:class:`preprocess.MinHasher`)."""
+    outcome: Outcome
+
+
+def decode(value: bytes) -> records_pb2.Record:
+    """A ``tunewire.v1.Record``; :class:`errors.InvalidEvent` when it is not one."""
+    try:
+        return records_pb2.Record.FromString(value)
+    except protobuf_message.DecodeError as exc:
+        raise errors.InvalidEvent(f"not a tunewire.v1.Record: {exc}", kind="malformed") from None
+
+
+def fields_of(record: records_pb2.Record) -> dict[str, object]:
+    """The record's data fields; none when they are not a JSON object."""
+    try:
+        fields = json.loads(record.fields_json) if record.fields_json else {}
+    except json.JSONDecodeError:
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+class Preparer:
+    """The pure half of labelling, with what it compiles once (rules, MinHash permutations)."""
+
+    def __init__(self, *, hasher: preprocess.MinHasher | None = None) -> None:
+        self.hasher = hasher or preprocess.MinHasher()
+        self._rules: dict[tuple[str, int], rules.RuleSet] = {}
+
+    def rules_for(self, objective: objectives.ObjectiveVersion) -> rules.RuleSet:
+        """The objective's rules, compiled once per version."""
+        key = (objective.name, objective.version)
+        found = self._rules.get(key)
+        if found is None:
+            found = rules.RuleSet.compile(objective.spec)
+            self._rules[key] = found
+        return found
+
+    def prepare(
+        self,
+        record: records_pb2.Record,
+        *,
+        record_id: str,
+        objective: objectives.ObjectiveVersion,
+        now: datetime.datetime,
+    ) -> Prepared:
+        """Everything about one record that needs no memory of other records."""
+        spec = objective.spec
+        text = preprocess.normalise(record.text)[: spec.dataset.max_text_chars]
+        if not text:
+            return Prepared(
+                record_id=record_id,
+                objective=objective.name,
+                objective_version=objective.version,
+                source_id=record.source_id,
+                text="",
+                key="",
+                signature=b"",
+                outcome=Dropped("empty"),
+            )
+        decision = rules.decide(
+            self.rules_for(objective).votes(text, fields_of(record)),
+            spec.labelling.min_agreement,
+        )
+        outcome: Outcome
+        if decision.label is not None:
+            example = examples.Example(
+                example_id=envelope.derived_id("example", objective.name, record.source_id),
+                objective=objective.name,
+                objective_version=objective.version,
+                source_id=record.source_id,
+                record_id=record_id,
+                event_id=record.event_id,
+                text=text,
+                label=decision.label,
+                label_source="rule",
+                voters=tuple(v.rule for v in decision.votes),
+                split=preprocess.split_of(record.source_id, spec.dataset.eval_fraction),
+                labelled_at=now.isoformat(),
+            )
+            outcome = Labelled(examples.Encoded.of(example))
+        elif not spec.labelling.human_queue:
+            outcome = Dropped(decision.reason)
+        else:
+            outcome = Queued(
+                queue.Task(
+                    task_id=task_id(objective.name, record.source_id),
+                    objective=objective.name,
+                    source_id=record.source_id,
+                    record_id=record_id,
+                    event_id=record.event_id,
+                    text=text,
+                    hints=tuple((v.rule, v.label) for v in decision.votes),
+                    reason=decision.reason,
+                    enqueued_at=now.isoformat(),
+                )
+            )
+        return Prepared(
+            record_id=record_id,
+            objective=objective.name,
+            objective_version=objective.version,
+            source_id=record.source_id,
+            text=text,
+            key=preprocess.content_key(text),
+            signature=self.hasher.signature(text),
+            outcome=outcome,
+        )
+
+
 class Labeller:
-    """Labels records by the objective's rules; remembers what each objective has seen."""
+    """Admits prepared records by what each objective has seen; remembers what it admits."""
 
     def __init__(self, *, near_threshold: float, near_capacity: int) -> None:
         self._near_threshold = near_threshold
         self._near_capacity = near_capacity
+        self.preparer = Preparer()
         self._seen: dict[str, _Seen] = {}
-        self._rules: dict[tuple[str, int], rules.RuleSet] = {}
         self._lock = threading.Lock()
 
     def remember(self, objective: str, *, source_id: str, text: str) -> None:
@@ -64,12 +202,7 @@ class Labeller:
 
     def rules_for(self, objective: objectives.ObjectiveVersion) -> rules.RuleSet:
         """The objective's rules, compiled once per version."""
-        key = (objective.name, objective.version)
-        found = self._rules.get(key)
-        if found is None:
-            found = rules.RuleSet.compile(objective.spec)
-            self._rules[key] = found
-        return found
+        return self.preparer.rules_for(objective)
 
     def label(
         self,
@@ -77,77 +210,64 @@ class Labeller:
         *,
         record_id: str,
         objective: objectives.ObjectiveVersion,
-        fields: dict[str, object],
         now: datetime.datetime,
     ) -> Outcome:
-        """Decide one record's fate; raises InvalidEvent for a retired objective."""
-        if objective.status != "active":
-            raise errors.InvalidEvent(
-                f"objective {objective.name!r} is retired", kind="retired_objective"
+        """Decide one record's fate here: :meth:`admit` of :meth:`Preparer.prepare`."""
+        check_active(objective)
+        prepared = self.preparer.prepare(record, record_id=record_id, objective=objective, now=now)
+        return self.admit(prepared, objective)
+
+    def admit(self, prepared: Prepared, objective: objectives.ObjectiveVersion) -> Outcome:
+        """A prepared record's fate: a duplicate of something seen, else its own outcome.
+
+        ``prepared`` must come from this very version of ``objective``, and its signature
+        from a hasher equal to :attr:`preparer`'s. Raises InvalidEvent for a retired objective.
+        """
+        check_active(objective)
+        if (prepared.objective, prepared.objective_version) != (objective.name, objective.version):
+            raise ValueError(
+                f"prepared for {prepared.objective} v{prepared.objective_version}, "
+                f"not {objective.name} v{objective.version}"
             )
-        spec = objective.spec
-        text = preprocess.normalise(record.text)[: spec.dataset.max_text_chars]
-        if not text:
-            return Dropped("empty")
-        key = preprocess.content_key(text)
+        if not prepared.text:
+            return prepared.outcome
         with self._lock:
             seen = self._seen_for(objective.name)
-            if record.source_id in seen.sources:
+            if prepared.source_id in seen.sources:
                 return Dropped("duplicate_source")
-            if key in seen.texts:
+            if prepared.key in seen.texts:
                 return Dropped("duplicate_text")
-            if seen.near.seen_or_add(key, text) is not None:
+            near = seen.near.seen_or_add(prepared.key, prepared.text, signature=prepared.signature)
+            if near is not None:
                 return Dropped("near_duplicate")
-            seen.sources.add(record.source_id)
-            seen.texts.add(key)
-        decision = rules.decide(
-            self.rules_for(objective).votes(text, fields), spec.labelling.min_agreement
-        )
-        if decision.label is not None:
-            return Labelled(
-                examples.Example(
-                    example_id=envelope.derived_id("example", objective.name, record.source_id),
-                    objective=objective.name,
-                    objective_version=objective.version,
-                    source_id=record.source_id,
-                    record_id=record_id,
-                    event_id=record.event_id,
-                    text=text,
-                    label=decision.label,
-                    label_source="rule",
-                    voters=tuple(v.rule for v in decision.votes),
-                    split=preprocess.split_of(record.source_id, spec.dataset.eval_fraction),
-                    labelled_at=now.isoformat(),
-                )
-            )
-        if not spec.labelling.human_queue:
-            return Dropped(decision.reason)
-        return Queued(
-            queue.Task(
-                task_id=task_id(objective.name, record.source_id),
-                objective=objective.name,
-                source_id=record.source_id,
-                record_id=record_id,
-                event_id=record.event_id,
-                text=text,
-                hints=tuple((v.rule, v.label) for v in decision.votes),
-                reason=decision.reason,
-                enqueued_at=now.isoformat(),
-            )
-        )
+            seen.sources.add(prepared.source_id)
+            seen.texts.add(prepared.key)
+        return prepared.outcome
 
     def _seen_for(self, objective: str) -> _Seen:
         seen = self._seen.get(objective)
         if seen is None:
+            hasher = self.preparer.hasher
             seen = _Seen(
                 sources=set(),
                 texts=set(),
                 near=preprocess.NearDuplicates(
-                    threshold=self._near_threshold, capacity=self._near_capacity
+                    threshold=self._near_threshold,
+                    capacity=self._near_capacity,
+                    num_perm=hasher.num_perm,
+                    shingle_words=hasher.shingle_words,
                 ),
             )
             self._seen[objective] = seen
         return seen
+
+
+def check_active(objective: objectives.ObjectiveVersion) -> None:
+    """Raise InvalidEvent unless ``objective`` takes records (a retired one does not)."""
+    if objective.status != "active":
+        raise errors.InvalidEvent(
+            f"objective {objective.name!r} is retired", kind="retired_objective"
+        )
 
 
 def task_id(objective: str, source_id: str) -> str:

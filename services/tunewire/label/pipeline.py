@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import message as protobuf_message
 from prometheus_client import Counter, Gauge
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, envelope, errors, idempotency, metrics, objectives, store, topics
+from tunewire.core import bus, errors, idempotency, metrics, objectives, store, topics
 from tunewire.label import config, examples, labelling, queue, snapshots
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,6 @@ SNAPSHOT_EXAMPLES = Gauge(
     "tunewire_label_snapshot_examples", "Examples in the latest snapshot.", ["objective", "split"]
 )
 SNAPSHOTS = Counter("tunewire_label_snapshots_total", "Snapshots built.", ["objective", "reason"])
-EXAMPLE_SOURCE = "tunewire/label"
 
 
 class LabelPipeline:
@@ -78,7 +75,7 @@ class LabelPipeline:
             retention=datetime.timedelta(hours=24),
             capacity=1_000_000,
         )
-        self._pending_events: list[examples.Example] = []
+        self._pending_events: list[examples.Encoded] = []
         self._pending_tasks: list[queue.Task] = []
         self._example_counts: collections.Counter[str] = collections.Counter()
         self._restored: set[str] = set()
@@ -88,7 +85,8 @@ class LabelPipeline:
     # -- start-up ----------------------------------------------------------------------------
 
     def restore(self, objective: str) -> None:
-        """Rebuild what an objective has seen and counted from S3 (once per objective)."""
+        """Rebuild what an objective has seen (examples and human tasks) and counted from S3
+        (once per objective)."""
         with self._lock:
             if objective in self._restored:
                 return
@@ -98,47 +96,56 @@ class LabelPipeline:
                 count += 1
             self._example_counts[objective] = count
             self.queue.refresh(objective)
+            for task in self.queue.tasks(objective):
+                self._labeller.remember(objective, source_id=task.source_id, text=task.text)
             self._restored.add(objective)
         self._finish_resolutions(objective)
         log.info("restored %d examples", count, extra={"objective": objective})
 
     # -- records -----------------------------------------------------------------------------
 
-    def handle(self, message: bus.Message) -> None:
-        """One record from ``tunewire.records``."""
+    def handle(self, message: bus.Message, prepared: labelling.Prepared | None = None) -> None:
+        """One record from ``tunewire.records``, perhaps already prepared by a worker.
+
+        ``prepared`` is used when it was prepared against the objective version current
+        here; otherwise the record is prepared again in this process. The outcome is the
+        same either way: only the admission (duplicates, in order) happens here.
+        """
         received = time.monotonic()
-        record_id = (message.header("ce_id") or b"").decode("utf-8", "replace")
-        try:
-            record = records_pb2.Record.FromString(message.value)
-        except protobuf_message.DecodeError as exc:
-            raise errors.InvalidEvent(
-                f"not a tunewire.v1.Record: {exc}", kind="malformed"
-            ) from None
-        if not record_id:
-            raise errors.InvalidEvent("the record has no ce_id header", kind="missing_attribute")
+        record: records_pb2.Record | None = None
+        if prepared is None:
+            record_id = (message.header("ce_id") or b"").decode("utf-8", "replace")
+            record = labelling.decode(message.value)
+            if not record_id:
+                raise errors.InvalidEvent(
+                    "the record has no ce_id header", kind="missing_attribute"
+                )
+            objective_name = record.objective
+        else:
+            record_id, objective_name = prepared.record_id, prepared.objective
         if record_id in self.seen:
-            RECORDS.labels(record.objective, "redelivered").inc()
+            metrics.child(RECORDS, objective_name, "redelivered").inc()
             return
-        objective = self._catalog.lookup(record.objective, fresher_than=received)
+        objective = self._catalog.lookup(objective_name, fresher_than=received)
         if objective is None:
             raise errors.InvalidEvent(
-                f"objective {record.objective!r} is not registered", kind="unknown_objective"
+                f"objective {objective_name!r} is not registered", kind="unknown_objective"
             )
         self.restore(objective.name)
-        try:
-            fields = json.loads(record.fields_json) if record.fields_json else {}
-        except json.JSONDecodeError:
-            fields = {}
-        outcome = self._labeller.label(
-            record,
-            record_id=record_id,
-            objective=objective,
-            fields=fields if isinstance(fields, dict) else {},
-            now=datetime.datetime.now(datetime.UTC),
-        )
+        if prepared is not None and prepared.objective_version != objective.version:
+            prepared = None  # the objective changed since the worker's catalog: again, here
+        if prepared is None:
+            labelling.check_active(objective)
+            prepared = self._labeller.preparer.prepare(
+                record or labelling.decode(message.value),
+                record_id=record_id,
+                objective=objective,
+                now=datetime.datetime.now(datetime.UTC),
+            )
+        outcome = self._labeller.admit(prepared, objective)
         with self._lock:
             if isinstance(outcome, labelling.Labelled):
-                self._add_example(outcome.example)
+                self._add_example(outcome.encoded)
                 metrics.child(DECISIONS, objective.name, "agreed").inc()
                 metrics.child(RECORDS, objective.name, "labelled").inc()
             elif isinstance(outcome, labelling.Queued):
@@ -155,8 +162,13 @@ class LabelPipeline:
         """Make everything handled durable, in the order the module docstring gives."""
         with self._lock:
             self._log.flush()
-            for example in self._pending_events:
-                self._announce(example)
+            for encoded in self._pending_events:
+                self._producer.send(
+                    topics.EXAMPLES,
+                    key=encoded.example.objective,
+                    value=encoded.event,
+                    headers=encoded.headers,
+                )
             self._producer.flush()
             self._pending_events.clear()
             # One batch object per objective for all the new tasks, not one PUT per task.
@@ -208,7 +220,7 @@ class LabelPipeline:
             resolution, objective, datetime.datetime.now(datetime.UTC)
         )
         with self._lock:
-            self._add_example(example)
+            self._add_example(examples.Encoded.of(example))
             self.flush()
         self.queue.mark_done(resolution)
 
@@ -254,6 +266,11 @@ class LabelPipeline:
             raise errors.NotFound(f"no objective named {name!r}")
         return found
 
+    @property
+    def preparer(self) -> labelling.Preparer:
+        """The pure half of labelling; worker processes need an equal one."""
+        return self._labeller.preparer
+
     def objectives(self) -> Mapping[str, objectives.ObjectiveVersion]:
         return self._catalog.current()
 
@@ -265,21 +282,9 @@ class LabelPipeline:
         for name in list(self._restored):
             QUEUE_DEPTH.labels(name).set(self.queue.counts(name).get("open", 0))
 
-    def _add_example(self, example: examples.Example) -> None:
-        self._log.append(example)
-        self._pending_events.append(example)
+    def _add_example(self, encoded: examples.Encoded) -> None:
+        example = encoded.example
+        self._log.append(example, line=encoded.line)
+        self._pending_events.append(encoded)
         self._example_counts[example.objective] += 1
         metrics.child(EXAMPLES, example.objective, example.label_source).inc()
-
-    def _announce(self, example: examples.Example) -> None:
-        payload = example.to_proto()
-        self._producer.publish(
-            topics.EXAMPLES,
-            payload,
-            key=example.objective,
-            event=envelope.for_payload(
-                payload,
-                id=envelope.derived_id("example", example.example_id),
-                source=EXAMPLE_SOURCE,
-            ),
-        )

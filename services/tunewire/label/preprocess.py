@@ -69,6 +69,62 @@ def split_of(source_id: str, eval_fraction: float) -> Literal["train", "eval"]:
     return "eval" if point < eval_fraction else "train"
 
 
+class MinHasher:
+    """A text's MinHash signature over its word shingles: pure, and the same in every process.
+
+    The values are datasketch's (``MinHash``, scheme affine32, seed :data:`_SEED`, CRC-32 of
+    each shingle): its permutations are taken once, and :meth:`values` applies them as its
+    ``update_batch`` does, minus the per-call checks (the tests compare the two). A signature
+    is the values as bytes, cheap to send between processes; :meth:`from_signature` reads it
+    back.
+    """
+
+    def __init__(self, *, num_perm: int = 64, shingle_words: int = 3) -> None:
+        self.num_perm = num_perm
+        self.shingle_words = shingle_words
+        minhash = datasketch.MinHash(num_perm=num_perm, seed=_SEED, hashfunc=zlib.crc32)
+        if minhash.hashvalues.dtype != np.uint32:
+            raise RuntimeError("datasketch's MinHash is no longer 32-bit affine")
+        self._perm_a, self._perm_b = (np.asarray(p, dtype=np.uint32) for p in minhash.permutations)
+
+    def signature(self, text: str) -> bytes:
+        """The MinHash values of ``text``'s shingles, as bytes."""
+        return self.values(text).tobytes()
+
+    def from_signature(self, signature: bytes) -> np.ndarray:
+        """The values of a :meth:`signature` (read-only)."""
+        if len(signature) != 4 * self.num_perm:
+            raise ValueError(
+                f"a signature of {len(signature)} bytes, not {4 * self.num_perm} "
+                f"({self.num_perm} permutations)"
+            )
+        return np.frombuffer(signature, dtype=np.uint32)
+
+    def values(self, text: str) -> np.ndarray:
+        """The MinHash values of ``text``'s shingles."""
+        return self._values(self._shingles(text))
+
+    def _values(self, shingles: list[bytes]) -> np.ndarray:
+        """The MinHash values of a set of shingles (never empty)."""
+        hashed = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint32, count=len(shingles))
+        # MurmurHash3's 32-bit finaliser, then h -> a * h + b mod 2^32 per permutation.
+        hashed ^= hashed >> _U16
+        hashed *= _FMIX1
+        hashed ^= hashed >> _U13
+        hashed *= _FMIX2
+        hashed ^= hashed >> _U16
+        values: np.ndarray = (hashed[:, None] * self._perm_a + self._perm_b).min(axis=0)
+        return values
+
+    def _shingles(self, text: str) -> list[bytes]:
+        words = normalise(text).casefold().encode("utf-8").split(b" ")
+        size = self.shingle_words
+        if len(words) <= size:
+            return [b" ".join(words)]
+        # Word i, i+1, ... i+size-1 side by side: zip stops at the last full shingle.
+        return list(map(b" ".join, zip(*(words[i:] for i in range(size)), strict=False)))
+
+
 class NearDuplicates:
     """Finds texts that are near-copies of ones already seen (MinHash LSH over word shingles).
 
@@ -108,24 +164,17 @@ class NearDuplicates:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._threshold = threshold
         self._num_perm = num_perm
-        self._shingle_words = shingle_words
         self._capacity = capacity
         # Matches needed among num_perm values for an estimated Jaccard ≥ threshold.
         self._min_equal = math.ceil(threshold * num_perm - 1e-9)
-        # datasketch's MinHash (scheme affine32) defines the values; its permutations are taken
-        # once, and :meth:`_values` applies them as its update_batch does, minus the per-call
-        # checks (the tests compare the two).
-        minhash = datasketch.MinHash(num_perm=num_perm, seed=_SEED, hashfunc=zlib.crc32)
-        if minhash.hashvalues.dtype != np.uint32:
-            raise RuntimeError("datasketch's MinHash is no longer 32-bit affine")
-        self._perm_a, self._perm_b = (np.asarray(p, dtype=np.uint32) for p in minhash.permutations)
+        self._hasher = MinHasher(num_perm=num_perm, shingle_words=shingle_words)
         # The LSH index: one table per band, from the band's MinHash values (as bytes) to the
-        # key, or the set of keys, sharing them. (datasketch's MinHashLSH does the same with
-        # more bookkeeping per call; its candidates are exactly these.)
+        # ring row (below), or the set of rows, sharing them. (datasketch's MinHashLSH does the
+        # same with keys and more bookkeeping per call; its candidates are exactly these.)
         bands, rows = _bands(num_perm=num_perm, threshold=threshold)
         self._band_span = bands * rows
         self._band_dtype = np.dtype((np.void, rows * 4))
-        self._tables: list[dict[bytes, str | set[str]]] = [{} for _ in range(bands)]
+        self._tables: list[dict[bytes, int | set[int]]] = [{} for _ in range(bands)]
         # The MinHash values of indexed texts live in one ring of rows (grown by doubling up to
         # ``capacity``): a candidate check is one vectorised comparison, each item costs
         # num_perm * 4 bytes, and the next row to overwrite is always the oldest (FIFO).
@@ -134,33 +183,47 @@ class NearDuplicates:
         self._key_at: list[str] = []
         self._next = 0
 
-    def seen_or_add(self, key: str, text: str) -> str | None:
+    @property
+    def hasher(self) -> MinHasher:
+        """What turns a text into the MinHash signature this index compares."""
+        return self._hasher
+
+    def seen_or_add(self, key: str, text: str, *, signature: bytes | None = None) -> str | None:
         """The key of an indexed near-duplicate of ``text``, else index it and return None.
 
         When several indexed texts qualify, the most similar wins (the smaller key on a tie, so
         every process agrees). The entry under ``key`` itself is never reported, so a
         redelivered record does not become a duplicate of itself; a key already indexed is not
-        indexed again.
+        indexed again. ``signature``, when given, is ``text``'s signature from an equal
+        :class:`MinHasher` (computed elsewhere, e.g. in a worker process): the answer is the
+        same as without it, only cheaper here.
         """
-        values = self._values(self._shingles(text))
+        if signature is None:
+            values = self._hasher.values(text)
+        else:
+            values = self._hasher.from_signature(signature)
         bands = self._band_keys(values)
-        found: set[str] = set()
+        # Candidates are rows of the ring, not keys: buckets of one template's texts hold
+        # hundreds, and rows gather their values without a lookup per candidate.
+        found: set[int] = set()
         for table, band in zip(self._tables, bands, strict=True):
             hit = table.get(band)
             if hit is None:
                 continue
-            if isinstance(hit, str):
+            if isinstance(hit, int):
                 found.add(hit)
             else:
                 found |= hit
-        found.discard(key)
+        own = self._row_of.get(key)
+        if own is not None:
+            found.discard(own)
         if found:
-            candidates = list(found)
-            rows = self._rows[[self._row_of[c] for c in candidates]]
-            equal = np.count_nonzero(rows == values, axis=1)
+            candidates = np.fromiter(found, dtype=np.intp, count=len(found))
+            equal = np.count_nonzero(self._rows[candidates] == values, axis=1)
             top = int(equal.max())
             if top >= self._min_equal:
-                return min(c for c, n in zip(candidates, equal.tolist(), strict=True) if n == top)
+                best: list[int] = candidates[equal == top].tolist()
+                return min(self._key_at[row] for row in best)
         if key not in self._row_of:
             self._index(key, values, bands)
         return None
@@ -170,18 +233,6 @@ class NearDuplicates:
 
     def __contains__(self, key: object) -> bool:
         return key in self._row_of
-
-    def _values(self, shingles: list[bytes]) -> np.ndarray:
-        """The MinHash values of a set of shingles (never empty)."""
-        hashed = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint32, count=len(shingles))
-        # MurmurHash3's 32-bit finaliser, then h -> a * h + b mod 2^32 per permutation.
-        hashed ^= hashed >> _U16
-        hashed *= _FMIX1
-        hashed ^= hashed >> _U13
-        hashed *= _FMIX2
-        hashed ^= hashed >> _U16
-        values: np.ndarray = (hashed[:, None] * self._perm_a + self._perm_b).min(axis=0)
-        return values
 
     def _band_keys(self, values: np.ndarray) -> list[bytes]:
         """Each band's MinHash values as one bytes object (the LSH tables' keys)."""
@@ -194,7 +245,7 @@ class NearDuplicates:
         if row < len(self._key_at):
             # The ring is full: this row holds the oldest key.
             evicted = self._key_at[row]
-            self._unindex(evicted, self._band_keys(self._rows[row]))
+            self._unindex(row, self._band_keys(self._rows[row]))
             del self._row_of[evicted]
             self._key_at[row] = key
         else:
@@ -208,35 +259,27 @@ class NearDuplicates:
         for table, band in zip(self._tables, bands, strict=True):
             hit = table.get(band)
             if hit is None:
-                table[band] = key  # most buckets hold one key: no set for them
-            elif isinstance(hit, str):
-                table[band] = {hit, key}
+                table[band] = row  # most buckets hold one row: no set for them
+            elif isinstance(hit, int):
+                table[band] = {hit, row}
             else:
-                hit.add(key)
+                hit.add(row)
         self._next = (row + 1) % self._capacity
 
-    def _unindex(self, key: str, bands: list[bytes]) -> None:
+    def _unindex(self, row: int, bands: list[bytes]) -> None:
         for table, band in zip(self._tables, bands, strict=True):
             hit = table.get(band)
             if hit is None:
                 continue
-            if isinstance(hit, str):
-                if hit == key:
+            if isinstance(hit, int):
+                if hit == row:
                     del table[band]
             else:
-                hit.discard(key)
+                hit.discard(row)
                 if len(hit) == 1:
                     table[band] = hit.pop()
                 elif not hit:
                     del table[band]
-
-    def _shingles(self, text: str) -> list[bytes]:
-        words = normalise(text).casefold().encode("utf-8").split(b" ")
-        size = self._shingle_words
-        if len(words) <= size:
-            return [b" ".join(words)]
-        # Word i, i+1, ... i+size-1 side by side: zip stops at the last full shingle.
-        return list(map(b" ".join, zip(*(words[i:] for i in range(size)), strict=False)))
 
 
 def _bands(*, num_perm: int, threshold: float) -> tuple[int, int]:

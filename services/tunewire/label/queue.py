@@ -702,6 +702,12 @@ class HumanQueue:
                 "answers": sum(len(by) for by in state.answers.values()),
             }
 
+    def tasks(self, objective: str) -> list[Task]:
+        """Every task of an objective, open or resolved (as of the last refresh)."""
+        state = self._state(objective)
+        with self._lock:
+            return list(state.tasks.values())
+
     def annotators(self, objective: str) -> dict[str, int]:
         """Answers given per annotator."""
         state = self._state(objective)

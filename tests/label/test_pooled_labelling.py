@@ -1,0 +1,181 @@
+"""Records prepared in worker processes get exactly the outcomes labelling in the consumer
+gives, near-duplicates included; a worker that fails hands the record back to the consumer."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+from collections.abc import Iterator, Mapping, Sequence
+
+import pytest
+
+from tunewire import samples
+from tunewire.contracts.v1 import records_pb2
+from tunewire.core import bus, objectives, pooling
+from tunewire.label import labelling, parallel
+
+NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[parallel.LabelPool]:
+    workers = parallel.LabelPool(workers=1, hasher=labelling.Preparer().hasher)
+    yield workers
+    workers.close()
+
+
+def _objective(version: int = 3) -> objectives.ObjectiveVersion:
+    spec = objectives.parse_spec(samples.support_intent_spec())
+    return objectives.ObjectiveVersion(
+        name=spec.name,
+        version=version,
+        status="active",
+        spec=spec,
+        created_at=NOW,
+        created_by="test",
+    )
+
+
+def _messages(objective: str, count: int = 300) -> list[bus.Message]:
+    """Sample tickets as records, with exact and edited copies among them."""
+    found = []
+    tickets = [event for event, _ in samples.labelled_tickets(count, seed=21)]
+    # Repeats under new ids: exact duplicates, then near-duplicates (one word changed).
+    tickets += [{**t, "id": f"{t['id']}-again"} for t in tickets[:20]]
+    tickets += [
+        {**t, "id": f"{t['id']}-edit", "data": {**t["data"], "body": t["data"]["body"] + " ok"}}
+        for t in tickets[20:40]
+    ]
+    for offset, ticket in enumerate(tickets):
+        data = ticket["data"]
+        record = records_pb2.Record(
+            objective=objective,
+            objective_version=3,
+            source_id=f"{data['ticket_id']}-{offset}" if offset >= count else data["ticket_id"],
+            text=f"{data['subject']}\n{data['body']}",
+            fields_json='{"channel": "email"}',
+            event_id=ticket["id"],
+        )
+        headers = [("ce_id", f"rec-{ticket['id']}".encode())]
+        found.append(
+            bus.Message("tunewire.records", 0, offset, b"k", record.SerializeToString(), headers)
+        )
+    return found
+
+
+def _comparable(outcome: labelling.Outcome) -> object:
+    """An outcome without the moment it was decided (workers read their own clock)."""
+    if isinstance(outcome, labelling.Labelled):
+        return dataclasses.replace(outcome.example, labelled_at="")
+    if isinstance(outcome, labelling.Queued):
+        return dataclasses.replace(outcome.task, enqueued_at="")
+    return outcome
+
+
+def _in_workers(
+    pool: parallel.LabelPool,
+    messages: Sequence[bus.Message],
+    current: Mapping[str, objectives.ObjectiveVersion],
+) -> list[parallel.Result]:
+    results: list[parallel.Result] = []
+    for start in range(0, len(messages), 64):
+        results += pool.submit(messages[start : start + 64], current).result(timeout=120)
+    return results
+
+
+def test_workers_give_the_outcomes_of_labelling_in_the_consumer(
+    pool: parallel.LabelPool,
+) -> None:
+    objective = _objective()
+    messages = _messages(objective.name)
+    prepared = _in_workers(pool, messages, {objective.name: objective})
+
+    here, there = (labelling.Labeller(near_threshold=0.8, near_capacity=1000) for _ in range(2))
+    expected = []
+    for message in messages:
+        record = labelling.decode(message.value)
+        record_id = (message.header("ce_id") or b"").decode()
+        expected.append(here.label(record, record_id=record_id, objective=objective, now=NOW))
+    got = []
+    for result in prepared:
+        assert result is not None
+        got.append(there.admit(result, objective))
+
+    assert [_comparable(o) for o in got] == [_comparable(o) for o in expected]
+    reasons = {o.reason for o in got if isinstance(o, labelling.Dropped)}
+    assert {"duplicate_text", "near_duplicate"} <= reasons, "the sample has copies to find"
+    labelled = [o for o in got if isinstance(o, labelling.Labelled)]
+    assert labelled and all(o.encoded.event and o.encoded.line for o in labelled)
+
+
+def test_records_a_worker_cannot_prepare_come_back_for_the_consumer(
+    pool: parallel.LabelPool,
+) -> None:
+    objective = _objective()
+    good = _messages(objective.name, count=3)[0]
+    retired = objective.model_copy(update={"name": "gone", "status": "retired"})
+    other = records_pb2.Record(objective="gone", source_id="x", text="a refund please")
+    messages = [
+        dataclasses.replace(good, value=b"\xff not a record"),
+        dataclasses.replace(good, headers=[]),
+        dataclasses.replace(good, value=records_pb2.Record(objective="nobody").SerializeToString()),
+        dataclasses.replace(good, value=other.SerializeToString()),
+        good,
+    ]
+    results = pool.submit(messages, {objective.name: objective, "gone": retired}).result(120)
+    assert results[:4] == [None, None, None, None]
+    assert isinstance(results[4], labelling.Prepared)
+
+
+def test_a_prepared_record_of_another_version_is_refused() -> None:
+    objective = _objective(version=3)
+    message = _messages(objective.name, count=3)[0]
+    prepared = labelling.Preparer().prepare(
+        labelling.decode(message.value), record_id="r", objective=objective, now=NOW
+    )
+    labeller = labelling.Labeller(near_threshold=0.8, near_capacity=1000)
+    with pytest.raises(ValueError, match="v3"):
+        labeller.admit(prepared, _objective(version=4))
+
+
+class _FailingPool:
+    """A pool whose first chunk fails in its worker and whose later submits find it broken."""
+
+    def __init__(self) -> None:
+        self.submitted = 0
+
+    def submit(
+        self, messages: Sequence[bus.Message], current: pooling.Catalog
+    ) -> concurrent.futures.Future[list[str]]:
+        self.submitted += 1
+        future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+        if self.submitted == 1:
+            future.set_exception(RuntimeError("worker died"))
+        elif self.submitted == 2:
+            future.set_result([f"done-{m.offset}" for m in messages])
+        else:
+            raise concurrent.futures.process.BrokenProcessPool("gone")
+        return future
+
+
+def test_worker_failures_leave_the_work_to_the_consumer_never_lose_it() -> None:
+    fake = _FailingPool()
+    prefetch: pooling.Prefetch[str] = pooling.Prefetch(fake, chunk=2, what="testing")
+    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(4)]
+    prefetch.start(batch, dict)
+    # The failed chunk's messages are the consumer's to do; the other chunk's results stand.
+    assert [prefetch.take(m) for m in batch] == [None, None, "done-2", "done-3"]
+    # A broken pool is given up: every later message is done in the consumer.
+    prefetch.start(batch, dict)
+    prefetch.start(batch, dict)
+    assert fake.submitted == 3
+    assert [prefetch.take(m) for m in batch] == [None, None, None, None]
+
+
+def test_small_batches_stay_in_the_consumer() -> None:
+    fake = _FailingPool()
+    prefetch: pooling.Prefetch[str] = pooling.Prefetch(fake, chunk=64, what="testing")
+    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(10)]
+    prefetch.start(batch, dict)
+    assert fake.submitted == 0 and prefetch.take(batch[0]) is None
