@@ -454,21 +454,25 @@ def stop_all(
 
     Signalling all first makes the graceful shutdowns overlap, so five services take one grace
     period, not five. No threads: this also runs from ``atexit``, where new threads are refused.
-    A :class:`ManagedProcess` is reaped (it is our child); a :class:`ProcessRecord` is signalled
-    only while its pid is still the process we started.
+    A running :class:`ManagedProcess` is reaped (it is our child); one that exited earlier, and a
+    :class:`ProcessRecord`, are signalled only while their pid is still the process we started
+    or what is left of its group: a reaped child's pid may already lead someone else's group.
     """
     groups: dict[int, Callable[[], object]] = {}
     children: list[subprocess.Popen[bytes]] = []
     for target in targets:
         if isinstance(target, ManagedProcess):
             popen = target._popen
-            if popen is not None:
+            if popen is None:
+                continue
+            if popen.poll() is None:
                 groups[popen.pid] = popen.poll
                 children.append(popen)
-        else:
-            pgid = _owned_group(target)
-            if pgid is not None:
-                groups[pgid] = lambda: None
+                continue
+            target = target.record()
+        pgid = _owned_group(target)
+        if pgid is not None:
+            groups[pgid] = lambda: None
     for pgid in groups:
         _signal_group(pgid, signal.SIGTERM)
     for sig, wait_s in ((signal.SIGKILL, grace), (None, _KILL_WAIT_S)):
