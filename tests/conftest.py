@@ -84,42 +84,43 @@ def ingest_url(stack: embedded.EmbeddedStack) -> str:
     return stack.service_urls["ingest"]
 
 
-def _client(url: str) -> httpx.Client:
+def client_of(url: str) -> httpx.Client:
+    """An authenticated client of a service's API."""
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
 
 
 @pytest.fixture
 def api(ingest_url: str) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the ingest service."""
-    with _client(ingest_url) as client:
+    with client_of(ingest_url) as client:
         yield client
 
 
 @pytest.fixture
 def label_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the label service."""
-    with _client(stack.service_urls["label"]) as client:
+    with client_of(stack.service_urls["label"]) as client:
         yield client
 
 
 @pytest.fixture
 def train_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the train service."""
-    with _client(stack.service_urls["train"]) as client:
+    with client_of(stack.service_urls["train"]) as client:
         yield client
 
 
 @pytest.fixture
 def serve_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated admin client of the serve service."""
-    with _client(stack.service_urls["serve"]) as client:
+    with client_of(stack.service_urls["serve"]) as client:
         yield client
 
 
 @pytest.fixture
 def evaluate_api(stack: embedded.EmbeddedStack) -> collections.abc.Iterator[httpx.Client]:
     """An authenticated client of the evaluate service."""
-    with _client(stack.service_urls["evaluate"]) as client:
+    with client_of(stack.service_urls["evaluate"]) as client:
         yield client
 
 
@@ -134,17 +135,24 @@ def s3(stack: embedded.EmbeddedStack) -> object:
     )
 
 
-@pytest.fixture
-def artifacts(
+def artifact_store(
     stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
 ) -> store.ArtifactStore:
-    """The stack's bucket over HTTP (moto enforces conditional writes, as S3 does)."""
+    """A stack's bucket over HTTP, with its credentials in our environment."""
     for key, value in stack.service_env(0).items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     return store.ArtifactStore(
         settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
     )
+
+
+@pytest.fixture
+def artifacts(
+    stack: embedded.EmbeddedStack, monkeypatch: pytest.MonkeyPatch
+) -> store.ArtifactStore:
+    """The stack's bucket over HTTP (moto enforces conditional writes, as S3 does)."""
+    return artifact_store(stack, monkeypatch)
 
 
 @pytest.fixture

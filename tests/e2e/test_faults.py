@@ -30,13 +30,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TOKEN, service_specs
+from tests.conftest import TOKEN, artifact_store, client_of, service_specs
 from tests.ingest.conftest import events_for
 from tests.ingest.test_kafka_events import RAW, binary
 from tests.support import kafka_io, metrics, proxy, waiting
 from tunewire import samples
 from tunewire.contracts.v1 import evaluations_pb2, records_pb2, training_pb2
-from tunewire.core import settings, store
+from tunewire.core import store
 from tunewire.label import examples
 from tunewire.stack import embedded, processes
 from tunewire.train import runs
@@ -61,11 +61,7 @@ class FaultStack:
     artifacts: store.ArtifactStore
 
     def client(self, service: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.stack.service_urls[service],
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=60,
-        )
+        return client_of(self.stack.service_urls[service])
 
     def outage(self, seconds: float = OUTAGE_S) -> threading.Timer:
         """Cut S3 now, restore it after ``seconds``; returns the restoring timer."""
@@ -101,13 +97,7 @@ def faults(
     running = embedded.EmbeddedStack(state, api_tokens=[TOKEN])
     running.up([behind_proxy(spec) for spec in service_specs()])
     try:
-        for key, value in running.service_env(0).items():
-            if key.startswith("AWS_"):
-                monkeypatch_module.setenv(key, value)
-        artifacts = store.ArtifactStore(
-            settings.S3Settings(bucket=running.bucket, endpoint_url=running.s3_endpoint_url)
-        )
-        yield FaultStack(running, cut[0], artifacts)
+        yield FaultStack(running, cut[0], artifact_store(running, monkeypatch_module))
     finally:
         running.down(snapshot=False)
         for item in cut:

@@ -213,7 +213,6 @@ class Labeller:
         now: datetime.datetime,
     ) -> Outcome:
         """Decide one record's fate here: :meth:`admit` of :meth:`Preparer.prepare`."""
-        check_active(objective)
         prepared = self.preparer.prepare(record, record_id=record_id, objective=objective, now=now)
         return self.admit(prepared, objective)
 
@@ -223,7 +222,7 @@ class Labeller:
         ``prepared`` must come from this very version of ``objective``, and its signature
         from a hasher equal to :attr:`preparer`'s. Raises InvalidEvent for a retired objective.
         """
-        check_active(objective)
+        _check_active(objective)
         if (prepared.objective, prepared.objective_version) != (objective.name, objective.version):
             raise ValueError(
                 f"prepared for {prepared.objective} v{prepared.objective_version}, "
@@ -262,7 +261,7 @@ class Labeller:
         return seen
 
 
-def check_active(objective: objectives.ObjectiveVersion) -> None:
+def _check_active(objective: objectives.ObjectiveVersion) -> None:
     """Raise InvalidEvent unless ``objective`` takes records (a retired one does not)."""
     if objective.status != "active":
         raise errors.InvalidEvent(

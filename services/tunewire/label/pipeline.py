@@ -132,17 +132,15 @@ class LabelPipeline:
                 f"objective {objective_name!r} is not registered", kind="unknown_objective"
             )
         self.restore(objective.name)
-        if prepared is not None and prepared.objective_version != objective.version:
-            prepared = None  # the objective changed since the worker's catalog: again, here
-        if prepared is None:
-            labelling.check_active(objective)
-            prepared = self._labeller.preparer.prepare(
+        if prepared is not None and prepared.objective_version == objective.version:
+            outcome = self._labeller.admit(prepared, objective)
+        else:  # not prepared, or against an older version than the catalog's now: here
+            outcome = self._labeller.label(
                 record or labelling.decode(message.value),
                 record_id=record_id,
                 objective=objective,
                 now=datetime.datetime.now(datetime.UTC),
             )
-        outcome = self._labeller.admit(prepared, objective)
         with self._lock:
             if isinstance(outcome, labelling.Labelled):
                 self._add_example(outcome.encoded)

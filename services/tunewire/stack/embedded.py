@@ -311,19 +311,16 @@ class EmbeddedStack:
         kafka_broker = self._broker
         if kafka_broker is None or self._state is None:
             raise StackNotRunningError("the broker is not running; call up() first")
-        with self._locked():
-            self._stop_for_restart(kafka_broker.process, kill=kill)
-        try:
-            if while_down is not None:
-                while_down()
-        finally:
-            with self._locked():
-                kafka_broker.start(timeout=self.startup_timeout)
-                self._record(
-                    "broker",
-                    kafka_broker.process,
-                    {"bootstrap_servers": kafka_broker.bootstrap_servers},
-                )
+
+        def start() -> None:
+            kafka_broker.start(timeout=self.startup_timeout)
+            self._record(
+                "broker",
+                kafka_broker.process,
+                {"bootstrap_servers": kafka_broker.bootstrap_servers},
+            )
+
+        self._restart(kafka_broker.process, kill=kill, while_down=while_down, start=start)
 
     def restart_service(
         self, name: str, *, kill: bool = False, while_down: Callable[[], object] | None = None
@@ -339,17 +336,16 @@ class EmbeddedStack:
         spec = self._specs.get(name)
         if spec is None or self._state is None:
             raise StackNotRunningError(f"no service {name!r} is running in this stack")
-        with self._locked():
-            self._stop_for_restart(self._services[name], kill=kill)
-        try:
-            if while_down is not None:
-                while_down()
-        finally:
-            with self._locked():
-                process = processes.start_service(spec, log_dir=self.log_dir)
-                self._services[name] = process
-                self._record(name, process, {"url": spec.url}, section="services")
-        processes.wait_healthy(spec.url + "/healthz", timeout=self.startup_timeout, process=process)
+
+        def start() -> None:
+            process = processes.start_service(spec, log_dir=self.log_dir)
+            self._services[name] = process
+            self._record(name, process, {"url": spec.url}, section="services")
+
+        self._restart(self._services[name], kill=kill, while_down=while_down, start=start)
+        processes.wait_healthy(
+            spec.url + "/healthz", timeout=self.startup_timeout, process=self._services[name]
+        )
 
     def __enter__(self) -> EmbeddedStack:
         if not self._running:
@@ -427,6 +423,27 @@ class EmbeddedStack:
         spec = item if isinstance(item, ServiceSpec) else item(self)
         port = ports.port_or_free(spec.port)
         return dataclasses.replace(spec, port=port, env={**self.service_env(port), **spec.env})
+
+    def _restart(
+        self,
+        process: processes.ManagedProcess,
+        *,
+        kill: bool,
+        while_down: Callable[[], object] | None,
+        start: Callable[[], None],
+    ) -> None:
+        """Stop ``process``, call ``while_down()``, then ``start()`` even if it raised.
+
+        The lock is not held meanwhile, so ``while_down`` may restart other components.
+        """
+        with self._locked():
+            self._stop_for_restart(process, kill=kill)
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            with self._locked():
+                start()
 
     def _stop_for_restart(self, process: processes.ManagedProcess, *, kill: bool) -> None:
         """Stop (or SIGKILL) one process and drop it from the state file."""
