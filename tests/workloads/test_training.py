@@ -11,8 +11,9 @@ import torch
 
 from tests.support import datasets
 from tunewire import samples
+from tunewire.contracts.v1 import training_pb2
 from tunewire.core import objectives
-from tunewire.workloads import data, models, training
+from tunewire.workloads import data, failures, models, training
 
 LORA = objectives.Lora(r=8, alpha=16, dropout=0.1, target_modules="all-linear")
 HYPER = objectives.Training(
@@ -127,3 +128,68 @@ def test_a_resumed_run_ends_exactly_where_an_unbroken_one_does(
         torch.testing.assert_close(got[name], tensor, rtol=0, atol=1e-6, msg=name)
     # and training changed the adapter at all (B starts at zero)
     assert any(t.abs().sum() > 0 for n, t in got.items() if "lora_B" in n)
+
+
+def test_auto_takes_the_gpu_only_when_torch_sees_one() -> None:
+    assert training.choose_device("auto", cuda_available=False) == torch.device("cpu")
+    assert training.choose_device("auto", cuda_available=True) == torch.device("cuda")
+    assert training.choose_device("cpu", cuda_available=True) == torch.device("cpu")
+    assert training.choose_device("cuda", cuda_available=True) == torch.device("cuda")
+
+
+def test_asking_for_a_gpu_where_there_is_none_fails_with_advice() -> None:
+    with pytest.raises(failures.WorkloadError, match="TUNEWIRE_TRAINER__DEVICE=auto") as caught:
+        training.choose_device("cuda", cuda_available=False)
+    reason, message = failures.classify(caught.value)
+    assert reason == training_pb2.FAILURE_REASON_TRAINER_ERROR
+    assert "sees no GPU" in message
+    with pytest.raises(failures.WorkloadError, match="auto, cpu or cuda"):
+        training.choose_device("tpu", cuda_available=True)
+
+
+def test_bf16_only_on_a_gpu_that_supports_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not training.uses_bf16(cpu)
+    assert training.weights_dtype(cpu) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert training.uses_bf16(cuda)
+    assert training.weights_dtype(cuda) == torch.bfloat16
+    assert training.weights_dtype(cpu) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert not training.uses_bf16(cuda)
+    assert training.weights_dtype(cuda) == torch.float32
+
+
+def test_a_checkpoint_is_a_host_copy_that_later_steps_leave_alone(tiny: models.Loaded) -> None:
+    """The optimizer's moments in a checkpoint are copies, not the live tensors."""
+    kept: list[tuple[training.Checkpoint, bytes]] = []
+    torch.manual_seed(0)
+    model = training.attach_lora(tiny.model, LORA)
+    training.train(
+        model,
+        _examples(tiny.tokenizer),
+        training=HYPER,
+        pad_id=tiny.tokenizer.pad_token_id,
+        seed=7,
+        schedule=training.Schedule(
+            on_progress=lambda report: None,
+            on_checkpoint=lambda c: kept.append((c, c.to_bytes())),
+            checkpoint_every_s=3600.0,
+        ),
+    )
+    (first, first_bytes), _ = kept  # one per epoch end; the second epoch ran after the first
+    as_saved = training.Checkpoint.from_bytes(first_bytes)
+    moments = [
+        (name, value)
+        for number, state in first.optimizer["state"].items()
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor)
+    ]
+    assert moments
+    for name, value in moments:
+        assert value.device.type == "cpu", name
+    for number, state in first.optimizer["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(
+                value, as_saved.optimizer["state"][number][name], rtol=0, atol=0
+            )

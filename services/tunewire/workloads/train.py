@@ -240,13 +240,12 @@ class TrainerRun:
         manifest = data.read_manifest(self._store, self.args.dataset_uri)
         rows = data.read_split(self._store, self.args.dataset_uri, "train")
         device = self._device()
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         loaded = models.load(
             spec.base_model,
             artifacts=self._store,
             cache_dir=pathlib.Path(self._settings.model_cache).expanduser(),
             device=str(device),
-            dtype=torch.bfloat16 if bf16 else torch.float32,
+            dtype=training.weights_dtype(device),
         )
         torch.manual_seed(self._settings.trainer.seed)
         model = training.attach_lora(loaded.model, lora)
@@ -324,13 +323,11 @@ class TrainerRun:
         return lora, hyper
 
     def _device(self) -> torch.device:
-        wanted = self._settings.trainer.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        if wanted == "cpu":
+        device = training.choose_device(self._settings.trainer.device)
+        if device.type == "cpu":
             threads = self._settings.trainer.threads or len(os.sched_getaffinity(0))
             torch.set_num_threads(threads)
-        return torch.device(wanted)
+        return device
 
     # -- progress and checkpoints -------------------------------------------------------
 

@@ -23,7 +23,7 @@ import peft
 import torch
 
 from tunewire.core import objectives
-from tunewire.workloads import data
+from tunewire.workloads import data, failures
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,46 @@ class Schedule:
     """Set to stop at the next step boundary, after a checkpoint (raises :class:`Interrupted`)."""
 
 
+def choose_device(wanted: str, *, cuda_available: bool | None = None) -> torch.device:
+    """The device the trainer runs on, for ``trainer.device`` (``auto``, ``cpu`` or ``cuda``).
+
+    ``auto`` takes the GPU when torch sees one. ``cuda`` on a machine where torch sees none
+    fails here, with a message a person can act on, instead of later inside ``model.to``
+    with torch's "not compiled with CUDA enabled" assertion, which names no setting.
+    ``cuda_available`` defaults to :func:`torch.cuda.is_available`.
+    """
+    available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if wanted == "auto":
+        return torch.device("cuda" if available else "cpu")
+    if wanted == "cuda" and not available:
+        raise failures.WorkloadError(
+            f"trainer.device is 'cuda' but torch {torch.__version__} sees no GPU here; run "
+            "the Job on a GPU node (training.gpu >= 1) or set TUNEWIRE_TRAINER__DEVICE=auto"
+        )
+    if wanted not in ("cpu", "cuda"):
+        raise failures.WorkloadError(f"trainer.device must be auto, cpu or cuda, not {wanted!r}")
+    return torch.device(wanted)
+
+
+def uses_bf16(device: torch.device) -> bool:
+    """Whether training on ``device`` runs in bf16 autocast (a GPU that supports bf16).
+
+    The one decision for both the loop's autocast and the base weights' dtype
+    (:func:`weights_dtype`), so the two never disagree.
+    """
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def weights_dtype(device: torch.device) -> torch.dtype:
+    """The dtype to load the (frozen) base model in: bf16 where the loop autocasts to bf16.
+
+    Frozen weights in bf16 halve their memory and cost no precision under bf16 autocast;
+    the adapter's weights, the only ones trained, stay float32 (peft upcasts them) and so
+    does the optimizer state.
+    """
+    return torch.bfloat16 if uses_bf16(device) else torch.float32
+
+
 def attach_lora(model: torch.nn.Module, lora: objectives.Lora) -> peft.PeftModel:
     """Wrap the base model with a fresh LoRA adapter; only the adapter's weights train."""
     config = peft.LoraConfig(
@@ -200,9 +240,11 @@ def train(
     """Train the adapter of ``model`` for ``training.epochs`` epochs, from ``resume`` if given.
 
     AdamW on the adapter's weights, linear warm-up then linear decay, gradient clipping,
-    gradient accumulation, and bf16 autocast where the GPU supports it.
+    gradient accumulation, and bf16 autocast where the GPU supports it. Batches go to
+    ``device``, by default the device the model's weights are on (a model the caller moved
+    to a GPU trains there without saying so twice).
     """
-    device = device or torch.device("cpu")
+    device = device if device is not None else next(model.parameters()).device
     per_epoch = steps_per_epoch(len(examples), training)
     total_steps = per_epoch * training.epochs
     accumulation = training.gradient_accumulation
@@ -223,7 +265,7 @@ def train(
     else:
         torch.manual_seed(seed)
     lengths = [len(e.input_ids) for e in examples]
-    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = uses_bf16(device)
     meter = _Meter(start_step=step, total_steps=total_steps, per_epoch=per_epoch)
     last_checkpoint = time.monotonic()
 
@@ -236,7 +278,7 @@ def train(
                     k: v.detach().cpu().clone()
                     for k, v in peft.get_peft_model_state_dict(model).items()
                 },
-                optimizer=optimizer.state_dict(),
+                optimizer=_host_copy(optimizer.state_dict()),
                 scheduler=scheduler.state_dict(),
                 rng=_get_rng(),
                 totals=dataclasses.replace(totals),
@@ -339,6 +381,23 @@ def _linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int],
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return factor
+
+
+def _host_copy(state: Any) -> Any:
+    """``state`` with every tensor copied to host memory (containers rebuilt, rest kept).
+
+    ``optimizer.state_dict()`` hands out the live moment tensors, which the next step
+    updates in place (on the GPU, too): a checkpoint holding them would change after it was
+    taken. Like the adapter's weights, its optimizer state is therefore a host copy, taken
+    at the step boundary, and the same wherever the run trained.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {key: _host_copy(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_host_copy(value) for value in state)
+    return state
 
 
 def _get_rng() -> dict[str, Any]:
