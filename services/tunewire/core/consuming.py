@@ -95,8 +95,10 @@ class ConsumerLoop:
         flush_interval_s: float = 1.0,
         flush_max_messages: int = 5_000,
         on_assigned: Callable[[], object] | None = None,
+        max_poll_records: int | None = None,
     ) -> None:
         self._config = config
+        self._max_poll_records = max_poll_records or config.max_poll_records
         self._group = group_id
         self._topics = topic_names
         self._handler = handler
@@ -132,7 +134,7 @@ class ConsumerLoop:
             auto_offset_reset="earliest",
             session_timeout_ms=self._config.session_timeout_ms,
             heartbeat_interval_ms=self._config.heartbeat_interval_ms,
-            max_poll_records=self._config.max_poll_records,
+            max_poll_records=self._max_poll_records,
             fetch_max_wait_ms=self._config.fetch_max_wait_ms,
             **self._config.client_options(),
         )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, Protocol, TypeVar
 
-from tunewire.core import bus, errors, objectives
+from tunewire.core import bus, errors, heap, objectives
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def process_pool(
 
     Spawned, not forked: the consumer process has threads (Kafka's I/O, the HTTP server)
     whose locks a fork could copy while held. ``initializer(*initargs)`` runs once in each
-    worker, after it is tied to its parent.
+    worker, after it is tied to its parent; then the worker's heap is settled
+    (:func:`heap.settle`).
     """
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
@@ -164,6 +165,7 @@ def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any
     _die_with_parent()
     if initializer is not None:
         initializer(*initargs)
+    heap.settle()
 
 
 def _die_with_parent() -> None:

@@ -19,6 +19,8 @@ from typing import Any
 import fastapi
 import uvicorn
 
+from tunewire.core import heap
+
 log = logging.getLogger(__name__)
 
 Worker = Callable[[threading.Event], None]
@@ -58,7 +60,12 @@ class Service:
         return not self.stop.is_set() and all(t.is_alive() for t in self._threads.values())
 
     def run(self) -> None:
-        """Run until a signal or a root task exits; re-raise the first failure."""
+        """Run until a signal or a root task exits; re-raise the first failure.
+
+        Everything built before this call lives as long as the process, so the garbage
+        collector stops walking it from here on (:func:`heap.settle`).
+        """
+        heap.settle()
         try:
             asyncio.run(self._main())
         finally:

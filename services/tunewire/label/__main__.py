@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from tunewire.core import bus, http, logs, objectives, runner, store
+from tunewire.core import bus, http, logs, objectives, pooling, runner, store
 from tunewire.label import (
     api,
     config,
@@ -39,6 +39,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
     )
     flow.seen.refresh()
     workers = settings.label.prepare_workers
+    workers = pooling.default_workers() if workers is None else workers
     pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
     records_loop = consumer.loop(settings, flow, producer, pool)
     auth = http.BearerAuth(settings.api_tokens)

@@ -22,10 +22,14 @@ class LabelLimits(BaseModel):
     near_duplicate_capacity: int = Field(default=50_000, ge=1000)
     """Texts kept in the near-duplicate index per objective (~3.7 KB each; the oldest are
     forgotten first)."""
-    prepare_workers: int = Field(default=0, ge=0, le=64)
+    prepare_workers: int | None = Field(default=None, ge=0, le=64)
     """Processes that prepare records (decode, normalise, MinHash, rules, encoding) beside
-    the consumer. Off (0) by default: on a 2-core machine, sending each record's results
-    between processes cost more CPU than the workers saved (bench/label.py, issue 3)."""
+    the consumer; 0 turns them off. Default: one per usable core beyond the first, at most
+    four."""
+    poll_records: int = Field(default=5_000, ge=1)
+    """Records fetched per poll when workers prepare them. The workers prepare a whole
+    poll ahead of the consumer, so a deep poll keeps them busy while the consumer flushes;
+    the shared ``TUNEWIRE_KAFKA__MAX_POLL_RECORDS`` applies without workers."""
     snapshot_check_s: float = Field(default=5.0, gt=0)
     """How often the snapshot trigger is checked."""
     repeat_announcement_every_s: float = Field(default=60.0, gt=0)

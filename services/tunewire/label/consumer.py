@@ -54,6 +54,7 @@ def loop(
         flush_interval_s=settings.label.flush_interval_s,
         flush_max_messages=settings.label.flush_max_records,
         on_assigned=lambda: flow.seen.refresh(),
+        max_poll_records=settings.label.poll_records if pool is not None else None,
     )
 
 
