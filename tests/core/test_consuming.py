@@ -57,8 +57,32 @@ def topic() -> str:
     return f"test.consuming.{uuid.uuid4().hex[:8]}"
 
 
+class Sequencer(Recorder):
+    """A recorder that also notes the order of prefetches, handling and flushes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, bytes]] = []
+
+    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+        super().prefetch(messages)
+        self.events += [("prefetch", m.value) for m in messages]
+
+    def handle(self, message: bus.Message) -> None:
+        super().handle(message)
+        self.events.append(("handle", message.value))
+
+    def flush(self) -> None:
+        super().flush()
+        self.events.append(("flush", b""))
+
+
 def _running(
-    config: settings.KafkaSettings, topic: str, group: str, handler: Recorder
+    config: settings.KafkaSettings,
+    topic: str,
+    group: str,
+    handler: Recorder,
+    **options: int,
 ) -> Iterator[threading.Event]:
     producer = bus.Producer(config, client_id="test")
     loop = consuming.ConsumerLoop(
@@ -68,6 +92,7 @@ def _running(
         handler=handler,
         producer=producer,
         flush_interval_s=0.2,
+        **options,
     )
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
@@ -145,3 +170,21 @@ def test_an_unflushed_batch_is_redelivered(
     for _ in _running(kafka_config, topic, group, again):
         _wait(lambda: again.handled)
     assert again.handled == [b"x"]
+
+
+def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    handler = Sequencer()
+    values = [b"m%d" % n for n in range(6)]
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    for _ in _running(
+        kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, flush_max_messages=2
+    ):
+        _wait(lambda: handler.handled == values and handler.flushed >= 3)
+    assert handler.handled == values
+    first_flush = handler.events.index(("flush", b""))
+    # Workers would prepare the second batch while the first is flushed and committed...
+    assert ("prefetch", b"m2") in handler.events[:first_flush]
+    # ...and it is handled only after that flush.
+    assert handler.events.index(("handle", b"m2")) > first_flush

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: After a stop is requested, how long to keep trying to make the last batch durable.
 STOP_FLUSH_GRACE_S = 10.0
+#: The first wait after a poll the broker did not answer (it doubles up to 5 s).
+BROKER_BACKOFF_S = 0.2
 
 MESSAGES = Counter(
     "tunewire_consumer_messages_total",
@@ -54,7 +56,9 @@ class BatchHandler(Protocol):
     def prefetch(self, messages: Sequence[bus.Message]) -> None:
         """See a polled batch before its messages are handled one by one, in order.
 
-        A handler may start work on them in parallel here; it must not cause side effects.
+        A handler may start work on them in parallel here, while the previous batch is
+        still being made durable; nothing it does here may be durable (a batch the loop
+        stops before handling is redelivered).
         """
 
     def handle(self, message: bus.Message) -> None:
@@ -114,6 +118,7 @@ class ConsumerLoop:
         self.assigned = threading.Event()
         self.stop_requested = threading.Event()
         self.broker_reachable = True
+        self._broker_backoff_s = BROKER_BACKOFF_S
         self._stop_seen: float | None = None
 
     def check_ready(self) -> None:
@@ -141,29 +146,17 @@ class ConsumerLoop:
         self._consumer = consumer
         consumer.subscribe(self._topics, listener=_Rebalance(self))
         try:
-            broker_backoff = 0.2
+            batch = self._poll(consumer, stop)
             while not stop.is_set():
                 try:
-                    polled = consumer.poll(timeout_ms=200)
-                    broker_backoff = 0.2
-                except kafka.errors.KafkaError as exc:
-                    # The broker is unreachable (kafka-python raises from the coordinator
-                    # lookup): wait and poll again; the client reconnects by itself.
-                    self.broker_reachable = False
-                    log.warning("cannot poll the broker; retrying", extra={"error": str(exc)})
-                    stop.wait(broker_backoff)
-                    broker_backoff = min(broker_backoff * 2, 5.0)
-                    continue
-                self.broker_reachable = True
-                batch = [_detached(r) for records in polled.values() for r in records]
-                try:
-                    if batch:
-                        self._handler.prefetch(batch)
                     for message in batch:
                         self._process(message, stop)
                 except _Stopping:
                     log.info("stopping during an outage; the unhandled rest is redelivered")
                     break
+                # The next batch reaches the handler's prefetch before this one is made
+                # durable, so its workers prepare it while the loop flushes and commits.
+                batch = self._poll(consumer, stop)
                 self._report_lag()
                 if self._due():
                     self._make_durable(stop)
@@ -172,6 +165,25 @@ class ConsumerLoop:
             self.assigned.clear()
             consumer.close(autocommit=False)
             self._consumer = None
+
+    def _poll(self, consumer: kafka.KafkaConsumer, stop: threading.Event) -> list[bus.Message]:
+        """The next batch, already handed to the handler's prefetch; none when the broker is
+        unreachable (after waiting a little longer each time; the client reconnects)."""
+        try:
+            polled = consumer.poll(timeout_ms=200)
+        except kafka.errors.KafkaError as exc:
+            # kafka-python raises from the coordinator lookup when the broker is down.
+            self.broker_reachable = False
+            log.warning("cannot poll the broker; retrying", extra={"error": str(exc)})
+            stop.wait(self._broker_backoff_s)
+            self._broker_backoff_s = min(self._broker_backoff_s * 2, 5.0)
+            return []
+        self._broker_backoff_s = BROKER_BACKOFF_S
+        self.broker_reachable = True
+        batch = [_detached(r) for records in polled.values() for r in records]
+        if batch:
+            self._handler.prefetch(batch)
+        return batch
 
     def _process(self, message: bus.Message, stop: threading.Event) -> None:
         outcome = self._handle_with_retries(message, stop)

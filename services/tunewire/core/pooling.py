@@ -17,6 +17,8 @@ in the consumer instead (no pool, a small batch, a worker that failed).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -30,6 +32,25 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 Catalog = Mapping[str, objectives.ObjectiveVersion]
+
+
+class PickledAsArguments:
+    """A frozen dataclass that pickles as its constructor's arguments.
+
+    Worker results cross the pipe once per message and are unpickled in the consumer, the
+    process a pool relieves. By default a dataclass is rebuilt from its ``__dict__`` through
+    ``copyreg``; calling the constructor instead unpickles twice as fast (label's results:
+    12 → 6 µs a record).
+    """
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        cls: type = type(self)
+        return cls, tuple([getattr(self, name) for name in _init_fields(cls)])
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 def default_workers() -> int:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from tunewire.contracts.v1 import examples_pb2
-from tunewire.core import envelope, errors, store
+from tunewire.core import envelope, errors, pooling, store
 
 LabelSourceName = Literal["rule", "human"]
 SplitName = Literal["train", "eval"]
@@ -41,7 +41,7 @@ _SPLITS: dict[str, examples_pb2.Split] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Example:
+class Example(pooling.PickledAsArguments):
     """One labelled item, as stored in a segment line and announced on ``tunewire.examples``.
 
     The split is decided once, when the example is labelled, and stored with it: a snapshot
@@ -128,7 +128,7 @@ class Example:
 
 
 @dataclasses.dataclass(frozen=True)
-class Encoded:
+class Encoded(pooling.PickledAsArguments):
     """An example with its segment line and its ``tunewire.examples`` event, as bytes.
 
     Encoding is pure work: the label service's worker processes do it (see ``parallel.py``),

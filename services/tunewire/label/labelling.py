@@ -19,12 +19,12 @@ import threading
 from google.protobuf import message as protobuf_message
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import envelope, errors, objectives
+from tunewire.core import envelope, errors, objectives, pooling
 from tunewire.label import examples, preprocess, queue, rules
 
 
 @dataclasses.dataclass(frozen=True)
-class Labelled:
+class Labelled(pooling.PickledAsArguments):
     encoded: examples.Encoded
 
     @property
@@ -33,12 +33,12 @@ class Labelled:
 
 
 @dataclasses.dataclass(frozen=True)
-class Queued:
+class Queued(pooling.PickledAsArguments):
     task: queue.Task
 
 
 @dataclasses.dataclass(frozen=True)
-class Dropped:
+class Dropped(pooling.PickledAsArguments):
     """A record kept out of the dataset, with the reason counted in metrics."""
 
     reason: str
@@ -55,7 +55,7 @@ class _Seen:
 
 
 @dataclasses.dataclass(frozen=True)
-class Prepared:
+class Prepared(pooling.PickledAsArguments):
     """One record as far as it can go without knowing what the objective has seen.
 
     ``outcome`` is what becomes of the record unless it turns out to be a duplicate; only

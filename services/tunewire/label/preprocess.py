@@ -217,9 +217,13 @@ class NearDuplicates:
         own = self._row_of.get(key)
         if own is not None:
             found.discard(own)
-        if found:
+        if len(found) == 1:  # the usual case: one row, no candidate array to build
+            (row,) = found
+            if int((self._rows[row] == values).sum()) >= self._min_equal:
+                return self._key_at[row]
+        elif found:
             candidates = np.fromiter(found, dtype=np.intp, count=len(found))
-            equal = np.count_nonzero(self._rows[candidates] == values, axis=1)
+            equal = (self._rows[candidates] == values).sum(axis=1)
             top = int(equal.max())
             if top >= self._min_equal:
                 best: list[int] = candidates[equal == top].tolist()

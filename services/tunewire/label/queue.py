@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from tunewire.core import errors, store
+from tunewire.core import errors, pooling, store
 
 REASONS = ("conflict", "abstain", "too_few_votes")
 """Why a task needs a human, as :func:`tunewire.label.rules.decide` reports it."""
@@ -78,7 +78,7 @@ _ANNOTATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class Task(pooling.PickledAsArguments):
     """One item waiting for a human label."""
 
     task_id: str
