@@ -6,6 +6,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
@@ -126,6 +129,30 @@ def test_records_a_worker_cannot_prepare_come_back_for_the_consumer(
     results = pool.submit(messages, {objective.name: objective, "gone": retired}).result(120)
     assert results[:4] == [None, None, None, None]
     assert isinstance(results[4], labelling.Prepared)
+
+
+def test_a_dead_worker_hands_its_chunks_back_and_takes_no_more() -> None:
+    objective = _objective()
+    messages = _messages(objective.name, count=200)
+    before = {p.pid for p in multiprocessing.active_children()}
+    doomed = parallel.LabelPool(workers=1, hasher=labelling.Preparer().hasher)
+    try:
+        catalog = {objective.name: objective}
+        assert len(doomed.submit(messages[:64], catalog).result(120)) == 64
+        (worker,) = [p for p in multiprocessing.active_children() if p.pid not in before]
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker.join(10)
+        prefetch: pooling.Prefetch[parallel.Result] = pooling.Prefetch(
+            doomed, chunk=64, what="testing"
+        )
+        prefetch.start(messages, lambda: catalog)
+        # Nothing prepared: every record is the consumer's to do, none is lost...
+        assert [prefetch.take(m) for m in messages] == [None] * len(messages)
+        # ...and the pool is not used again.
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+            doomed.submit(messages[:64], catalog)
+    finally:
+        doomed.close()
 
 
 def test_a_prepared_record_of_another_version_is_refused() -> None:
