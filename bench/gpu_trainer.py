@@ -70,23 +70,10 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def instruction(spec: objectives.ObjectiveSpec) -> str:
-    """The system turn the label service writes for a classification objective.
-
-    A copy of ``tunewire.label.snapshots.instruction``'s classification branch: importing
-    the label service would pull in its Kafka client, which the GPU machine lacks.
-    """
-    described = spec.description.strip() or f"The {spec.name} objective."
-    return (
-        f"{described}\nClassify the user's text. "
-        f"Answer with exactly one of these labels: {', '.join(spec.labels)}."
-    )
-
-
 def encoded_examples(
     tokenizer: Any, spec: objectives.ObjectiveSpec, count: int, max_seq_len: int
 ) -> list[data.Encoded]:
-    system = instruction(spec)
+    system = objectives.instruction(spec)
     return [
         data.encode(
             tokenizer,

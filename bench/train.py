@@ -60,7 +60,6 @@ import torch
 
 from tunewire import samples
 from tunewire.core import objectives
-from tunewire.label import snapshots
 from tunewire.workloads import data, models, training
 
 _quiet = False
@@ -73,7 +72,7 @@ def say(message: str) -> None:
 
 def examples(spec: objectives.ObjectiveSpec, count: int) -> list[list[dict[str, str]]]:
     """Sample tickets as the label service writes them: system, user, assistant."""
-    system = snapshots.instruction(spec)
+    system = objectives.instruction(spec)
     return [
         [
             {"role": "system", "content": system},

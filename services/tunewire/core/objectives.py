@@ -217,6 +217,22 @@ class ObjectiveVersion(BaseModel):
     created_by: str
 
 
+def instruction(spec: ObjectiveSpec) -> str:
+    """The system message of every example, naming the objective's task and its labels.
+
+    Label writes it into every example and the snapshot's manifest, because the served
+    model must be prompted exactly as it was trained.
+    """
+    described = spec.description.strip() or f"The {spec.name} objective."
+    if spec.task == "classification":
+        return (
+            f"{described}\nClassify the user's text. "
+            f"Answer with exactly one of these labels: {', '.join(spec.labels)}."
+        )
+    suffix = f"\nPossible answers include: {', '.join(spec.labels)}." if spec.labels else ""
+    return f"{described}\nWrite the answer to the user's text.{suffix}"
+
+
 def parse_spec(document: Any) -> ObjectiveSpec:
     """Validate a parsed spec; :class:`errors.InvalidRequest` lists every wrong field."""
     if not isinstance(document, dict):

@@ -56,22 +56,6 @@ class SnapshotInfo:
     """False when a snapshot of exactly these examples already existed."""
 
 
-def instruction(spec: objectives.ObjectiveSpec) -> str:
-    """The system message of every example, naming the objective's task and its labels.
-
-    It is also stored in the manifest, because the served model must be prompted exactly as
-    it was trained.
-    """
-    described = spec.description.strip() or f"The {spec.name} objective."
-    if spec.task == "classification":
-        return (
-            f"{described}\nClassify the user's text. "
-            f"Answer with exactly one of these labels: {', '.join(spec.labels)}."
-        )
-    suffix = f"\nPossible answers include: {', '.join(spec.labels)}." if spec.labels else ""
-    return f"{described}\nWrite the answer to the user's text.{suffix}"
-
-
 class SnapshotBuilder:
     """Builds, lists and announces an objective's dataset snapshots."""
 
@@ -126,7 +110,7 @@ class SnapshotBuilder:
                 "created_at": _now(),
                 "reason": reason,
                 "task": objective.spec.task,
-                "instruction": instruction(objective.spec),
+                "instruction": objectives.instruction(objective.spec),
                 "counts": {split: sum(stats.labels[split].values()) for split in ("train", "eval")},
                 "labels": {split: dict(stats.labels[split]) for split in ("train", "eval")},
                 "examples": stats.total,
@@ -288,7 +272,7 @@ def _write_files(
     page cache, not by the dataset); its rowid keeps log order for the files.
     """
     stats = _Stats()
-    system = instruction(spec)
+    system = objectives.instruction(spec)
     allowed = set(spec.labels) if spec.task == "classification" else None
     with contextlib.closing(sqlite3.connect(folder / "examples.db")) as db:
         db.execute("PRAGMA journal_mode=OFF")
