@@ -10,10 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.support import kafka_io
 from tunewire.stack import broker
@@ -34,16 +30,6 @@ producer.flush(timeout_s=60)
 producer.close()
 print("acknowledged", flush=True)
 """
-
-
-@pytest.fixture
-def memory_broker(tmp_path: Path) -> Iterator[broker.Broker]:
-    running = broker.Broker(log_path=tmp_path / "broker.log")
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def test_a_broker_that_forgot_the_producer_gets_every_later_send(

@@ -12,6 +12,7 @@ client then fails every send, so :meth:`Producer.flush` replaces it with a new o
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import socket
@@ -54,15 +55,12 @@ class _Pending:
     future: Any
 
 
-class Producer:
-    """A thread-safe producer whose sends are durable once :meth:`flush` returns."""
+class Publisher(abc.ABC):
+    """What a service publishes through: sends queue, :meth:`flush` makes them durable.
 
-    def __init__(self, config: settings.KafkaSettings, *, client_id: str) -> None:
-        self._config = config
-        self._client_id = client_id
-        self._client = self._new_client()
-        self._outbox: list[_Pending] = []
-        self._lock = threading.Lock()
+    :class:`Producer` sends from the calling process; ``producer_process.ProducerProcess``
+    from a child process, for a consumer whose own process is its bottleneck.
+    """
 
     def send(
         self,
@@ -74,10 +72,7 @@ class Producer:
     ) -> None:
         """Queue one message; it is durable only after :meth:`flush`."""
         raw_key = key.encode() if isinstance(key, str) else key
-        pending = _Pending(topic, raw_key, value, list(headers), None)
-        pending.future = self._dispatch(pending)
-        with self._lock:
-            self._outbox.append(pending)
+        self._queue(topic, raw_key, value, list(headers))
 
     def publish(
         self,
@@ -89,6 +84,59 @@ class Producer:
     ) -> None:
         """Queue a tunewire event: protobuf value, CloudEvents attributes in headers."""
         self.send(topic, key=key, value=payload.SerializeToString(), headers=event.headers())
+
+    @abc.abstractmethod
+    def _queue(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Queue one message as :meth:`send` normalised it."""
+
+    @abc.abstractmethod
+    def flush(self, *, timeout_s: float = 60.0) -> None:
+        """Block until every queued message is acknowledged.
+
+        Raises :class:`errors.Unavailable` when the broker has not taken them all in time;
+        the unacknowledged messages are kept for the next call.
+        """
+
+    def close(self) -> None:
+        """Flush what is queued, then let go of the broker.
+
+        Sends the broker never acknowledged are given up here without an error: their input
+        was not committed, so it is delivered again to the next consumer.
+        """
+        try:
+            self.flush(timeout_s=10)
+        except errors.Unavailable as exc:
+            log.error(
+                "closing with unacknowledged messages; their input is redelivered",
+                extra={"error": str(exc)},
+            )
+        finally:
+            self._disconnect()
+
+    @abc.abstractmethod
+    def _disconnect(self) -> None:
+        """Close the client (after :meth:`close`'s last flush)."""
+
+
+class Producer(Publisher):
+    """A thread-safe producer whose sends are durable once :meth:`flush` returns."""
+
+    def __init__(self, config: settings.KafkaSettings, *, client_id: str) -> None:
+        self._config = config
+        self._client_id = client_id
+        self._client = self._new_client()
+        self._outbox: list[_Pending] = []
+        self._lock = threading.Lock()
+
+    def _queue(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        pending = _Pending(topic, key, value, headers, None)
+        pending.future = self._dispatch(pending)
+        with self._lock:
+            self._outbox.append(pending)
 
     def flush(self, *, timeout_s: float = 60.0) -> None:
         """Block until every queued message is acknowledged; re-send failures.
@@ -117,21 +165,8 @@ class Producer:
             for pending in failed:
                 pending.future = self._dispatch(pending)
 
-    def close(self) -> None:
-        """Flush what is queued and close the connection.
-
-        Sends the broker never acknowledged are given up here without an error: their input
-        was not committed, so it is delivered again to the next consumer.
-        """
-        try:
-            self.flush(timeout_s=10)
-        except errors.Unavailable as exc:
-            log.error(
-                "closing with unacknowledged messages; their input is redelivered",
-                extra={"error": str(exc)},
-            )
-        finally:
-            self._client.close(timeout=5)
+    def _disconnect(self) -> None:
+        self._client.close(timeout=5)
 
     def _new_client(self) -> kafka.KafkaProducer:
         return kafka.KafkaProducer(

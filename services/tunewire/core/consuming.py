@@ -95,7 +95,7 @@ class ConsumerLoop:
         group_id: str,
         topic_names: list[str],
         handler: BatchHandler,
-        producer: bus.Producer,
+        producer: bus.Publisher,
         flush_interval_s: float = 1.0,
         flush_max_messages: int = 5_000,
         on_assigned: Callable[[], object] | None = None,

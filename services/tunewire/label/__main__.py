@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from tunewire.core import bus, http, logs, objectives, pooling, runner, store
+from tunewire.core import bus, http, logs, objectives, pooling, producer_process, runner, store
 from tunewire.label import (
     api,
     config,
@@ -24,7 +24,14 @@ log = logging.getLogger("tunewire.label")
 def build(settings: config.LabelSettings) -> runner.Service:
     """Wire the label process from its settings."""
     artifacts = store.ArtifactStore(settings.s3)
-    producer = bus.Producer(settings.kafka, client_id="tunewire-label")
+    workers = settings.label.prepare_workers
+    workers = pooling.default_workers() if workers is None else workers
+    # With cores to spare, Kafka's client encodes the examples in a process of its own too.
+    producer: bus.Publisher
+    if workers:
+        producer = producer_process.ProducerProcess(settings.kafka, client_id="tunewire-label")
+    else:
+        producer = bus.Producer(settings.kafka, client_id="tunewire-label")
     catalog = objectives.ObjectiveCatalog(artifacts)
     example_log = examples.ExampleLog(artifacts)
     workdir = pathlib.Path(settings.label.workdir) if settings.label.workdir else None
@@ -38,8 +45,6 @@ def build(settings: config.LabelSettings) -> runner.Service:
         log_=example_log,
     )
     flow.seen.refresh()
-    workers = settings.label.prepare_workers
-    workers = pooling.default_workers() if workers is None else workers
     pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
     records_loop = consumer.loop(settings, flow, producer, pool)
     auth = http.BearerAuth(settings.api_tokens)
@@ -70,7 +75,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
     return service
 
 
-def _close(producer: bus.Producer, pool: parallel.LabelPool | None) -> None:
+def _close(producer: bus.Publisher, pool: parallel.LabelPool | None) -> None:
     if pool is not None:
         pool.close()
     producer.close()

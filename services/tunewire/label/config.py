@@ -25,7 +25,8 @@ class LabelLimits(BaseModel):
     prepare_workers: int | None = Field(default=None, ge=0, le=64)
     """Processes that prepare records (decode, normalise, MinHash, rules, encoding) beside
     the consumer; 0 turns them off. Default: one per usable core beyond the first, at most
-    four."""
+    four. With any, Kafka's client also runs in a process of its own
+    (:mod:`tunewire.core.producer_process`)."""
     poll_records: int = Field(default=5_000, ge=1)
     """Records fetched per poll when workers prepare them. The workers prepare a whole
     poll ahead of the consumer, so a deep poll keeps them busy while the consumer flushes;

@@ -41,7 +41,7 @@ class RecordHandler:
 def loop(
     settings: config.LabelSettings,
     flow: pipeline.LabelPipeline,
-    producer: bus.Producer,
+    producer: bus.Publisher,
     pool: parallel.LabelPool | None = None,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of ``tunewire.records``."""

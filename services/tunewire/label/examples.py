@@ -129,13 +129,16 @@ class Example(pooling.PickledAsArguments):
 
 @dataclasses.dataclass(frozen=True)
 class Encoded(pooling.PickledAsArguments):
-    """An example with its segment line and its ``tunewire.examples`` event, as bytes.
+    """An example as the bytes it is stored and announced as: its segment line and its event.
 
     Encoding is pure work: the label service's worker processes do it (see ``parallel.py``),
-    so the consumer only hands the results on, to the log's buffer and to Kafka.
+    so the consumer only hands the results on, to the log's buffer and to Kafka. Only what
+    the consumer needs crosses the pipe; the whole :attr:`example` is read back from the
+    line on demand.
     """
 
-    example: Example
+    objective: str
+    label_source: LabelSourceName
     line: str
     """Its segment line: compact JSON, no newline."""
     event: bytes
@@ -154,11 +157,17 @@ class Encoded(pooling.PickledAsArguments):
             time=datetime.datetime.fromisoformat(example.labelled_at),
         )
         return cls(
-            example=example,
+            objective=example.objective,
+            label_source=example.label_source,
             line=_LINE.encode(example.to_json()),
             event=payload.SerializeToString(),
             headers=event.headers(),
         )
+
+    @property
+    def example(self) -> Example:
+        """The example, read back from its segment line."""
+        return Example.from_json(json.loads(self.line))
 
 
 class ExampleLog:
@@ -176,14 +185,10 @@ class ExampleLog:
         self._lock = threading.Lock()
         self._last_stamp = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
-    def append(self, example: Example, *, line: str | None = None) -> None:
-        """Buffer one example in memory until the next :meth:`flush`.
-
-        ``line`` is the example's segment line when it is already encoded
-        (:attr:`Encoded.line`); otherwise it is encoded here.
-        """
-        if line is None:
-            line = _LINE.encode(example.to_json())
+    def append(self, example: Example | Encoded) -> None:
+        """Buffer one example in memory until the next :meth:`flush` (encoded here unless
+        it comes :class:`Encoded` already)."""
+        line = example.line if isinstance(example, Encoded) else _LINE.encode(example.to_json())
         with self._lock:
             self._buffer.setdefault(example.objective, []).append(line)
 

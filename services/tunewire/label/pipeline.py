@@ -54,7 +54,7 @@ class LabelPipeline:
         limits: config.LabelLimits,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: bus.Publisher,
         human_queue: queue.HumanQueue,
         builder: snapshots.SnapshotBuilder,
         log_: examples.ExampleLog,
@@ -163,7 +163,7 @@ class LabelPipeline:
             for encoded in self._pending_events:
                 self._producer.send(
                     topics.EXAMPLES,
-                    key=encoded.example.objective,
+                    key=encoded.objective,
                     value=encoded.event,
                     headers=encoded.headers,
                 )
@@ -281,8 +281,7 @@ class LabelPipeline:
             QUEUE_DEPTH.labels(name).set(self.queue.counts(name).get("open", 0))
 
     def _add_example(self, encoded: examples.Encoded) -> None:
-        example = encoded.example
-        self._log.append(example, line=encoded.line)
+        self._log.append(encoded)
         self._pending_events.append(encoded)
-        self._example_counts[example.objective] += 1
-        metrics.child(EXAMPLES, example.objective, example.label_source).inc()
+        self._example_counts[encoded.objective] += 1
+        metrics.child(EXAMPLES, encoded.objective, encoded.label_source).inc()

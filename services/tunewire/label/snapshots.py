@@ -63,7 +63,7 @@ class SnapshotBuilder:
         self,
         artifacts: store.ArtifactStore,
         log: examples.ExampleLog,
-        producer: bus.Producer,
+        producer: bus.Publisher,
         *,
         source: str = "tunewire/label",
         workdir: pathlib.Path | None = None,

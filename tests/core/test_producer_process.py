@@ -1,0 +1,100 @@
+"""The producer whose Kafka client runs in a child process, against a real broker."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import kafka_io
+from tunewire.core import errors, producer_process, settings
+from tunewire.stack import broker, embedded
+
+
+def _read(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    reader = kafka_io.TopicReader(bootstrap, topic)
+    try:
+        reader.read_until(lambda messages: len(messages) >= count, timeout_s=30)
+        return [m.value for m in reader.messages]
+    finally:
+        reader.close()
+
+
+def _child(client_id: str) -> multiprocessing.process.BaseProcess:
+    (child,) = [p for p in multiprocessing.active_children() if p.name == f"{client_id}-producer"]
+    return child
+
+
+@pytest.fixture
+def producer(stack: embedded.EmbeddedStack) -> Iterator[producer_process.ProducerProcess]:
+    config = settings.KafkaSettings(bootstrap_servers=stack.bootstrap_servers)
+    running = producer_process.ProducerProcess(config, client_id=f"test-{uuid.uuid4().hex[:6]}")
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_sends_are_in_the_topic_with_their_keys_and_headers_once_flush_returns(
+    stack: embedded.EmbeddedStack, producer: producer_process.ProducerProcess
+) -> None:
+    topic = f"test.producer-process.{uuid.uuid4().hex[:8]}"
+    for number in range(50):
+        producer.send(
+            topic, key="k", value=f"m-{number}".encode(), headers=[("ce_id", str(number).encode())]
+        )
+    producer.flush(timeout_s=30)
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, topic)
+    try:
+        reader.read_until(lambda messages: len(messages) >= 50, timeout_s=30)
+        assert [m.value for m in reader.messages] == [f"m-{n}".encode() for n in range(50)]
+        assert {m.key for m in reader.messages} == {b"k"}
+        assert [kafka_io.header(m, "ce_id") for m in reader.messages] == [
+            str(n).encode() for n in range(50)
+        ]
+    finally:
+        reader.close()
+
+
+def test_a_child_that_dies_is_replaced_and_handed_everything_not_acknowledged(
+    stack: embedded.EmbeddedStack, producer: producer_process.ProducerProcess
+) -> None:
+    topic = f"test.producer-process.{uuid.uuid4().hex[:8]}"
+    producer.send(topic, key=b"k", value=b"first")
+    producer.flush(timeout_s=30)
+    first_child = _child(producer._client_id)
+    os.kill(first_child.pid or 0, signal.SIGKILL)
+    first_child.join(timeout=10)
+    for number in range(3):
+        producer.send(topic, key=b"k", value=f"later-{number}".encode())
+    with pytest.raises(errors.Unavailable, match="died"):
+        producer.flush(timeout_s=30)
+    assert _child(producer._client_id).pid != first_child.pid
+    producer.flush(timeout_s=30)  # the new child gets the three again
+    values = _read(stack.bootstrap_servers, topic, 4)
+    assert values[0] == b"first"
+    assert set(values[1:]) == {f"later-{n}".encode() for n in range(3)}
+
+
+def test_a_flush_while_the_broker_is_down_fails_and_keeps_the_messages_for_the_next(
+    memory_broker: broker.Broker,
+) -> None:
+    config = settings.KafkaSettings(bootstrap_servers=memory_broker.bootstrap_servers)
+    topic = f"test.producer-process.{uuid.uuid4().hex[:8]}"
+    producer = producer_process.ProducerProcess(config, client_id="test-outage")
+    try:
+        producer.send(topic, key=b"k", value=b"before")
+        producer.flush(timeout_s=30)
+        memory_broker.stop()
+        producer.send(topic, key=b"k", value=b"during")
+        with pytest.raises(errors.Unavailable):
+            producer.flush(timeout_s=3)
+        memory_broker.start()  # memory storage: a new, empty cluster
+        producer.flush(timeout_s=60)
+    finally:
+        producer.close()
+    assert _read(memory_broker.bootstrap_servers, topic, 1) == [b"during"]
