@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import kafka
 import pytest
+from kafka.structs import TopicPartition
 
 from tests.support import kafka_io
 from tunewire.core import bus, consuming, errors, settings
@@ -188,3 +190,76 @@ def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
     assert ("prefetch", b"m2") in handler.events[:first_flush]
     # ...and it is handled only after that flush.
     assert handler.events.index(("handle", b"m2")) > first_flush
+
+
+class SealingSequencer(Sequencer):
+    """A sequencer whose sealed batches are made durable only when the test lets them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.sealed: list[list[bytes]] = []
+        self.durable: list[list[bytes]] = []
+        self._since_seal: list[bytes] = []
+
+    def handle(self, message: bus.Message) -> None:
+        super().handle(message)
+        self._since_seal.append(message.value)
+
+    def seal(self) -> Callable[[], None]:
+        batch, self._since_seal = self._since_seal, []
+        self.sealed.append(batch)
+
+        def make_durable() -> None:
+            if not self.release.wait(0.5):
+                raise errors.Unavailable("held by the test")
+            self.durable.append(batch)
+
+        return make_durable
+
+
+def test_a_sealed_batch_is_made_durable_while_the_next_is_handled_and_only_then_committed(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    group = f"g-{topic}"
+    handler = SealingSequencer()
+    values = [b"m%d" % n for n in range(4)]
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    watcher = kafka.KafkaConsumer(
+        bootstrap_servers=stack.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    partition = TopicPartition(topic, 0)
+    try:
+        for _ in _running(
+            kafka_config, topic, group, handler, max_poll_records=2, flush_max_messages=2
+        ):
+            _wait(lambda: handler.handled == values)
+            # The first batch is sealed and held; the loop went on with the second.
+            assert handler.sealed[0] == [b"m0", b"m1"]
+            assert handler.handled == values
+            assert handler.durable == []
+            assert not watcher.committed(partition), "nothing is committed before it is durable"
+            handler.release.set()
+            _wait(lambda: (watcher.committed(partition) or 0) >= 4)
+            assert watcher.committed(partition) == 4
+        assert handler.durable == handler.sealed
+        assert [v for batch in handler.durable for v in batch] == values
+        assert handler.flushed == 0, "a sealing handler is made durable through seal() only"
+    finally:
+        watcher.close()
+
+
+def test_a_sealed_batch_that_never_becomes_durable_is_redelivered(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    group = f"g-{topic}"
+    held = SealingSequencer()
+    kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
+    for stop in _running(kafka_config, topic, group, held):
+        _wait(lambda: held.sealed)
+        stop.set()  # S3 stays "down": the stop's grace runs out with the batch not durable
+    assert held.durable == []
+    again = Recorder()
+    for _ in _running(kafka_config, topic, group, again):
+        _wait(lambda: again.handled)
+    assert again.handled == [b"x"]

@@ -6,16 +6,22 @@ then are the offsets committed — so a crash at any point redelivers, never los
 whose handler raises :class:`errors.InvalidEvent` goes straight to the DLQ; any other error
 is retried with back-off and then dead-lettered, so one poison message never blocks its
 partition. An outage while flushing (S3 or Kafka down) is retried until it passes.
+
+A :class:`SealingHandler` is made durable in the background: the loop seals what was
+handled, goes on with the next batch while the sealed effects are written, and commits
+their offsets once they are durable — before it seals the next batch, so at most one batch
+is in flight and a crash still only redelivers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import kafka
 import kafka.errors
@@ -66,6 +72,20 @@ class BatchHandler(Protocol):
 
     def flush(self) -> None:
         """Make the side effects of every handled message durable (called before commit)."""
+
+
+@runtime_checkable
+class SealingHandler(BatchHandler, Protocol):
+    """A handler whose flush can run while the loop handles the next batch."""
+
+    def seal(self) -> Callable[[], None]:
+        """Set aside the effects of every message handled so far; return what makes them
+        durable.
+
+        Called on the loop's thread; the returned function runs on another one while later
+        messages are handled, may be called again after it raised, and must make sealed
+        effects durable in the order they were sealed, :meth:`flush` included.
+        """
 
 
 class EachMessage:
@@ -120,6 +140,9 @@ class ConsumerLoop:
         self.broker_reachable = True
         self._broker_backoff_s = BROKER_BACKOFF_S
         self._stop_seen: float | None = None
+        self._in_flight: _InFlight | None = None
+        self._gave_up = False
+        """A batch was abandoned while stopping: nothing after it may be committed."""
 
     def check_ready(self) -> None:
         """A readiness check: raises with the reason unless the loop can do its job now."""
@@ -157,10 +180,12 @@ class ConsumerLoop:
                 # The next batch reaches the handler's prefetch before this one is made
                 # durable, so its workers prepare it while the loop flushes and commits.
                 batch = self._poll(consumer, stop)
+                if self._in_flight is not None and self._in_flight.done.is_set():
+                    self._finish_in_flight(stop)
                 self._report_lag()
                 if self._due():
                     self._make_durable(stop)
-            self._make_durable(stop)
+            self._make_durable(stop, wait=True)
         finally:
             self.assigned.clear()
             consumer.close(autocommit=False)
@@ -251,43 +276,101 @@ class ConsumerLoop:
             or time.monotonic() - self._last_flush >= self._flush_interval_s
         )
 
-    def _make_durable(self, stop: threading.Event) -> None:
-        """Flush sends and the handler, then commit — retrying through outages."""
-        if not self._pending:
+    def _make_durable(self, stop: threading.Event, *, wait: bool = False) -> None:
+        """Make what was handled durable, then commit it — retrying through outages.
+
+        A :class:`SealingHandler`'s batch is made durable in the background unless ``wait``;
+        the batch before it is finished and committed first.
+        """
+        self._finish_in_flight(stop)
+        if not self._pending or self._gave_up:
             return
+        offsets, started = dict(self._pending), time.monotonic()
+        self._pending.clear()
+        self._pending_count = 0
+        self._last_flush = started
+        handler = self._handler
+        if not isinstance(handler, SealingHandler):
+            if self._retry_until_durable(handler.flush, stop):
+                self._commit(offsets, stop, started)
+            return
+        in_flight = _InFlight(offsets, started)
+        complete = handler.seal()
+
+        def finish() -> None:
+            in_flight.durable = self._retry_until_durable(complete, stop)
+            in_flight.done.set()
+
+        threading.Thread(target=finish, name=f"{self._group}-flush", daemon=True).start()
+        self._in_flight = in_flight
+        if wait:
+            self._finish_in_flight(stop)
+
+    def _finish_in_flight(self, stop: threading.Event) -> None:
+        """Wait for the batch being made durable in the background, then commit it."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        in_flight.done.wait()
+        if in_flight.durable:
+            self._commit(in_flight.offsets, stop, in_flight.started)
+
+    def _retry_until_durable(self, flush: Callable[[], None], stop: threading.Event) -> bool:
+        """Flush sends, then ``flush``, until both succeed; False if a stop cut it short."""
         backoff = 0.2
-        started = time.monotonic()
         while True:
             try:
                 self._producer.flush()
-                self._handler.flush()
-                assert self._consumer is not None
-                self._consumer.commit(
-                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending.items()}
-                )
-                break
+                flush()
+                self.healthy_flush = True
+                return True
             except Exception as exc:
                 self.healthy_flush = False
                 FLUSH_FAILURES.labels(self._group).inc()
-                if isinstance(exc, kafka.errors.CommitFailedError):
-                    # The partitions moved to another member, which will redeliver.
-                    log.warning("commit refused after a rebalance", extra={"error": str(exc)})
-                    break
                 log.warning(
                     "could not make the batch durable; retrying", extra={"error": repr(exc)}
                 )
-                if stop.is_set():
-                    self._stop_seen = self._stop_seen or time.monotonic()
-                    if time.monotonic() - self._stop_seen > STOP_FLUSH_GRACE_S:
-                        log.error("stopping with an unflushed batch; it will be redelivered")
-                        return
+                if self._past_stop_grace(stop):
+                    log.error("stopping with an unflushed batch; it will be redelivered")
+                    self._gave_up = True
+                    return False
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        self.healthy_flush = True
-        FLUSH_SECONDS.labels(self._group).observe(time.monotonic() - started)
-        self._pending.clear()
-        self._pending_count = 0
-        self._last_flush = time.monotonic()
+
+    def _commit(
+        self, offsets: dict[TopicPartition, int], stop: threading.Event, started: float
+    ) -> None:
+        """Commit durable offsets (on the loop's thread: the client is not thread-safe)."""
+        backoff = 0.2
+        while not self._gave_up:
+            try:
+                assert self._consumer is not None
+                self._consumer.commit(
+                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}
+                )
+                FLUSH_SECONDS.labels(self._group).observe(time.monotonic() - started)
+                return
+            except kafka.errors.CommitFailedError as exc:
+                # The partitions moved to another member, which will redeliver.
+                log.warning("commit refused after a rebalance", extra={"error": str(exc)})
+                return
+            except Exception as exc:
+                self.healthy_flush = False
+                FLUSH_FAILURES.labels(self._group).inc()
+                log.warning("could not commit; retrying", extra={"error": repr(exc)})
+                if self._past_stop_grace(stop):
+                    log.error("stopping with an uncommitted batch; it will be redelivered")
+                    self._gave_up = True
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _past_stop_grace(self, stop: threading.Event) -> bool:
+        """Whether a stop was requested more than :data:`STOP_FLUSH_GRACE_S` ago."""
+        if not stop.is_set():
+            return False
+        self._stop_seen = self._stop_seen or time.monotonic()
+        return time.monotonic() - self._stop_seen > STOP_FLUSH_GRACE_S
 
     def _report_lag(self) -> None:
         consumer = self._consumer
@@ -307,6 +390,16 @@ class ConsumerLoop:
                 LAG.labels(self._group, tp.topic, str(tp.partition)).set(max(0, end - position))
 
 
+@dataclasses.dataclass
+class _InFlight:
+    """A sealed batch being made durable in the background, and the offsets it covers."""
+
+    offsets: dict[TopicPartition, int]
+    started: float
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    durable: bool = False
+
+
 class _Stopping(Exception):
     """Raised inside the loop when a stop is requested while waiting out an outage."""
 
@@ -319,7 +412,7 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self._loop.assigned.clear()
-        self._loop._make_durable(self._loop.stop_requested)
+        self._loop._make_durable(self._loop.stop_requested, wait=True)
         for tp in revoked or ():
             # Another member reports these partitions now; a stale value would mislead alerts.
             with contextlib.suppress(KeyError):

@@ -40,6 +40,8 @@ class SeenWindow:
         self._capacity = capacity
         self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._unsaved: list[str] = []
+        self._saved_count = 0
+        """Ids added and persisted, in order: ``_unsaved`` starts at this count."""
         self._loaded_keys: set[str] = set()
         self._newest_key: str | None = None
         self._lock = threading.Lock()
@@ -57,10 +59,17 @@ class SeenWindow:
             self._remember(event_id)
             self._unsaved.append(event_id)
 
-    def persist(self) -> None:
-        """Write the ids added since the last call as one object."""
+    def mark(self) -> int:
+        """How many ids were added so far: :meth:`persist` can stop there."""
         with self._lock:
-            batch = list(self._unsaved)
+            return self._saved_count + len(self._unsaved)
+
+    def persist(self, *, through: int | None = None) -> None:
+        """Write the ids added since the last call as one object; with ``through`` (a
+        :meth:`mark`), only those added before that mark."""
+        with self._lock:
+            end = len(self._unsaved) if through is None else through - self._saved_count
+            batch = self._unsaved[: max(0, end)]
         if not batch:
             return
         now = datetime.datetime.now(datetime.UTC)
@@ -69,6 +78,7 @@ class SeenWindow:
         self._store.put_bytes(key, body, content_type="text/plain", only_if_absent=True)
         with self._lock:
             del self._unsaved[: len(batch)]
+            self._saved_count += len(batch)
             self._loaded_keys.add(key)
 
     def refresh(self) -> int:

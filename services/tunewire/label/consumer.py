@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tunewire.core import bus, consuming, following, pooling, runner, topics
 from tunewire.label import config, parallel, pipeline
@@ -17,7 +17,7 @@ PARALLEL_CHUNK = 64
 
 
 class RecordHandler:
-    """A :class:`consuming.BatchHandler` over the label pipeline, preparing in parallel."""
+    """A :class:`consuming.SealingHandler` over the label pipeline, preparing in parallel."""
 
     def __init__(
         self, flow: pipeline.LabelPipeline, pool: parallel.LabelPool | None = None
@@ -36,6 +36,9 @@ class RecordHandler:
 
     def flush(self) -> None:
         self._flow.flush()
+
+    def seal(self) -> Callable[[], None]:
+        return self._flow.seal()
 
 
 def loop(

@@ -203,17 +203,37 @@ class ExampleLog:
         Every objective is tried even when one fails; the examples of a failed write stay
         buffered and the first error is raised after the others were written.
         """
+        batches = self.take()
+        try:
+            return self.write(batches)
+        except Exception:  # whatever went wrong, the examples must not be lost
+            with self._lock:
+                for objective, batch in batches.items():
+                    self._buffer.setdefault(objective, [])[:0] = batch
+            raise
+
+    def take(self) -> dict[str, list[str]]:
+        """The buffered segment lines by objective, now out of the buffer (for :meth:`write`)."""
         with self._lock:
             batches, self._buffer = self._buffer, {}
+        return batches
+
+    def write(self, batches: dict[str, list[str]]) -> list[str]:
+        """Write one segment per objective of ``batches``; returns the keys written.
+
+        Each objective written is removed from ``batches``. Every one is tried even when
+        one fails; the first error is raised after the others were written, and what is
+        left in ``batches`` can be written by calling again.
+        """
         written: list[str] = []
         failure: Exception | None = None
-        for objective, batch in batches.items():
+        for objective, batch in list(batches.items()):
             try:
                 written.append(self._write_segment(objective, batch))
-            except Exception as exc:  # whatever went wrong, the examples must not be lost
-                with self._lock:
-                    self._buffer.setdefault(objective, [])[:0] = batch
+            except Exception as exc:
                 failure = failure or exc
+                continue
+            del batches[objective]
         if failure is not None:
             raise failure
         return written

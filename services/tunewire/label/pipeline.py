@@ -4,17 +4,21 @@ Both entry points — the records consumer and the human queue's HTTP API — go
 :class:`LabelPipeline`. Order of durability on :meth:`LabelPipeline.flush`: example segments
 in S3, then their events on ``tunewire.examples``, then new human tasks, then the seen ids —
 so an event never announces an example that S3 does not hold, and nothing is remembered as
-seen before everything it produced is safe.
+seen before everything it produced is safe. The consumer seals each flush's worth
+(:meth:`LabelPipeline.seal`) and labels on while it is made durable; sealed flushes become
+durable one after another, in the order they were sealed.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -43,6 +47,19 @@ SNAPSHOT_EXAMPLES = Gauge(
     "tunewire_label_snapshot_examples", "Examples in the latest snapshot.", ["objective", "split"]
 )
 SNAPSHOTS = Counter("tunewire_label_snapshots_total", "Snapshots built.", ["objective", "reason"])
+
+
+@dataclasses.dataclass
+class _Sealed:
+    """What one flush makes durable, set aside from what is handled meanwhile."""
+
+    number: int
+    segments: dict[str, list[str]]
+    """Segment lines by objective; each is removed once written."""
+    events: list[examples.Encoded]
+    tasks: list[queue.Task]
+    seen_through: int
+    """The seen window's :meth:`idempotency.SeenWindow.mark` when sealed."""
 
 
 class LabelPipeline:
@@ -78,6 +95,9 @@ class LabelPipeline:
         self._pending_events: list[examples.Encoded] = []
         self._pending_tasks: list[queue.Task] = []
         self._example_counts: collections.Counter[str] = collections.Counter()
+        self._sealed: collections.deque[_Sealed] = collections.deque()
+        self._seal_numbers = itertools.count()
+        self._durability_lock = threading.Lock()
         self._restored: set[str] = set()
         self._lock = threading.RLock()
         self._snapshot_lock = threading.Lock()
@@ -158,21 +178,46 @@ class LabelPipeline:
 
     def flush(self) -> None:
         """Make everything handled durable, in the order the module docstring gives."""
+        self.seal()()
+
+    def seal(self) -> Callable[[], None]:
+        """Set aside everything handled so far; return what makes it durable.
+
+        The consumer seals a flush's worth and goes on labelling while another thread
+        writes it (see :class:`consuming.SealingHandler`). Sealed batches become durable in
+        the order they were sealed, whichever thread asks.
+        """
         with self._lock:
-            self._log.flush()
-            for encoded in self._pending_events:
-                self._producer.send(
-                    topics.EXAMPLES,
-                    key=encoded.objective,
-                    value=encoded.event,
-                    headers=encoded.headers,
-                )
-            self._producer.flush()
-            self._pending_events.clear()
-            # One batch object per objective for all the new tasks, not one PUT per task.
-            self.queue.enqueue_many(self._pending_tasks)
-            self._pending_tasks.clear()
-            self.seen.persist()
+            sealed = _Sealed(
+                number=next(self._seal_numbers),
+                segments=self._log.take(),
+                events=self._pending_events,
+                tasks=self._pending_tasks,
+                seen_through=self.seen.mark(),
+            )
+            self._pending_events, self._pending_tasks = [], []
+            self._sealed.append(sealed)
+        return lambda: self._make_durable_through(sealed.number)
+
+    def _make_durable_through(self, number: int) -> None:
+        with self._durability_lock:
+            while self._sealed and self._sealed[0].number <= number:
+                self._make_durable(self._sealed[0])
+                self._sealed.popleft()
+
+    def _make_durable(self, sealed: _Sealed) -> None:
+        """Each step once, so a retry after a failure goes on where it stopped."""
+        self._log.write(sealed.segments)
+        for encoded in sealed.events:
+            self._producer.send(
+                topics.EXAMPLES, key=encoded.objective, value=encoded.event, headers=encoded.headers
+            )
+        sealed.events = []  # the producer keeps what it has not delivered yet
+        self._producer.flush()
+        # One batch object per objective for all the new tasks, not one PUT per task.
+        self.queue.enqueue_many(sealed.tasks)
+        sealed.tasks = []
+        self.seen.persist(through=sealed.seen_through)
 
     # -- the human queue ---------------------------------------------------------------------
 
@@ -245,8 +290,7 @@ class LabelPipeline:
     ) -> snapshots.SnapshotInfo:
         """Build (or find) the snapshot of every example stored so far, and announce it."""
         with self._snapshot_lock:
-            with self._lock:
-                self.flush()
+            self.flush()
             rules = list(self._labeller.rules_for(objective).names)
             info = self.builder.build(objective, rules=rules, reason=reason)
         if info.created:
