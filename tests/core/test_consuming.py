@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import kafka
 import pytest
@@ -84,7 +85,7 @@ def _running(
     topic: str,
     group: str,
     handler: Recorder,
-    **options: int,
+    **options: Any,
 ) -> Iterator[threading.Event]:
     producer = bus.Producer(config, client_id="test")
     loop = consuming.ConsumerLoop(
@@ -190,6 +191,23 @@ def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
     assert ("prefetch", b"m2") in handler.events[:first_flush]
     # ...and it is handled only after that flush.
     assert handler.events.index(("handle", b"m2")) > first_flush
+
+
+def test_a_loop_that_polls_ahead_prefetches_the_next_batch_before_handling_this_one(
+    kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
+) -> None:
+    handler = Sequencer()
+    values = [b"m%d" % n for n in range(6)]
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    for _ in _running(
+        kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, poll_ahead=True
+    ):
+        _wait(lambda: handler.handled == values and handler.flushed >= 1)
+    assert handler.handled == values
+    assert handler.prefetched == values, "each batch is prefetched once"
+    # The second batch is already with the workers while the first is handled.
+    assert handler.events.index(("prefetch", b"m2")) < handler.events.index(("handle", b"m0"))
+    assert handler.events.index(("prefetch", b"m4")) < handler.events.index(("handle", b"m2"))
 
 
 class SealingSequencer(Sequencer):

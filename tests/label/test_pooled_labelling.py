@@ -206,3 +206,28 @@ def test_small_batches_stay_in_the_consumer() -> None:
     batch = [bus.Message("t", 0, n, None, b"", []) for n in range(10)]
     prefetch.start(batch, dict)
     assert fake.submitted == 0 and prefetch.take(batch[0]) is None
+
+
+class _EchoPool:
+    """A pool whose workers answer at once with each message's offset."""
+
+    def submit(
+        self, messages: Sequence[bus.Message], current: pooling.Catalog
+    ) -> concurrent.futures.Future[list[str]]:
+        future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
+        future.set_result([f"done-{m.offset}" for m in messages])
+        return future
+
+
+def test_a_batch_polled_ahead_keeps_the_one_being_handled_and_forgets_older_ones() -> None:
+    prefetch: pooling.Prefetch[str] = pooling.Prefetch(_EchoPool(), chunk=2, what="testing")
+    first, second, third = (
+        [bus.Message("t", 0, n, None, b"", []) for n in range(start, start + 4)]
+        for start in (0, 4, 8)
+    )
+    prefetch.start(first, dict)
+    prefetch.start(second, dict)  # polled ahead while the first is handled
+    assert [prefetch.take(m) for m in first[:2]] == ["done-0", "done-1"]
+    prefetch.start(third, dict)  # the rest of the first was dropped (a rebalance)
+    assert [prefetch.take(m) for m in first[2:]] == [None, None]
+    assert [prefetch.take(m) for m in second + third] == [f"done-{n}" for n in range(4, 12)]

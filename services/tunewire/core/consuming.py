@@ -63,8 +63,9 @@ class BatchHandler(Protocol):
         """See a polled batch before its messages are handled one by one, in order.
 
         A handler may start work on them in parallel here, while the previous batch is
-        still being made durable; nothing it does here may be durable (a batch the loop
-        stops before handling is redelivered).
+        still being made durable (or, in a loop that polls ahead, still being handled);
+        nothing it does here may be durable (a batch the loop stops before handling, or
+        drops after a rebalance, is redelivered).
         """
 
     def handle(self, message: bus.Message) -> None:
@@ -120,6 +121,7 @@ class ConsumerLoop:
         flush_max_messages: int = 5_000,
         on_assigned: Callable[[], object] | None = None,
         max_poll_records: int | None = None,
+        poll_ahead: bool = False,
     ) -> None:
         self._config = config
         self._max_poll_records = max_poll_records or config.max_poll_records
@@ -141,6 +143,9 @@ class ConsumerLoop:
         self._broker_backoff_s = BROKER_BACKOFF_S
         self._stop_seen: float | None = None
         self._in_flight: _InFlight | None = None
+        self._poll_ahead = poll_ahead
+        self._rebalances = 0
+        """Partitions revoked so far: a batch polled ahead of one is dropped."""
         self._gave_up = False
         """A batch was abandoned while stopping: nothing after it may be committed."""
 
@@ -171,6 +176,14 @@ class ConsumerLoop:
         try:
             batch = self._poll(consumer, stop)
             while not stop.is_set():
+                ahead: list[bus.Message] = []
+                if self._poll_ahead and batch:
+                    # What the client holds already reaches the handler's prefetch now, so
+                    # its workers prepare it while this batch is handled.
+                    rebalances = self._rebalances
+                    ahead = self._poll(consumer, stop, timeout_ms=0)
+                    if self._rebalances != rebalances:
+                        batch = []  # polled before the partitions moved: redelivered
                 try:
                     for message in batch:
                         self._process(message, stop)
@@ -179,7 +192,7 @@ class ConsumerLoop:
                     break
                 # The next batch reaches the handler's prefetch before this one is made
                 # durable, so its workers prepare it while the loop flushes and commits.
-                batch = self._poll(consumer, stop)
+                batch = ahead or self._poll(consumer, stop)
                 if self._in_flight is not None and self._in_flight.done.is_set():
                     self._finish_in_flight(stop)
                 self._report_lag()
@@ -191,11 +204,13 @@ class ConsumerLoop:
             consumer.close(autocommit=False)
             self._consumer = None
 
-    def _poll(self, consumer: kafka.KafkaConsumer, stop: threading.Event) -> list[bus.Message]:
+    def _poll(
+        self, consumer: kafka.KafkaConsumer, stop: threading.Event, *, timeout_ms: int = 200
+    ) -> list[bus.Message]:
         """The next batch, already handed to the handler's prefetch; none when the broker is
         unreachable (after waiting a little longer each time; the client reconnects)."""
         try:
-            polled = consumer.poll(timeout_ms=200)
+            polled = consumer.poll(timeout_ms=timeout_ms)
         except kafka.errors.KafkaError as exc:
             # kafka-python raises from the coordinator lookup when the broker is down.
             self.broker_reachable = False
@@ -412,6 +427,7 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         self._loop.assigned.clear()
+        self._loop._rebalances += 1
         self._loop._make_durable(self._loop.stop_requested, wait=True)
         for tp in revoked or ():
             # Another member reports these partitions now; a stale value would mislead alerts.
