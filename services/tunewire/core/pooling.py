@@ -218,14 +218,14 @@ class Prefetch(Generic[R]):
 
 
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
-    die_with_parent()
+    _die_with_parent()
     if initializer is not None:
         initializer(*initargs)
     heap.settle()
 
 
-def die_with_parent() -> None:
-    """Ask Linux to end this process (a worker, a helper) when its parent dies, even by SIGKILL."""
+def _die_with_parent() -> None:
+    """Ask Linux to end this worker when the consumer process dies (even by SIGKILL)."""
     try:
         import ctypes
         import signal

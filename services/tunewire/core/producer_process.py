@@ -14,7 +14,7 @@ and a failed flush keeps what was not acknowledged for the next call. Every mess
 to the child is also kept here until a flush succeeds, so a child that dies or hangs is
 replaced and the new one is handed all of them again (a message may then be sent twice,
 as after any retried send; consumers deduplicate on ``ce_id``). The child ends when this
-process does, even by SIGKILL.
+process does, even by SIGKILL: its end of the pipe then reads nothing more.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import multiprocessing.connection
 import threading
 from typing import Any
 
-from tunewire.core import bus, errors, heap, logs, pooling, settings
+from tunewire.core import bus, errors, heap, logs, settings
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,13 @@ def _serve(
     client_id: str,
     log_level: int,
 ) -> None:
-    """Send each batch handed over and answer ``ok`` or why not; end when told or orphaned."""
-    pooling.die_with_parent()
+    """Send each batch handed over and answer ``ok`` or why not; end when told or orphaned.
+
+    Orphaned means the parent's end of the pipe closed (the parent exited, even by
+    SIGKILL): ``recv`` then fails. Linux's parent-death signal would not do here, since it
+    follows the thread that started the child, and a replacement is started by whichever
+    thread flushes.
+    """
     logs.configure(logging.getLevelName(log_level))
     producer = bus.Producer(config, client_id=client_id)
     heap.settle()
