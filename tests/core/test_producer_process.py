@@ -5,10 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +99,45 @@ def test_a_child_that_dies_is_replaced_and_handed_everything_not_acknowledged(
     values = _read(stack.bootstrap_servers, topic, 5)
     assert values[0] == b"first" and values[-1] == b"last"
     assert set(values[1:-1]) == {f"later-{n}".encode() for n in range(3)}
+
+
+ORPHANED = """
+import multiprocessing, sys
+from tunewire.core import producer_process, settings
+
+config = settings.KafkaSettings(bootstrap_servers=sys.argv[1])
+producer = producer_process.ProducerProcess(config, client_id="test-orphan")
+(child,) = multiprocessing.active_children()
+print(child.pid, flush=True)
+sys.stdin.readline()
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie nobody reaped counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def test_the_child_ends_when_its_parent_is_killed(stack: embedded.EmbeddedStack) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", ORPHANED, stack.bootstrap_servers],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as parent:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert not _gone(child_pid)
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 20
+    while not _gone(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _gone(child_pid), "the producer process outlived its parent"
 
 
 def test_a_flush_while_the_broker_is_down_fails_and_keeps_the_messages_for_the_next(
