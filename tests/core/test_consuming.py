@@ -175,12 +175,18 @@ def test_an_unflushed_batch_is_redelivered(
     assert again.handled == [b"x"]
 
 
+def _produce_six(stack: embedded.EmbeddedStack, topic: str) -> list[bytes]:
+    """Six messages, m0 to m5, on one partition: three batches of two."""
+    values = [b"m%d" % n for n in range(6)]
+    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    return values
+
+
 def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
     kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
 ) -> None:
     handler = Sequencer()
-    values = [b"m%d" % n for n in range(6)]
-    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    values = _produce_six(stack, topic)
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, flush_max_messages=2
     ):
@@ -197,8 +203,7 @@ def test_a_loop_that_polls_ahead_prefetches_the_next_batch_before_handling_this_
     kafka_config: settings.KafkaSettings, topic: str, stack: embedded.EmbeddedStack
 ) -> None:
     handler = Sequencer()
-    values = [b"m%d" % n for n in range(6)]
-    kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
+    values = _produce_six(stack, topic)
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, poll_ahead=True
     ):

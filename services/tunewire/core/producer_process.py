@@ -5,9 +5,8 @@ the process that sends: about 15 µs a message. For a consumer whose own process
 bottleneck — label sends one ``tunewire.examples`` event for most records it handles, all
 at the end of a flush — that is a sixth of its time per record (``bench/label.py``).
 :class:`ProducerProcess` keeps sends in a list and hands each flush's messages to a child
-process in one pickled batch (about 1 µs a message); the child sends them through an
-ordinary :class:`bus.Producer` on another core and answers once the broker has
-acknowledged every one.
+process in one pickled batch; the child sends them through an ordinary :class:`bus.Producer`
+on another core and answers once the broker has acknowledged every one.
 
 The contract is :class:`bus.Publisher`'s: a message is durable once :meth:`flush` returns,
 and a failed flush keeps what was not acknowledged for the next call. Every message handed
