@@ -94,7 +94,9 @@ def test_workers_give_the_outcomes_of_labelling_in_the_consumer(
     messages = _messages(objective.name)
     prepared = _in_workers(pool, messages, {objective.name: objective})
 
-    here, there = (labelling.Labeller(near_threshold=0.8, near_capacity=1000) for _ in range(2))
+    here, there, announced = (
+        labelling.Labeller(near_threshold=0.8, near_capacity=1000) for _ in range(3)
+    )
     expected = []
     for message in messages:
         record = labelling.decode(message.value)
@@ -104,12 +106,40 @@ def test_workers_give_the_outcomes_of_labelling_in_the_consumer(
     for result in prepared:
         assert result is not None
         got.append(there.admit(result, objective))
+    # Announced a chunk at a time, as the consumer does (only objectives seen already are).
+    got_announced = []
+    for start in range(0, len(prepared), 64):
+        chunk = prepared[start : start + 64]
+        announced.expect(chunk)
+        got_announced += [announced.admit(result, objective) for result in chunk if result]
 
     assert [_comparable(o) for o in got] == [_comparable(o) for o in expected]
+    assert [_comparable(o) for o in got_announced] == [_comparable(o) for o in expected]
     reasons = {o.reason for o in got if isinstance(o, labelling.Dropped)}
     assert {"duplicate_text", "near_duplicate"} <= reasons, "the sample has copies to find"
     labelled = [o for o in got if isinstance(o, labelling.Labelled)]
     assert labelled and all(o.encoded.event and o.encoded.line for o in labelled)
+
+
+def test_remembered_items_are_duplicates_whatever_batch_they_came_in() -> None:
+    objective = _objective()
+    prepared = [
+        labelling.Preparer().prepare(
+            labelling.decode(m.value), record_id=f"r{n}", objective=objective, now=NOW
+        )
+        for n, m in enumerate(_messages(objective.name, count=labelling.REMEMBER_BATCH + 100))
+    ]
+    originals = prepared[: labelling.REMEMBER_BATCH + 100]
+    labeller = labelling.Labeller(near_threshold=0.8, near_capacity=5000)
+    # The first 40, which the repeats and edits copy, are remembered in the second batch.
+    remembered = originals[40:] + originals[:40]
+    labeller.remember(objective.name, [(p.source_id, p.text) for p in remembered])
+    outcomes = [labeller.admit(p, objective) for p in prepared]
+    reasons = [o.reason if isinstance(o, labelling.Dropped) else "admitted" for o in outcomes]
+    # Every original comes again as its source; the repeats and edits are an exact text and
+    # a near-copy of remembered ones.
+    assert set(reasons[: len(originals)]) == {"duplicate_source"}
+    assert set(reasons[len(originals) :]) == {"duplicate_text", "near_duplicate"}
 
 
 def test_records_a_worker_cannot_prepare_come_back_for_the_consumer(
@@ -198,6 +228,21 @@ def test_worker_failures_leave_the_work_to_the_consumer_never_lose_it() -> None:
     prefetch.start(batch, dict)
     assert fake.submitted == 3
     assert [prefetch.take(m) for m in batch] == [None, None, None, None]
+
+
+def test_each_chunk_is_seen_once_before_its_first_result_is_taken() -> None:
+    seen: list[list[str]] = []
+    prefetch: pooling.Prefetch[str] = pooling.Prefetch(
+        _FailingPool(), chunk=2, what="testing", on_chunk=seen.append
+    )
+    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(4)]
+    prefetch.start(batch, dict)
+    taken = []
+    for message in batch:
+        taken.append(prefetch.take(message))
+        assert len(seen) == (1 if message.offset >= 2 else 0)  # the failed chunk is not shown
+    assert taken == [None, None, "done-2", "done-3"]
+    assert seen == [["done-2", "done-3"]]
 
 
 def test_small_batches_stay_in_the_consumer() -> None:

@@ -161,13 +161,24 @@ class Prefetch(Generic[R]):
     returns a message's result, or None when the consumer must do the work itself: there is
     no pool, the batch was too small to be worth sending, S3 was down so the catalog was not
     at hand, or the message's worker failed. A failure is logged and never loses the
-    message; a broken pool is not used again.
+    message; a broken pool is not used again. ``on_chunk``, when given, sees each chunk's
+    results when the first of them is taken, before any is handled (label announces them to
+    its near-duplicate index).
     """
 
-    def __init__(self, pool: Pool[R] | None, *, chunk: int, what: str) -> None:
+    def __init__(
+        self,
+        pool: Pool[R] | None,
+        *,
+        chunk: int,
+        what: str,
+        on_chunk: Callable[[list[R]], object] | None = None,
+    ) -> None:
         self._pool = pool
         self._chunk = chunk
         self._what = what
+        self._on_chunk = on_chunk
+        self._opened: concurrent.futures.Future[list[R]] | None = None
         self._ready: dict[
             tuple[str, int, int], tuple[concurrent.futures.Future[list[R]], int, int]
         ] = {}
@@ -210,11 +221,16 @@ class Prefetch(Generic[R]):
             return None
         future, index, _ = slot
         try:
-            return future.result()[index]
+            results = future.result()
         except Exception as exc:
             # A worker died or raised, or the pool broke: the consumer does the work instead.
             log.warning("worker failed; %s in the consumer", self._what, extra={"error": repr(exc)})
             return None
+        if future is not self._opened:
+            self._opened = future
+            if self._on_chunk is not None:
+                self._on_chunk(results)
+        return results[index]
 
 
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:

@@ -26,7 +26,7 @@ class RecordHandler:
     ) -> None:
         self._flow = flow
         self._prefetch: pooling.Prefetch[parallel.Result] = pooling.Prefetch(
-            pool, chunk=PARALLEL_CHUNK, what="labelling"
+            pool, chunk=PARALLEL_CHUNK, what="labelling", on_chunk=flow.expect
         )
 
     def prefetch(self, messages: Sequence[bus.Message]) -> None:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import threading
+from collections.abc import Iterable
 
 from google.protobuf import message as protobuf_message
 
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core import envelope, errors, objectives, pooling
-from tunewire.label import examples, preprocess, queue, rules
+from tunewire.label import examples, near_duplicates, preprocess, queue, rules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +48,15 @@ class Dropped(pooling.PickledAsArguments):
 
 Outcome = Labelled | Queued | Dropped
 
+REMEMBER_BATCH = 512
+"""Items remembered per announced batch at start-up."""
+
 
 @dataclasses.dataclass
 class _Seen:
     sources: set[str]
     texts: set[str]
-    near: preprocess.NearDuplicates
+    near: near_duplicates.NearDuplicates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,15 +195,44 @@ class Labeller:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
-    def remember(self, objective: str, *, source_id: str, text: str) -> None:
-        """Mark an item as seen (at start-up, from stored examples and queued tasks)."""
+    def remember(self, objective: str, items: Iterable[tuple[str, str]]) -> None:
+        """Mark items (source id, text) as seen: at start-up, from stored examples and tasks.
+
+        Their near-duplicate index entries go in announced batches, so restoring a large
+        dataset costs little more than hashing it.
+        """
+        pending = iter(items)
+        while batch := list(itertools.islice(pending, REMEMBER_BATCH)):
+            with self._lock:
+                seen = self._seen_for(objective)
+                new: dict[str, bytes] = {}
+                for source_id, text in batch:
+                    seen.sources.add(source_id)
+                    key = preprocess.content_key(text)
+                    if key not in seen.texts and key not in new:
+                        new[key] = self.preparer.hasher.signature(text)
+                seen.near.expect(list(new.items()))
+                for key, signature in new.items():
+                    seen.texts.add(key)
+                    seen.near.seen_or_add(key, "", signature=signature)
+
+    def expect(self, prepared: Iterable[Prepared | None]) -> None:
+        """Announce records about to be admitted, so their near-duplicates are looked up in one
+        go (:meth:`near_duplicates.NearDuplicates.expect`); only for objectives seen already.
+
+        The answers never depend on it: a record admitted without being announced is looked
+        up on its own.
+        """
         with self._lock:
-            seen = self._seen_for(objective)
-            seen.sources.add(source_id)
-            key = preprocess.content_key(text)
-            if key not in seen.texts:
-                seen.texts.add(key)
-                seen.near.seen_or_add(key, text)
+            announced: dict[str, list[tuple[str, bytes]]] = {}
+            for one in prepared:
+                if one is None or not one.text or one.objective not in self._seen:
+                    continue
+                seen = self._seen[one.objective]
+                if one.source_id not in seen.sources and one.key not in seen.texts:
+                    announced.setdefault(one.objective, []).append((one.key, one.signature))
+            for objective, items in announced.items():
+                self._seen[objective].near.expect(items)
 
     def rules_for(self, objective: objectives.ObjectiveVersion) -> rules.RuleSet:
         """The objective's rules, compiled once per version."""
@@ -250,7 +284,7 @@ class Labeller:
             seen = _Seen(
                 sources=set(),
                 texts=set(),
-                near=preprocess.NearDuplicates(
+                near=near_duplicates.NearDuplicates(
                     threshold=self._near_threshold,
                     capacity=self._near_capacity,
                     num_perm=hasher.num_perm,

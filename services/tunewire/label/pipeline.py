@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -111,18 +111,28 @@ class LabelPipeline:
             if objective in self._restored:
                 return
             count = 0
-            for example in self._log.iter_examples(objective):
-                self._labeller.remember(objective, source_id=example.source_id, text=example.text)
-                count += 1
+
+            def stored() -> Iterator[tuple[str, str]]:
+                nonlocal count
+                for example in self._log.iter_examples(objective):
+                    count += 1
+                    yield example.source_id, example.text
+                self.queue.refresh(objective)
+                for task in self.queue.tasks(objective):
+                    yield task.source_id, task.text
+
+            self._labeller.remember(objective, stored())
             self._example_counts[objective] = count
-            self.queue.refresh(objective)
-            for task in self.queue.tasks(objective):
-                self._labeller.remember(objective, source_id=task.source_id, text=task.text)
             self._restored.add(objective)
         self._finish_resolutions(objective)
         log.info("restored %d examples", count, extra={"objective": objective})
 
     # -- records -----------------------------------------------------------------------------
+
+    def expect(self, prepared: Sequence[labelling.Prepared | None]) -> None:
+        """Announce a worker's chunk before its records are handled one by one: admitting them
+        then finds their near-duplicates at once (:meth:`labelling.Labeller.expect`)."""
+        self._labeller.expect(prepared)
 
     def handle(self, message: bus.Message, prepared: labelling.Prepared | None = None) -> None:
         """One record from ``tunewire.records``, perhaps already prepared by a worker.
