@@ -4,6 +4,8 @@ turns votes into a label or a reason for a human."""
 from __future__ import annotations
 
 import copy
+import random
+import re
 from typing import Any
 
 import pytest
@@ -54,6 +56,21 @@ def test_any_with_punctuation_keywords_and_blank_keywords() -> None:
     assert voted(ruleset({"label": "a", "any": ["c++"]}), "I write C++ daily") == ["a/any#0"]
     assert voted(ruleset({"label": "a", "any": ["", "  "]}), "anything at all") == []
     assert voted(ruleset({"label": "a", "any": []}), "anything at all") == []
+
+
+def test_any_matches_where_a_whole_word_regex_does() -> None:
+    # The reference: the phrases between (?<!\w) and (?!\w), searched in the folded text.
+    keywords = ["refund", "log in", "c++", "café", "re"]
+    reference = re.compile(r"(?<!\w)(?:c\+\+|log\s+in|refund|café|re)(?!\w)")
+    rs = ruleset({"label": "a", "any": keywords})
+    rng = random.Random(4)
+    pieces = ["refund", "refunds", "xrefund", "_refund", "log", "in", "c++", "cc++", "café", "re"]
+    pieces += ["ré", "free", " ", "  ", "\n", "-", ".", "9", "é", "_"]
+    texts = ["".join(rng.choices(pieces, k=rng.randrange(1, 8))) for _ in range(3_000)]
+    for text in texts:
+        expected = reference.search(text.casefold()) is not None
+        assert voted(rs, text) == (["a/any#0"] if expected else []), text
+    assert 0.1 < sum(bool(voted(rs, t)) for t in texts) / len(texts) < 0.9
 
 
 def test_regex_is_searched_case_insensitively() -> None:
