@@ -72,3 +72,28 @@ def test_raising_the_fraction_only_moves_items_from_train_to_eval() -> None:
 def test_invisible_characters_go_in_non_ascii_text_too() -> None:
     assert preprocess.normalise("caf\u00e9\u200b au\u2060 lait\u180e") == "café au lait"
     assert preprocess.normalise("e\u200b\u0301") == "e\u0301"  # removed after NFKC, as ever
+
+
+def test_minhash_values_are_datasketchs_one_text_or_many_at_a_time() -> None:
+    import zlib
+
+    import datasketch
+    import numpy as np
+
+    texts = ["", "ok", "Cannot log in since Monday", " ".join(["word"] * 3), *TICKET_TEXTS]
+    hasher = preprocess.MinHasher()
+    together = hasher.signatures(texts)
+    assert together == [hasher.signature(text) for text in texts]
+    for text, signature in zip(texts, together, strict=True):
+        words = preprocess.normalise(text).casefold().encode().split(b" ")
+        shingles = {b" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
+        expected = datasketch.MinHash(num_perm=64, seed=1, hashfunc=zlib.crc32)
+        expected.update_batch(list(shingles))
+        assert np.array_equal(hasher.from_signature(signature), expected.hashvalues)
+    assert hasher.signatures([]) == []
+
+
+TICKET_TEXTS = [
+    "Refund for order 12 The blender stopped working after two weeks of light use",
+    "Parcel late again Tracking says delivered but nothing arrived at the door today",
+]

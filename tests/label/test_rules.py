@@ -95,6 +95,13 @@ def test_field_equals_compares_as_string_case_sensitively() -> None:
     assert voted(flag, "x", {"vip": False}) == []
 
 
+def test_only_a_field_rule_reads_the_fields() -> None:
+    assert not ruleset({"label": "a", "any": ["x"]}, {"label": "b", "regex": "y"}).reads_fields
+    assert ruleset(
+        {"label": "a", "any": ["x"]}, {"label": "b", "field": "f", "equals": "1"}
+    ).reads_fields
+
+
 def test_field_reaches_into_nested_objects_with_a_dotted_name() -> None:
     rs = ruleset({"label": "a", "field": "customer.tier", "equals": "gold"})
     assert voted(rs, "x", {"customer": {"tier": "gold"}}) == ["a/field#0"]

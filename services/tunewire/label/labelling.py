@@ -16,7 +16,7 @@ import datetime
 import itertools
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf import message as protobuf_message
 
@@ -123,24 +123,50 @@ class Preparer:
         now: datetime.datetime,
     ) -> Prepared:
         """Everything about one record that needs no memory of other records."""
-        spec = objective.spec
-        text = preprocess.normalise(record.text)[: spec.dataset.max_text_chars]
-        if not text:
-            return Prepared(
+        return self.prepare_many([(record, record_id, objective)], now=now)[0]
+
+    def prepare_many(
+        self,
+        items: Sequence[tuple[records_pb2.Record, str, objectives.ObjectiveVersion]],
+        *,
+        now: datetime.datetime,
+    ) -> list[Prepared]:
+        """:meth:`prepare` of each (record, record id, objective), the MinHash signatures
+        computed together (:meth:`preprocess.MinHasher.signatures`)."""
+        decided = [
+            self._outcome(record, record_id, objective, now)
+            for record, record_id, objective in items
+        ]
+        signatures = iter(self.hasher.signatures([text for text, _ in decided if text]))
+        return [
+            Prepared(
                 record_id=record_id,
                 objective=objective.name,
                 objective_version=objective.version,
                 source_id=record.source_id,
-                text="",
-                key="",
-                signature=b"",
-                outcome=Dropped("empty"),
+                text=text,
+                key=preprocess.content_key(text) if text else "",
+                signature=next(signatures) if text else b"",
+                outcome=outcome,
             )
-        decision = rules.decide(
-            self.rules_for(objective).votes(text, fields_of(record)),
-            spec.labelling.min_agreement,
-        )
-        outcome: Outcome
+            for (record, record_id, objective), (text, outcome) in zip(items, decided, strict=True)
+        ]
+
+    def _outcome(
+        self,
+        record: records_pb2.Record,
+        record_id: str,
+        objective: objectives.ObjectiveVersion,
+        now: datetime.datetime,
+    ) -> tuple[str, Outcome]:
+        """A record's normalised text (empty drops it) and its fate unless it is a duplicate."""
+        spec = objective.spec
+        text = preprocess.normalise(record.text)[: spec.dataset.max_text_chars]
+        if not text:
+            return "", Dropped("empty")
+        ruleset = self.rules_for(objective)
+        fields = fields_of(record) if ruleset.reads_fields else {}
+        decision = rules.decide(ruleset.votes(text, fields), spec.labelling.min_agreement)
         if decision.label is not None:
             example = examples.Example(
                 example_id=envelope.derived_id("example", objective.name, record.source_id),
@@ -156,33 +182,21 @@ class Preparer:
                 split=preprocess.split_of(record.source_id, spec.dataset.eval_fraction),
                 labelled_at=now.isoformat(),
             )
-            outcome = Labelled(examples.Encoded.of(example))
-        elif not spec.labelling.human_queue:
-            outcome = Dropped(decision.reason)
-        else:
-            outcome = Queued(
-                queue.Task(
-                    task_id=task_id(objective.name, record.source_id),
-                    objective=objective.name,
-                    source_id=record.source_id,
-                    record_id=record_id,
-                    event_id=record.event_id,
-                    text=text,
-                    hints=tuple((v.rule, v.label) for v in decision.votes),
-                    reason=decision.reason,
-                    enqueued_at=now.isoformat(),
-                )
-            )
-        return Prepared(
-            record_id=record_id,
+            return text, Labelled(examples.Encoded.of(example))
+        if not spec.labelling.human_queue:
+            return text, Dropped(decision.reason)
+        task = queue.Task(
+            task_id=task_id(objective.name, record.source_id),
             objective=objective.name,
-            objective_version=objective.version,
             source_id=record.source_id,
+            record_id=record_id,
+            event_id=record.event_id,
             text=text,
-            key=preprocess.content_key(text),
-            signature=self.hasher.signature(text),
-            outcome=outcome,
+            hints=tuple((v.rule, v.label) for v in decision.votes),
+            reason=decision.reason,
+            enqueued_at=now.isoformat(),
         )
+        return text, Queued(task)
 
 
 class Labeller:

@@ -3,9 +3,9 @@
 Decoding, normalising, the content key and MinHash signature, the rules' votes and the
 encoding of each example are pure CPU work in Python, and one partition is consumed by one
 process; without help, label is bound to a single core. The consumer hands each polled batch
-to :class:`LabelPool` in chunks; worker processes prepare the records
-(:meth:`labelling.Preparer.prepare`) while the consumer admits the chunks already done, in
-order. Everything that depends on other records or has a side effect — the seen ids, the
+to :class:`LabelPool` in chunks; worker processes prepare the records a chunk at a time
+(:meth:`labelling.Preparer.prepare_many`) while the consumer admits the chunks already done,
+in order. Everything that depends on other records or has a side effect — the seen ids, the
 duplicate and near-duplicate index, the example log, the queue, publishing, commits — stays
 in the consumer process, so duplicates are found exactly as without workers and the
 durability order of :mod:`tunewire.label.pipeline` is unchanged. A record a worker cannot
@@ -19,6 +19,7 @@ import concurrent.futures
 import datetime
 from collections.abc import Mapping, Sequence
 
+from tunewire.contracts.v1 import records_pb2
 from tunewire.core import bus, errors, objectives, pooling
 from tunewire.label import labelling, preprocess
 
@@ -67,18 +68,19 @@ def _prepare_chunk(
     raw: Sequence[tuple[bytes, bytes | None]],
 ) -> list[Result]:
     current = pooling.worker_catalog(catalog_key, catalog_json)
-    now = datetime.datetime.now(datetime.UTC)
-    results: list[Result] = []
-    for value, ce_id in raw:
+    results: list[Result] = [None] * len(raw)
+    places: list[int] = []
+    items: list[tuple[records_pb2.Record, str, objectives.ObjectiveVersion]] = []
+    for place, (value, ce_id) in enumerate(raw):
         try:
             record = labelling.decode(value)
         except errors.InvalidEvent:
-            results.append(None)
             continue
         objective = current.get(record.objective)
-        if not ce_id or objective is None or objective.status != "active":
-            results.append(None)
-            continue
-        record_id = ce_id.decode("utf-8", "replace")
-        results.append(_preparer.prepare(record, record_id=record_id, objective=objective, now=now))
+        if ce_id and objective is not None and objective.status == "active":
+            places.append(place)
+            items.append((record, ce_id.decode("utf-8", "replace"), objective))
+    now = datetime.datetime.now(datetime.UTC)
+    for place, prepared in zip(places, _preparer.prepare_many(items, now=now), strict=True):
+        results[place] = prepared
     return results

@@ -10,8 +10,10 @@ per-process salted ``hash``), so :mod:`near_duplicates` finds the same near-dupl
 from __future__ import annotations
 
 import hashlib
+import itertools
 import unicodedata
 import zlib
+from collections.abc import Sequence
 from typing import Literal
 
 import datasketch  # ships no type information
@@ -88,6 +90,15 @@ class MinHasher:
         """The MinHash values of ``text``'s shingles, as bytes."""
         return self.values(text).tobytes()
 
+    def signatures(self, texts: Sequence[str]) -> list[bytes]:
+        """:meth:`signature` of each text, computed together: a few numpy steps for the
+        whole batch instead of a few per text (a worker's chunk: about half the time)."""
+        if not texts:
+            return []
+        signed = self._values([self._shingles(text) for text in texts]).tobytes()
+        width = 4 * self.num_perm
+        return [signed[start : start + width] for start in range(0, len(signed), width)]
+
     def from_signature(self, signature: bytes) -> np.ndarray:
         """The values of a :meth:`signature` (read-only)."""
         if len(signature) != 4 * self.num_perm:
@@ -99,10 +110,12 @@ class MinHasher:
 
     def values(self, text: str) -> np.ndarray:
         """The MinHash values of ``text``'s shingles."""
-        return self._values(self._shingles(text))
+        values: np.ndarray = self._values([self._shingles(text)])[0]
+        return values
 
-    def _values(self, shingles: list[bytes]) -> np.ndarray:
-        """The MinHash values of a set of shingles (never empty)."""
+    def _values(self, shingled: Sequence[list[bytes]]) -> np.ndarray:
+        """The MinHash values of each set of shingles (none empty): one row per set."""
+        shingles = list(itertools.chain.from_iterable(shingled))
         hashed = np.fromiter(map(zlib.crc32, shingles), dtype=np.uint32, count=len(shingles))
         # MurmurHash3's 32-bit finaliser, then h -> a * h + b mod 2^32 per permutation.
         hashed ^= hashed >> _U16
@@ -110,7 +123,9 @@ class MinHasher:
         hashed ^= hashed >> _U13
         hashed *= _FMIX2
         hashed ^= hashed >> _U16
-        values: np.ndarray = (hashed[:, None] * self._perm_a + self._perm_b).min(axis=0)
+        permuted = hashed[:, None] * self._perm_a + self._perm_b
+        starts = np.cumsum([0, *map(len, shingled[:-1])])
+        values: np.ndarray = np.minimum.reduceat(permuted, starts, axis=0)
         return values
 
     def _shingles(self, text: str) -> list[bytes]:

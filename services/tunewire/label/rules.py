@@ -65,6 +65,7 @@ _Matcher = Callable[[str, str, Mapping[str, Any]], bool]
 class _Compiled:
     vote: Vote
     matches: _Matcher
+    reads_fields: bool = False
 
 
 class RuleSet:
@@ -77,6 +78,11 @@ class RuleSet:
     def compile(cls, spec: objectives.ObjectiveSpec) -> RuleSet:
         """Compile every rule of ``spec.labelling.rules`` (the spec has validated them)."""
         return cls([_compile(index, rule) for index, rule in enumerate(spec.labelling.rules)])
+
+    @property
+    def reads_fields(self) -> bool:
+        """Whether any rule looks at the record's fields (parsing them is the caller's cost)."""
+        return any(rule.reads_fields for rule in self._rules)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -115,7 +121,7 @@ def _compile(index: int, rule: objectives.Rule) -> _Compiled:
         return _Compiled(Vote(f"{rule.label}/regex#{index}", rule.label), _regex(rule.regex))
     if rule.field is not None and rule.equals is not None:
         matcher = _field_equals(rule.field, rule.equals)
-        return _Compiled(Vote(f"{rule.label}/field#{index}", rule.label), matcher)
+        return _Compiled(Vote(f"{rule.label}/field#{index}", rule.label), matcher, True)
     matcher = _length(rule.min_length, rule.max_length)
     return _Compiled(Vote(f"{rule.label}/length#{index}", rule.label), matcher)
 
