@@ -30,3 +30,17 @@ def test_stopping_a_long_exited_child_spares_whoever_has_its_pid_now(tmp_path: P
     finally:
         bystander.stop(grace=1)
     assert bystander.poll() is not None
+
+
+def test_a_started_process_is_recognised_by_another_process_later(tmp_path: Path) -> None:
+    # Popen returns while the kernel is still finishing the exec, when /proc shows an empty
+    # command line for a moment: an identity taken then never matches again, and `tunewire
+    # down` (another process, reading the state file) would leave that service running.
+    started = [_start(tmp_path, f"p{n}", "import time; time.sleep(60)") for n in range(40)]
+    try:
+        for process in started:
+            record = processes.ProcessRecord.from_json(process.record().to_json())
+            assert record.is_running(), f"{record.identity!r} is not recognised"
+    finally:
+        processes.stop_all(started, grace=1)
+    assert all(process.poll() is not None for process in started)

@@ -172,8 +172,7 @@ class ManagedProcess:
                 env=env,
                 start_new_session=True,
             )
-        # Popen returns only after exec succeeded, so this is the child's own command line.
-        self._identity = process_identity(self._popen.pid)
+        self._identity = _identity_after_exec(self._popen.pid)
 
     @property
     def pid(self) -> int:
@@ -401,6 +400,22 @@ def process_identity(pid: int) -> str | None:
     if len(words) < 7 or words[5].startswith("Z"):
         return None
     return " ".join(words[:5] + words[6:])
+
+
+def _identity_after_exec(pid: int) -> str | None:
+    """:func:`process_identity` of a child that Popen has just started.
+
+    Popen returns once the exec has closed the child's close-on-exec pipe, which is a moment
+    before the kernel fills in the new command line: /proc shows an empty one until then, and
+    an identity taken at that moment would never match the process again.
+    """
+    deadline = time.monotonic() + _KILL_WAIT_S
+    while True:
+        identity = process_identity(pid)
+        # "<start ticks> <command line>": nothing after the space while the exec finishes.
+        if identity is None or not identity.endswith(" ") or time.monotonic() >= deadline:
+            return identity
+        time.sleep(0.001)
 
 
 def _owned_group(record: ProcessRecord) -> int | None:
