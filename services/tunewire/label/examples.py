@@ -261,9 +261,10 @@ class ExampleLog:
                 yield key
 
     def _write_segment(self, objective: str, batch: list[str]) -> str:
-        # One gzip member of all the lines at once; level 6 (not 9) compresses nearly as well
-        # for a fraction of the CPU. mtime=0: the bytes depend on the examples only, which the
-        # conflict check relies on.
+        # One gzip member of all the lines at once, at level 3: on the bench's examples it
+        # takes 2.2 us a line against level 6's 4.3, for segments 18 % larger (0.182 of the
+        # JSON against 0.154); compression was a tenth of the label process's CPU. mtime=0: the
+        # bytes depend on the examples only, which the conflict check relies on.
         text = "\n".join(batch) + "\n"
         data = gzip.compress(text.encode("utf-8"), compresslevel=_COMPRESSLEVEL, mtime=0)
         key = f"{_prefix(objective)}{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
@@ -288,7 +289,7 @@ class ExampleLog:
 
 _LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """One segment line: compact JSON, non-ASCII text kept as it is (UTF-8)."""
-_COMPRESSLEVEL = 6
+_COMPRESSLEVEL = 3
 
 
 def _prefix(objective: str) -> str:
