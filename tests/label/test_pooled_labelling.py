@@ -245,6 +245,36 @@ def test_each_chunk_is_seen_once_before_its_first_result_is_taken() -> None:
     assert seen == [["done-2", "done-3"]]
 
 
+def test_what_the_pool_does_not_take_is_prepared_here_a_chunk_at_a_time() -> None:
+    here = _EchoPool()
+    small = [bus.Message("t", 0, n, None, b"", []) for n in range(6)]  # under two chunks
+    large = [bus.Message("t", 0, n, None, b"", []) for n in range(10, 20)]
+    for pool, batch in ((None, large), (_FailingPool(), small)):
+        prefetch: pooling.Prefetch[str] = pooling.Prefetch(pool, chunk=4, what="testing", here=here)
+        prefetch.start(batch, dict)
+        assert [prefetch.take(m) for m in batch] == [f"done-{m.offset}" for m in batch]
+    assert here.chunks == [4, 4, 2, 4, 2]
+
+
+def test_the_consumer_prepares_records_as_a_worker_does(pool: parallel.LabelPool) -> None:
+    objective = _objective()
+    messages = _messages(objective.name, count=200)
+    current = {objective.name: objective}
+    here = parallel.LocalPreparer(labelling.Preparer())
+    prepared_here = here.submit(messages, current).result(timeout=0)
+    prepared_there = pool.submit(messages, current).result(timeout=120)
+    assert [p.signature if p else None for p in prepared_here] == [
+        p.signature if p else None for p in prepared_there
+    ]
+    assert [_comparable(p.outcome) for p in prepared_here if p] == [
+        _comparable(p.outcome) for p in prepared_there if p
+    ]
+    assert here.submit(messages[:1], {}).result(timeout=0) == [None]  # objective unknown here
+    # A failure comes back in the future, as from a worker: the consumer then takes over.
+    failed = here.submit(messages[:1], {objective.name: "not an objective"})  # type: ignore[dict-item]
+    assert isinstance(failed.exception(timeout=0), AttributeError)
+
+
 def test_small_batches_stay_in_the_consumer() -> None:
     fake = _FailingPool()
     prefetch: pooling.Prefetch[str] = pooling.Prefetch(fake, chunk=64, what="testing")
@@ -256,9 +286,13 @@ def test_small_batches_stay_in_the_consumer() -> None:
 class _EchoPool:
     """A pool whose workers answer at once with each message's offset."""
 
+    def __init__(self) -> None:
+        self.chunks: list[int] = []
+
     def submit(
         self, messages: Sequence[bus.Message], current: pooling.Catalog
     ) -> concurrent.futures.Future[list[str]]:
+        self.chunks.append(len(messages))
         future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
         future.set_result([f"done-{m.offset}" for m in messages])
         return future

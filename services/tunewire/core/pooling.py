@@ -158,12 +158,15 @@ class Prefetch(Generic[R]):
 
     :meth:`start` sends the batch to ``pool``, ``chunk`` messages per task (small enough for
     the consumer to work on the first chunks while later ones are prepared). :meth:`take`
-    returns a message's result, or None when the consumer must do the work itself: there is
-    no pool, the batch was too small to be worth sending, S3 was down so the catalog was not
-    at hand, or the message's worker failed. A failure is logged and never loses the
-    message; a broken pool is not used again. ``on_chunk``, when given, sees each chunk's
-    results when the first of them is taken, before any is handled (label announces them to
-    its near-duplicate index).
+    returns a message's result, or None when the consumer must do the work itself, a message
+    at a time: there is no pool, the batch was too small to be worth sending, S3 was down so
+    the catalog was not at hand, or the message's worker failed. A failure is logged and never
+    loses the message; a broken pool is not used again. ``here``, when given, is a pool that
+    works in this process: it takes the batches ``pool`` does not (every batch without one,
+    batches too small to send), so they are still worked a chunk at a time. ``on_chunk``, when
+    given, sees
+    each chunk's results when the first of them is taken, before any is handled (label
+    announces them to its near-duplicate index).
     """
 
     def __init__(
@@ -172,9 +175,11 @@ class Prefetch(Generic[R]):
         *,
         chunk: int,
         what: str,
+        here: Pool[R] | None = None,
         on_chunk: Callable[[list[R]], object] | None = None,
     ) -> None:
         self._pool = pool
+        self._here = here
         self._chunk = chunk
         self._what = what
         self._on_chunk = on_chunk
@@ -193,6 +198,8 @@ class Prefetch(Generic[R]):
             self._ready = {k: v for k, v in self._ready.items() if v[2] == self._batch - 1}
         pool = self._pool
         if pool is None or len(messages) < 2 * self._chunk:
+            pool = self._here
+        if pool is None:
             return
         try:
             current = catalog()

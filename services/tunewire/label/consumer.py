@@ -26,11 +26,15 @@ class RecordHandler:
     ) -> None:
         self._flow = flow
         self._prefetch: pooling.Prefetch[parallel.Result] = pooling.Prefetch(
-            pool, chunk=PARALLEL_CHUNK, what="labelling", on_chunk=flow.expect
+            pool,
+            chunk=PARALLEL_CHUNK,
+            what="labelling",
+            here=parallel.LocalPreparer(flow.preparer),
+            on_chunk=flow.expect,
         )
 
     def prefetch(self, messages: Sequence[bus.Message]) -> None:
-        """Send the batch to the worker processes in chunks (nothing to do without a pool)."""
+        """Send the batch to the worker processes in chunks (without them, prepare it here)."""
         self._prefetch.start(messages, self._flow.objectives)
 
     def handle(self, message: bus.Message) -> None:

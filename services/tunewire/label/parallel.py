@@ -51,6 +51,31 @@ class LabelPool:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class LocalPreparer:
+    """Prepares chunks in this process, as the pool's workers would: the consumer's way
+    without workers (or for a batch too small to send), still a chunk at a time."""
+
+    def __init__(self, preparer: labelling.Preparer) -> None:
+        self._preparer = preparer
+
+    def submit(
+        self,
+        messages: Sequence[bus.Message],
+        current: Mapping[str, objectives.ObjectiveVersion],
+    ) -> concurrent.futures.Future[list[Result]]:
+        """The chunk prepared now, as a finished future (a failure in it, as in a worker)."""
+        done: concurrent.futures.Future[list[Result]] = concurrent.futures.Future()
+        try:
+            done.set_result(
+                prepare_records(
+                    self._preparer, current, [(m.value, m.header("ce_id")) for m in messages]
+                )
+            )
+        except Exception as exc:  # the consumer then prepares each record itself, as ever
+            done.set_exception(exc)
+        return done
+
+
 # -- inside a worker process ---------------------------------------------------------------
 
 _preparer = labelling.Preparer()
@@ -67,7 +92,15 @@ def _prepare_chunk(
     catalog_json: Mapping[str, str],
     raw: Sequence[tuple[bytes, bytes | None]],
 ) -> list[Result]:
-    current = pooling.worker_catalog(catalog_key, catalog_json)
+    return prepare_records(_preparer, pooling.worker_catalog(catalog_key, catalog_json), raw)
+
+
+def prepare_records(
+    preparer: labelling.Preparer,
+    current: Mapping[str, objectives.ObjectiveVersion],
+    raw: Sequence[tuple[bytes, bytes | None]],
+) -> list[Result]:
+    """Each (record, ``ce_id``) prepared, or None when the consumer must see it itself."""
     results: list[Result] = [None] * len(raw)
     places: list[int] = []
     items: list[tuple[records_pb2.Record, str, objectives.ObjectiveVersion]] = []
@@ -81,6 +114,6 @@ def _prepare_chunk(
             places.append(place)
             items.append((record, ce_id.decode("utf-8", "replace"), objective))
     now = datetime.datetime.now(datetime.UTC)
-    for place, prepared in zip(places, _preparer.prepare_many(items, now=now), strict=True):
+    for place, prepared in zip(places, preparer.prepare_many(items, now=now), strict=True):
         results[place] = prepared
     return results
