@@ -131,6 +131,7 @@ class NearDuplicates:
         hashes = self._bands.of(values)
         flat = hashes.ravel()
         order = np.argsort(flat)
+        ordered = flat[order]
         expectation = _Expectation(
             since=self._count,
             position=position,
@@ -140,8 +141,8 @@ class NearDuplicates:
             indexed=[[] for _ in signatures],
             peers=[[] for _ in signatures],
         )
-        self._find_indexed(expectation, order, flat[order])
-        self._find_peers(expectation, order, flat[order])
+        self._find_indexed(expectation, order, ordered)
+        self._find_peers(expectation, order, ordered)
         self._expectation = expectation
 
     def seen_or_add(self, key: str, text: str, *, signature: bytes | None = None) -> str | None:
