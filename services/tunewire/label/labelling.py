@@ -219,14 +219,16 @@ class Labeller:
         while batch := list(itertools.islice(pending, REMEMBER_BATCH)):
             with self._lock:
                 seen = self._seen_for(objective)
-                new: dict[str, bytes] = {}
+                new: dict[str, str] = {}
                 for source_id, text in batch:
                     seen.sources.add(source_id)
                     key = preprocess.content_key(text)
-                    if key not in seen.texts and key not in new:
-                        new[key] = self.preparer.hasher.signature(text)
-                seen.near.expect(list(new.items()))
-                for key, signature in new.items():
+                    if key not in seen.texts:
+                        new.setdefault(key, text)
+                signatures = self.preparer.hasher.signatures(list(new.values()))
+                signed = list(zip(new, signatures, strict=True))
+                seen.near.expect(signed)
+                for key, signature in signed:
                     seen.texts.add(key)
                     seen.near.seen_or_add(key, "", signature=signature)
 

@@ -44,8 +44,7 @@ class LabelPool:
     ) -> concurrent.futures.Future[list[Result]]:
         """Prepare a chunk of records in a worker; results come back in the same order."""
         key, catalog_json = self._catalog.ship(current)
-        raw = [(m.value, m.header("ce_id")) for m in messages]
-        return self._pool.submit(_prepare_chunk, key, catalog_json, raw)
+        return self._pool.submit(_prepare_chunk, key, catalog_json, _raw(messages))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -66,14 +65,15 @@ class LocalPreparer:
         """The chunk prepared now, as a finished future (a failure in it, as in a worker)."""
         done: concurrent.futures.Future[list[Result]] = concurrent.futures.Future()
         try:
-            done.set_result(
-                prepare_records(
-                    self._preparer, current, [(m.value, m.header("ce_id")) for m in messages]
-                )
-            )
+            done.set_result(prepare_records(self._preparer, current, _raw(messages)))
         except Exception as exc:  # the consumer then prepares each record itself, as ever
             done.set_exception(exc)
         return done
+
+
+def _raw(messages: Sequence[bus.Message]) -> list[tuple[bytes, bytes | None]]:
+    """What preparing a record needs of its message: the value and the ``ce_id`` header."""
+    return [(m.value, m.header("ce_id")) for m in messages]
 
 
 # -- inside a worker process ---------------------------------------------------------------

@@ -121,7 +121,8 @@ def _compile(index: int, rule: objectives.Rule) -> _Compiled:
         return _Compiled(Vote(f"{rule.label}/regex#{index}", rule.label), _regex(rule.regex))
     if rule.field is not None and rule.equals is not None:
         matcher = _field_equals(rule.field, rule.equals)
-        return _Compiled(Vote(f"{rule.label}/field#{index}", rule.label), matcher, True)
+        vote = Vote(f"{rule.label}/field#{index}", rule.label)
+        return _Compiled(vote, matcher, reads_fields=True)
     matcher = _length(rule.min_length, rule.max_length)
     return _Compiled(Vote(f"{rule.label}/length#{index}", rule.label), matcher)
 
