@@ -59,7 +59,7 @@ import torch
 import transformers
 
 from tunewire import samples
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.workloads import data, models, training
 
 _quiet = False

@@ -73,7 +73,7 @@ from kafka.structs import TopicPartition
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import topics
+from tunewire.core.bus import topics
 from tunewire.stack import embedded, processes
 
 DEFAULT_EVENTS = 20_000

@@ -82,7 +82,9 @@ from prometheus_client import parser as prometheus_parser
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, envelope, objectives, settings, store, topics
+from tunewire.core.base import settings, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.state import objectives
 from tunewire.label import examples, preprocess, snapshots
 from tunewire.stack import embedded, processes
 
@@ -502,7 +504,7 @@ def build_snapshot_worker(
 ) -> dict[str, Any]:
     """Build the snapshot of the ``size`` examples; time and peak RSS of this process."""
     artifacts = artifact_store(endpoint_url, bucket)
-    producer = bus.Producer(
+    producer = producing.Producer(
         settings.KafkaSettings(bootstrap_servers=bootstrap_servers), client_id="bench-label"
     )
     builder = snapshots.SnapshotBuilder(artifacts, examples.ExampleLog(artifacts), producer)

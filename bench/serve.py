@@ -80,7 +80,9 @@ from typing import Any
 import httpx
 
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core import bus, envelope, registry, settings, store, topics
+from tunewire.core.base import settings, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.state import registry
 from tunewire.serve import in_process
 from tunewire.stack import embedded, processes
 from tunewire.workloads import models
@@ -244,7 +246,7 @@ class Approver:
     def __init__(self, stack: embedded.EmbeddedStack, artifacts: store.ArtifactStore) -> None:
         self._artifacts = artifacts
         self.registry = registry.Registry(artifacts)
-        self._producer = bus.Producer(
+        self._producer = producing.Producer(
             settings.KafkaSettings(bootstrap_servers=stack.bootstrap_servers),
             client_id="bench-serve",
         )

@@ -59,7 +59,7 @@ import peft
 import torch
 
 from tunewire import samples
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.workloads import data, models, training
 
 _quiet = False
@@ -177,7 +177,7 @@ def measure_event_to_job_s(*, events: int = 10) -> dict[str, float]:
     """
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from tests.support import datasets, kube
-    from tunewire.core import settings, store
+    from tunewire.core.base import settings, store
     from tunewire.stack import embedded, processes
 
     delays: list[float] = []

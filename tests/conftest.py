@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 
-from tunewire.core import settings, store
+from tunewire.core.base import settings, store
 from tunewire.stack import embedded, processes
 
 TOKEN = "test-token-" + uuid.uuid4().hex[:8]

@@ -16,7 +16,7 @@ import yaml
 from tests.conftest import TOKEN
 from tests.support import datasets
 from tunewire import samples
-from tunewire.core import store
+from tunewire.core.base import store
 from tunewire.stack import embedded
 
 

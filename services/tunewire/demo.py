@@ -25,7 +25,8 @@ from kafka.structs import TopicPartition
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import envelope, topics
+from tunewire.core.bus import envelope, topics
+from tunewire.core.state import layout
 from tunewire.stack import embedded, processes
 
 SERVICES = ("ingest", "label", "train", "evaluate", "serve")
@@ -487,7 +488,7 @@ def _archive_summary(stack: embedded.EmbeddedStack, objective: str) -> dict[str,
     client = stack.s3_client()
     parts = events = pii = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=stack.bucket, Prefix=f"raw/{objective}/"):
+    for page in paginator.paginate(Bucket=stack.bucket, Prefix=layout.raw_objective(objective)):
         for item in page.get("Contents", []):
             body = client.get_object(Bucket=stack.bucket, Key=item["Key"])["Body"].read()
             text = gzip.decompress(body).decode()

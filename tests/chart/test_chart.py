@@ -20,7 +20,7 @@ from tests.chart.conftest import (
     service_container,
     settings_from,
 )
-from tunewire.core import settings as core_settings
+from tunewire.core.base import settings as core_settings
 from tunewire.evaluate import config as evaluate_config
 from tunewire.ingest import config as ingest_config
 from tunewire.label import config as label_config

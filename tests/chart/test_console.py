@@ -17,7 +17,6 @@ import pytest
 
 from tests.chart import render
 from tests.chart.conftest import named, of_kind, pod_env, service_container, settings_from
-from tunewire.core.console import config as console_config
 from tunewire.evaluate import config as evaluate_config
 
 EVALUATE = "tunewire-evaluate"
@@ -41,7 +40,7 @@ def _with(values: dict[str, Any], **blocks: dict[str, Any]) -> dict[str, Any]:
 
 def _console(
     objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> console_config.ConsoleSettings:
+) -> evaluate_config.ConsoleSettings:
     env = pod_env(objects, EVALUATE)
     return settings_from(env, evaluate_config.EvaluateSettings, monkeypatch).console
 

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 
 from tests.chart import render
 from tunewire import cli
-from tunewire.core import kubejobs, launching
+from tunewire.core.launchers import kubejobs, launching
 
 IMAGES = render.ROOT / "images"
 DOCKERFILES = sorted(IMAGES.glob("*/Dockerfile"))

@@ -18,21 +18,21 @@ import pytest
 from tests.chart import render
 from tests.chart.conftest import MONITORING, named, of_kind
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import registry
+from tunewire.core.state import registry
 from tunewire.serve import gateway
 
 RUNBOOKS = render.ROOT / "docs" / "runbooks.md"
 DASHBOARD = render.CHART / "dashboards" / "pipeline.json"
 #: The modules that define every metric the services export.
 METRIC_MODULES = (
-    "tunewire.core.consuming",
-    "tunewire.core.http",
+    "tunewire.core.bus.consuming",
+    "tunewire.core.process.http",
     "tunewire.ingest.pipeline",
     "tunewire.ingest.archive",
     "tunewire.label.pipeline",
-    "tunewire.train.handlers",
-    "tunewire.evaluate.handlers",
-    "tunewire.core.kubejobs",
+    "tunewire.train.controller",
+    "tunewire.evaluate.controller",
+    "tunewire.core.launchers.kubejobs",
     "tunewire.serve.gateway",
     "tunewire.serve.deployments",
 )

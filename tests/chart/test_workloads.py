@@ -4,7 +4,7 @@ then builds from it, held to the same rules as the chart's own objects.
 The chart never renders a Job: train and evaluate create them through the Kubernetes API from
 their TUNEWIRE_LAUNCHER__* settings. So these tests build each controller's settings from its
 rendered pod environment, exactly as the service does at start-up, and ask the real launcher
-(core/kubejobs.py) for the Job it would create.
+(core/launchers/kubejobs.py) for the Job it would create.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from tests.chart.conftest import (
     pod_env,
     settings_from,
 )
-from tunewire.core import kubejobs, launching, settings
+from tunewire.core.base import settings
+from tunewire.core.launchers import kubejobs, launching
 from tunewire.evaluate import config as evaluate_config
 from tunewire.train import config as train_config
 from tunewire.workloads import config as workload_config

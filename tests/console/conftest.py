@@ -22,7 +22,7 @@ from playwright import sync_api
 from tests.conftest import TOKEN
 from tests.support import adapters
 from tunewire import samples
-from tunewire.core import settings, store
+from tunewire.core.base import settings, store
 from tunewire.stack import embedded
 
 CHROMIUM = "/usr/bin/chromium"

@@ -7,8 +7,9 @@ import gzip
 import uuid
 
 from tests.console import conftest
-from tunewire.core import objectives, registry, store
-from tunewire.core.console import config as console_config
+from tunewire.core.base import store
+from tunewire.core.state import objectives, registry
+from tunewire.evaluate import config as evaluate_config
 from tunewire.evaluate import overview
 
 
@@ -61,7 +62,7 @@ def test_a_service_that_is_down_or_unknown_leaves_only_its_cells_empty(
         adapters=adapters,
         artifacts=isolated,
         # Nothing listens on port 9 of loopback; train is not configured at all.
-        settings=console_config.ConsoleSettings(
+        settings=evaluate_config.ConsoleSettings(
             peers={"label": "http://127.0.0.1:9"}, peer_timeout_s=1
         ),
     )

@@ -16,10 +16,11 @@ from tunewire.stack import broker
 
 PRODUCER = """
 import sys
-from tunewire.core import bus, settings
+from tunewire.core.bus import producing
+from tunewire.core.base import settings
 
 bootstrap, topic = sys.argv[1:3]
-producer = bus.Producer(settings.KafkaSettings(bootstrap_servers=bootstrap), client_id="test")
+producer = producing.Producer(settings.KafkaSettings(bootstrap_servers=bootstrap), client_id="test")
 producer.send(topic, key=b"k", value=b"before")
 producer.flush(timeout_s=30)
 print("sent", flush=True)

@@ -13,7 +13,8 @@ import pytest
 from kafka.structs import TopicPartition
 
 from tests.support import kafka_io
-from tunewire.core import bus, consuming, errors, settings
+from tunewire.core.base import errors, settings
+from tunewire.core.bus import consuming, producing
 from tunewire.stack import embedded
 
 
@@ -27,10 +28,10 @@ class Recorder:
         self.poison = poison
         self.flaky_flushes = flaky_flushes
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         self.prefetched.extend(m.value for m in messages)
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         assert message.value in self.prefetched, "every batch is shown to prefetch first"
         if message.value == self.poison:
             raise RuntimeError("boom")
@@ -67,11 +68,11 @@ class Sequencer(Recorder):
         super().__init__()
         self.events: list[tuple[str, bytes]] = []
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         super().prefetch(messages)
         self.events += [("prefetch", m.value) for m in messages]
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         super().handle(message)
         self.events.append(("handle", message.value))
 
@@ -87,7 +88,7 @@ def _running(
     handler: Recorder,
     **options: Any,
 ) -> Iterator[threading.Event]:
-    producer = bus.Producer(config, client_id="test")
+    producer = producing.Producer(config, client_id="test")
     loop = consuming.ConsumerLoop(
         config=config,
         group_id=group,
@@ -225,7 +226,7 @@ class SealingSequencer(Sequencer):
         self.durable: list[list[bytes]] = []
         self._since_seal: list[bytes] = []
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         super().handle(message)
         self._since_seal.append(message.value)
 

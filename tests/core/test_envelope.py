@@ -6,7 +6,7 @@ import datetime
 import uuid
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import envelope
+from tunewire.core.bus import envelope
 
 MOMENT = datetime.datetime(2026, 11, 3, 9, 30, 15, 250_000, tzinfo=datetime.UTC)
 

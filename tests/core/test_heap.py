@@ -11,12 +11,12 @@ import subprocess
 import sys
 import textwrap
 
-from tunewire.core import heap
+from tunewire.core.base import heap
 
 PROBE = textwrap.dedent(
     """
     import gc, json
-    from tunewire.core import heap
+    from tunewire.core.base import heap
 
     state = [{"cycle": None}]
     state[0]["cycle"] = state  # start-up state that lives as long as the process

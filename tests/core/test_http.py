@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 from starlette.exceptions import StarletteDeprecationWarning
 
-from tunewire.core import errors, http
+from tunewire.core.base import errors
+from tunewire.core.process import http
 
 with warnings.catch_warnings():
     # Starlette 1.10 asks for the httpx2 fork; the project depends on httpx, which still works.

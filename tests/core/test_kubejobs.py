@@ -21,7 +21,8 @@ from kubernetes import client as k8s
 
 from tests.support import fake_workload, kube
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, kubejobs, launching
+from tunewire.core.base import errors
+from tunewire.core.launchers import factory, kubejobs, launching
 
 REPO = Path(__file__).resolve().parents[2]
 KUBE_VERSION = "1.31.0"
@@ -543,4 +544,4 @@ def test_build_outside_a_cluster_says_what_to_configure(monkeypatch: pytest.Monk
     chosen = launching.LauncherSettings(kind="kubernetes")
 
     with pytest.raises(errors.Misconfigured, match="TUNEWIRE_LAUNCHER__KIND=local"):
-        launching.build(chosen, kind="train")
+        factory.build(chosen, kind="train")

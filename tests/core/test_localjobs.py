@@ -17,7 +17,7 @@ import pytest
 
 from tests.support import fake_workload
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import launching, localjobs
+from tunewire.core.launchers import factory, launching, localjobs
 from tunewire.stack import processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -294,7 +294,7 @@ def test_build_picks_the_local_launcher(tmp_path: Path) -> None:
         kind="local", local=launching.LocalLauncherSettings(workdir=str(tmp_path))
     )
 
-    built = launching.build(chosen, kind="evaluate", local_env={"PATH": "/usr/bin"})
+    built = factory.build(chosen, kind="evaluate", local_env={"PATH": "/usr/bin"})
 
     assert isinstance(built, localjobs.LocalLauncher)
     assert built.kind == "evaluate"

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tunewire import samples
-from tunewire.core import errors, objectives
+from tunewire.core.base import errors
+from tunewire.core.state import objectives
 
 Spec = dict[str, Any]
 

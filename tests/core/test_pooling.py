@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 
-from tunewire.core import pooling
+from tunewire.core.bus import pooling
 
 
 @dataclasses.dataclass(frozen=True)

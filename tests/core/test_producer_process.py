@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import kafka_io
-from tunewire.core import errors, producer_process, settings
+from tunewire.core.base import errors, settings
+from tunewire.core.bus import producer_process
 from tunewire.stack import broker, embedded
 
 
@@ -103,7 +104,8 @@ def test_a_child_that_dies_is_replaced_and_handed_everything_not_acknowledged(
 
 ORPHANED = """
 import multiprocessing, sys
-from tunewire.core import producer_process, settings
+from tunewire.core.bus import producer_process
+from tunewire.core.base import settings
 
 config = settings.KafkaSettings(bootstrap_servers=sys.argv[1])
 producer = producer_process.ProducerProcess(config, client_id="test-orphan")

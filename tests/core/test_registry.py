@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tunewire.core import errors, registry, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import registry
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pydantic
 import pytest
 from pydantic import SecretStr
 
-from tunewire.core.settings import Environment, KafkaSettings, ServiceSettings
+from tunewire.core.base.settings import Environment, KafkaSettings, ServiceSettings
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tunewire.core import errors, settings, store
+from tunewire.core.base import errors, settings, store
 
 
 def test_conditional_writes_refuse_a_second_writer(artifacts: store.ArtifactStore) -> None:

@@ -36,7 +36,7 @@ from tests.ingest.test_kafka_events import RAW, binary
 from tests.support import kafka_io, metrics, proxy, waiting
 from tunewire import samples
 from tunewire.contracts.v1 import evaluations_pb2, records_pb2, training_pb2
-from tunewire.core import store
+from tunewire.core.base import store
 from tunewire.label import examples
 from tunewire.stack import embedded, processes
 from tunewire.train import runs

@@ -23,7 +23,8 @@ import pytest
 from tests.support import datasets, kafka_io, kube, waiting
 from tunewire import samples
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import settings, store, topics
+from tunewire.core.base import settings, store
+from tunewire.core.bus import topics
 from tunewire.stack import embedded, processes
 from tunewire.train import runs
 

@@ -14,7 +14,7 @@ import httpx
 
 from tests.support import datasets, waiting
 from tunewire import samples
-from tunewire.core import store
+from tunewire.core.base import store
 from tunewire.stack import embedded
 from tunewire.train import runs
 

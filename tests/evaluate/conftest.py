@@ -14,8 +14,12 @@ import pytest
 from tests.support import kafka_io
 from tunewire import samples
 from tunewire.contracts.v1 import evaluations_pb2, training_pb2
-from tunewire.core import bus, envelope, launching, objectives, settings, store, topics
-from tunewire.evaluate import config, handlers, records
+from tunewire.core.base import settings, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.launchers import launching
+from tunewire.core.state import objectives
+from tunewire.evaluate import config, records
+from tunewire.evaluate.controller import EvaluationController
 from tunewire.stack import embedded
 
 
@@ -58,16 +62,16 @@ class RecordingLauncher:
 class Harness:
     """The controller under test and the things around it."""
 
-    controller: handlers.EvaluationController
+    controller: EvaluationController
     launcher: RecordingLauncher
     artifacts: store.ArtifactStore
     catalog: objectives.ObjectiveCatalog
-    producer: bus.Producer
+    producer: producing.Producer
     bootstrap: str
 
-    def controller_with(self, launcher: launching.Launcher) -> handlers.EvaluationController:
+    def controller_with(self, launcher: launching.Launcher) -> EvaluationController:
         """Another controller on the same bucket and broker, with another launcher."""
-        return handlers.EvaluationController(
+        return EvaluationController(
             limits=config.EvaluateLimits(max_attempts=2),
             catalog=self.catalog,
             artifacts=self.artifacts,
@@ -87,7 +91,7 @@ class Harness:
             spec["gates"] = gates
         return self.catalog.register(objectives.parse_spec(spec), actor="test")
 
-    def succeeded(self, objective: str, run_id: str, *, version: int = 1) -> bus.Message:
+    def succeeded(self, objective: str, run_id: str, *, version: int = 1) -> producing.Message:
         """The training event that announces a run's adapter."""
         event = training_pb2.TrainingEvent(
             run_id=run_id,
@@ -168,10 +172,10 @@ class Harness:
             reader.close()
 
 
-def message(payload: Any, *, event_id: str) -> bus.Message:
+def message(payload: Any, *, event_id: str) -> producing.Message:
     """A consumed message carrying ``payload`` as tunewire publishes it."""
     headers = envelope.for_payload(payload, id=event_id, source="test").headers()
-    return bus.Message(
+    return producing.Message(
         topic=topics.TRAINING,
         partition=0,
         offset=0,
@@ -189,12 +193,12 @@ def harness(
     # service running on the stack ever sees (or acts on) this test's records.
     artifacts = artifacts.for_bucket(f"evaluate-test-{uuid.uuid4().hex[:12]}")
     artifacts.ensure_bucket()
-    producer = bus.Producer(
+    producer = producing.Producer(
         settings.KafkaSettings(bootstrap_servers=stack.bootstrap_servers), client_id="test"
     )
     launcher = RecordingLauncher()
     catalog = objectives.ObjectiveCatalog(artifacts)
-    controller = handlers.EvaluationController(
+    controller = EvaluationController(
         limits=config.EvaluateLimits(max_attempts=2),
         catalog=catalog,
         artifacts=artifacts,

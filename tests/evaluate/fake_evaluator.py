@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from tunewire.core import settings, store
+from tunewire.core.base import settings, store
 
 MODULE = "tests.evaluate.fake_evaluator"
 

@@ -15,7 +15,10 @@ from pydantic import SecretStr
 
 from tests.evaluate import conftest
 from tunewire.contracts.v1 import evaluations_pb2, training_pb2
-from tunewire.core import bus, envelope, errors, http, launching, topics
+from tunewire.core.base import errors
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.launchers import launching
+from tunewire.core.process import http
 from tunewire.evaluate import api, records
 
 TOKEN = "evaluate-test-token"
@@ -119,7 +122,7 @@ def test_events_that_can_never_start_an_evaluation_are_invalid(
 ) -> None:
     with pytest.raises(errors.InvalidEvent) as malformed:
         harness.controller.accept(
-            bus.Message(
+            producing.Message(
                 topic=topics.TRAINING,
                 partition=0,
                 offset=0,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.evaluate import gating
 
 

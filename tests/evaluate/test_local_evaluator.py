@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.evaluate import conftest, fake_evaluator
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core import following, launching, localjobs
+from tunewire.core.launchers import following, launching, localjobs
 from tunewire.stack import embedded
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ from typing import Any, Literal
 import pytest
 
 from tunewire import samples
-from tunewire.core import errors, objectives
+from tunewire.core.base import errors
+from tunewire.core.state import objectives
 from tunewire.ingest import handlers, normalising, redaction
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)

@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 
-from tunewire.core import bus, envelope, errors
+from tunewire.core.base import errors
+from tunewire.core.bus import envelope, producing
 from tunewire.ingest import normalising
 
 LIMIT = 256 * 1024  # ingest's default max_event_bytes
 DATA = {"ticket_id": "T-1", "subject": "Refund", "body": "Please refund me", "channel": "web"}
 
 
-def message(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> bus.Message:
-    return bus.Message(
+def message(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> producing.Message:
+    return producing.Message(
         topic="tunewire.raw", partition=0, offset=0, key=None, value=value, headers=headers or []
     )
 

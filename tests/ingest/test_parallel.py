@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from tunewire import demo, samples
-from tunewire.core import bus, errors, objectives
+from tunewire.core.base import errors
+from tunewire.core.bus import producing
+from tunewire.core.state import objectives
 from tunewire.ingest import handlers, normalising, parallel
 
 LIMITS = {"max_event_bytes": 256 * 1024, "max_depth": 32}
@@ -35,13 +37,17 @@ def _catalog() -> dict[str, objectives.ObjectiveVersion]:
     return {spec.name: version}
 
 
-def _messages() -> list[bus.Message]:
+def _messages() -> list[producing.Message]:
     found = [
-        bus.Message("raw", 0, n, b"k", json.dumps(e["data"]).encode(), demo.binary_headers(e))
+        producing.Message("raw", 0, n, b"k", json.dumps(e["data"]).encode(), demo.binary_headers(e))
         for n, e in enumerate(samples.tickets(40, seed=9))
     ]
-    found.append(bus.Message("raw", 0, 40, b"k", b"{broken", [("ce_type", b"ticket.created")]))
-    found.append(bus.Message("raw", 0, 41, b"k", b'{"x": 1}', [("ce_type", b"ticket.created")]))
+    found.append(
+        producing.Message("raw", 0, 40, b"k", b"{broken", [("ce_type", b"ticket.created")])
+    )
+    found.append(
+        producing.Message("raw", 0, 41, b"k", b'{"x": 1}', [("ce_type", b"ticket.created")])
+    )
     return found
 
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tunewire.contracts.v1 import examples_pb2
-from tunewire.core import errors, settings, store
+from tunewire.core.base import errors, settings, store
 from tunewire.label import examples
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, objectives, pooling
+from tunewire.core.bus import pooling, producing
+from tunewire.core.state import objectives
 from tunewire.label import labelling, parallel
 
 NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
@@ -40,7 +41,7 @@ def _objective(version: int = 3) -> objectives.ObjectiveVersion:
     )
 
 
-def _messages(objective: str, count: int = 300) -> list[bus.Message]:
+def _messages(objective: str, count: int = 300) -> list[producing.Message]:
     """Sample tickets as records, with exact and edited copies among them."""
     found = []
     tickets = [event for event, _ in samples.labelled_tickets(count, seed=21)]
@@ -62,7 +63,9 @@ def _messages(objective: str, count: int = 300) -> list[bus.Message]:
         )
         headers = [("ce_id", f"rec-{ticket['id']}".encode())]
         found.append(
-            bus.Message("tunewire.records", 0, offset, b"k", record.SerializeToString(), headers)
+            producing.Message(
+                "tunewire.records", 0, offset, b"k", record.SerializeToString(), headers
+            )
         )
     return found
 
@@ -78,7 +81,7 @@ def _comparable(outcome: labelling.Outcome) -> object:
 
 def _in_workers(
     pool: parallel.LabelPool,
-    messages: Sequence[bus.Message],
+    messages: Sequence[producing.Message],
     current: Mapping[str, objectives.ObjectiveVersion],
 ) -> list[parallel.Result]:
     results: list[parallel.Result] = []
@@ -203,7 +206,7 @@ class _FailingPool:
         self.submitted = 0
 
     def submit(
-        self, messages: Sequence[bus.Message], current: pooling.Catalog
+        self, messages: Sequence[producing.Message], current: pooling.Catalog
     ) -> concurrent.futures.Future[list[str]]:
         self.submitted += 1
         future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
@@ -219,7 +222,7 @@ class _FailingPool:
 def test_worker_failures_leave_the_work_to_the_consumer_never_lose_it() -> None:
     fake = _FailingPool()
     prefetch: pooling.Prefetch[str] = pooling.Prefetch(fake, chunk=2, what="testing")
-    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(4)]
+    batch = [producing.Message("t", 0, n, None, b"", []) for n in range(4)]
     prefetch.start(batch, dict)
     # The failed chunk's messages are the consumer's to do; the other chunk's results stand.
     assert [prefetch.take(m) for m in batch] == [None, None, "done-2", "done-3"]
@@ -235,7 +238,7 @@ def test_each_chunk_is_seen_once_before_its_first_result_is_taken() -> None:
     prefetch: pooling.Prefetch[str] = pooling.Prefetch(
         _FailingPool(), chunk=2, what="testing", on_chunk=seen.append
     )
-    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(4)]
+    batch = [producing.Message("t", 0, n, None, b"", []) for n in range(4)]
     prefetch.start(batch, dict)
     taken = []
     for message in batch:
@@ -247,8 +250,8 @@ def test_each_chunk_is_seen_once_before_its_first_result_is_taken() -> None:
 
 def test_what_the_pool_does_not_take_is_prepared_here_a_chunk_at_a_time() -> None:
     here = _EchoPool()
-    small = [bus.Message("t", 0, n, None, b"", []) for n in range(6)]  # under two chunks
-    large = [bus.Message("t", 0, n, None, b"", []) for n in range(10, 20)]
+    small = [producing.Message("t", 0, n, None, b"", []) for n in range(6)]  # under two chunks
+    large = [producing.Message("t", 0, n, None, b"", []) for n in range(10, 20)]
     for pool, batch in ((None, large), (_FailingPool(), small)):
         prefetch: pooling.Prefetch[str] = pooling.Prefetch(pool, chunk=4, what="testing", here=here)
         prefetch.start(batch, dict)
@@ -278,7 +281,7 @@ def test_the_consumer_prepares_records_as_a_worker_does(pool: parallel.LabelPool
 def test_small_batches_stay_in_the_consumer() -> None:
     fake = _FailingPool()
     prefetch: pooling.Prefetch[str] = pooling.Prefetch(fake, chunk=64, what="testing")
-    batch = [bus.Message("t", 0, n, None, b"", []) for n in range(10)]
+    batch = [producing.Message("t", 0, n, None, b"", []) for n in range(10)]
     prefetch.start(batch, dict)
     assert fake.submitted == 0 and prefetch.take(batch[0]) is None
 
@@ -290,7 +293,7 @@ class _EchoPool:
         self.chunks: list[int] = []
 
     def submit(
-        self, messages: Sequence[bus.Message], current: pooling.Catalog
+        self, messages: Sequence[producing.Message], current: pooling.Catalog
     ) -> concurrent.futures.Future[list[str]]:
         self.chunks.append(len(messages))
         future: concurrent.futures.Future[list[str]] = concurrent.futures.Future()
@@ -301,7 +304,7 @@ class _EchoPool:
 def test_a_batch_polled_ahead_keeps_the_one_being_handled_and_forgets_older_ones() -> None:
     prefetch: pooling.Prefetch[str] = pooling.Prefetch(_EchoPool(), chunk=2, what="testing")
     first, second, third = (
-        [bus.Message("t", 0, n, None, b"", []) for n in range(start, start + 4)]
+        [producing.Message("t", 0, n, None, b"", []) for n in range(start, start + 4)]
         for start in (0, 4, 8)
     )
     prefetch.start(first, dict)

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
 from tunewire.label import queue
 
 LABELS = ("billing", "bug", "other")

@@ -10,7 +10,9 @@ import uuid
 from tests.support import datasets
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, objectives, store
+from tunewire.core.base import store
+from tunewire.core.bus import producing
+from tunewire.core.state import objectives
 from tunewire.label import config, examples, pipeline, queue, snapshots
 
 UNDECIDED = "Question about my order\nCan I change the colour of the sofa I picked?"
@@ -18,7 +20,7 @@ UNDECIDED = "Question about my order\nCan I change the colour of the sofa I pick
 
 
 def _process(
-    artifacts: store.ArtifactStore, producer: bus.Producer, workdir: pathlib.Path
+    artifacts: store.ArtifactStore, producer: producing.Producer, workdir: pathlib.Path
 ) -> pipeline.LabelPipeline:
     """A label process's pipeline, as ``python -m tunewire.label`` wires it."""
     log = examples.ExampleLog(artifacts)
@@ -33,18 +35,18 @@ def _process(
     )
 
 
-def _record(objective: str, source_id: str, text: str) -> bus.Message:
+def _record(objective: str, source_id: str, text: str) -> producing.Message:
     record = records_pb2.Record(
         objective=objective, source_id=source_id, text=text, event_id=f"evt-{uuid.uuid4().hex}"
     )
     headers = [("ce_id", f"rec-{uuid.uuid4().hex}".encode())]
-    return bus.Message(
+    return producing.Message(
         "tunewire.records", 0, 0, objective.encode(), record.SerializeToString(), headers
     )
 
 
 def test_a_restarted_process_remembers_the_queued_items(
-    artifacts: store.ArtifactStore, producer: bus.Producer, tmp_path: pathlib.Path
+    artifacts: store.ArtifactStore, producer: producing.Producer, tmp_path: pathlib.Path
 ) -> None:
     document = copy.deepcopy(samples.support_intent_spec())
     document["name"] = f"restore-{uuid.uuid4().hex[:8]}"

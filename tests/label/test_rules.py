@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tunewire import samples
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.label import rules
 
 

@@ -10,7 +10,9 @@ import uuid
 from tests.label.test_restore import _process, _record
 from tests.support import datasets
 from tunewire import samples
-from tunewire.core import bus, objectives, store
+from tunewire.core.base import store
+from tunewire.core.bus import producing
+from tunewire.core.state import objectives
 from tunewire.label import examples
 
 REFUND = "Please refund my order, it never came"
@@ -29,7 +31,7 @@ def _sources(log: examples.ExampleLog, objective: str) -> list[str]:
 
 
 def test_a_sealed_flush_makes_only_what_was_handled_before_it_durable(
-    artifacts: store.ArtifactStore, producer: bus.Producer, tmp_path: pathlib.Path
+    artifacts: store.ArtifactStore, producer: producing.Producer, tmp_path: pathlib.Path
 ) -> None:
     name = _objective(artifacts)
     flow = _process(artifacts, producer, tmp_path / "flow")
@@ -54,7 +56,7 @@ def test_a_sealed_flush_makes_only_what_was_handled_before_it_durable(
 
 
 def test_a_flush_first_finishes_what_was_sealed_before_it(
-    artifacts: store.ArtifactStore, producer: bus.Producer, tmp_path: pathlib.Path
+    artifacts: store.ArtifactStore, producer: producing.Producer, tmp_path: pathlib.Path
 ) -> None:
     name = _objective(artifacts)
     flow = _process(artifacts, producer, tmp_path / "flow")

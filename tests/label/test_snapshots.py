@@ -19,7 +19,9 @@ from google.protobuf import message as protobuf_message
 from tests.support import kafka_io
 from tunewire import samples
 from tunewire.contracts.v1 import datasets_pb2
-from tunewire.core import bus, envelope, errors, objectives, settings, store, topics
+from tunewire.core.base import errors, settings, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.state import objectives
 from tunewire.label import examples, snapshots
 from tunewire.stack import embedded
 
@@ -49,7 +51,7 @@ def log(artifacts: store.ArtifactStore) -> examples.ExampleLog:
 def builder(
     artifacts: store.ArtifactStore,
     log: examples.ExampleLog,
-    producer: bus.Producer,
+    producer: producing.Producer,
     tmp_path: pathlib.Path,
 ) -> snapshots.SnapshotBuilder:
     return snapshots.SnapshotBuilder(artifacts, log, producer, workdir=tmp_path / "work")
@@ -266,7 +268,7 @@ def test_an_objective_without_examples_has_no_snapshot(
     assert builder.latest(objective.name) is None
 
 
-class BrokenProducer(bus.Producer):
+class BrokenProducer(producing.Producer):
     """A producer whose broker is gone at the worst moment: after the manifest."""
 
     def publish(

@@ -14,7 +14,7 @@ import peft
 import pytest
 
 from tests.serve import adapters
-from tunewire.core import errors
+from tunewire.core.base import errors
 from tunewire.serve import backend, in_process
 from tunewire.workloads import data, models, scoring
 

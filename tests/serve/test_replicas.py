@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import CLIENTS
 from tests.serve.test_service import ask, eventually, serving
 from tests.support import adapters, datasets, vllm_double
-from tunewire.core import objectives, store
+from tunewire.core.base import store
+from tunewire.core.state import objectives
 from tunewire.stack import embedded, ports, processes
 
 

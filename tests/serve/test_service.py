@@ -17,7 +17,9 @@ import pytest
 from tests.conftest import CLIENTS
 from tests.support import adapters, datasets, kafka_io
 from tunewire.contracts.v1 import deployments_pb2
-from tunewire.core import objectives, store, topics
+from tunewire.core.base import store
+from tunewire.core.bus import topics
+from tunewire.core.state import objectives
 from tunewire.stack import embedded
 
 QUESTION = [{"role": "user", "content": "My parcel never arrived, where is it?"}]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support import vllm_double
-from tunewire.core import errors
+from tunewire.core.base import errors
 from tunewire.serve import backend, vllm_server
 
 T = TypeVar("T")

@@ -22,7 +22,7 @@ import kafka
 import pytest
 
 from tests.support import fake_workload
-from tunewire.core import launching, localjobs
+from tunewire.core.launchers import launching, localjobs
 from tunewire.stack import embedded, objectstore, ports, processes
 from tunewire.stack.embedded import EmbeddedStack
 from tunewire.stack.processes import ServiceSpec

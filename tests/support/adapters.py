@@ -9,7 +9,8 @@ import tempfile
 import peft
 import torch
 
-from tunewire.core import registry, store
+from tunewire.core.base import store
+from tunewire.core.state import registry
 from tunewire.workloads import models
 
 

@@ -13,7 +13,9 @@ from typing import Any
 from tests.support import kafka_io
 from tunewire import samples
 from tunewire.contracts.v1 import datasets_pb2
-from tunewire.core import envelope, objectives, store, topics
+from tunewire.core.base import store
+from tunewire.core.bus import envelope, topics
+from tunewire.core.state import objectives
 
 INSTRUCTION = (
     "Route incoming support tickets to the right team by intent.\nClassify the user's text. "

@@ -12,7 +12,8 @@ import pytest
 
 from tests.support import datasets, kafka_io, waiting
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import store, topics
+from tunewire.core.base import store
+from tunewire.core.bus import topics
 from tunewire.stack import embedded
 from tunewire.train import runs
 

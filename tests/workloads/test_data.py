@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tunewire.core import store
+from tunewire.core.base import store
 from tunewire.workloads import data, failures, models
 
 MESSAGES = [

@@ -17,7 +17,8 @@ import pytest
 from tests.workloads import evaluate_support
 from tunewire import samples
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, objectives, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import objectives
 from tunewire.evaluate import reports
 from tunewire.stack import embedded
 from tunewire.workloads import evaluate, failures, models, scoring

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors
+from tunewire.core.base import errors
 from tunewire.workloads import failures
 
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 import torch
 
-from tunewire.core import store
+from tunewire.core.base import store
 from tunewire.workloads import data, failures, models
 
 

@@ -16,7 +16,10 @@ import pytest
 
 from tests.support import datasets, kafka_io, proxy
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import envelope, launching, outcomes, store, topics
+from tunewire.core.base import store
+from tunewire.core.bus import envelope, topics
+from tunewire.core.launchers import launching
+from tunewire.core.state import outcomes
 from tunewire.stack import embedded
 
 TRAINING = {"epochs": 2, "lr": 0.003, "batch_size": 8, "max_seq_len": 64, "gpu": 0}

@@ -12,7 +12,7 @@ import torch
 from tests.support import datasets
 from tunewire import samples
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.workloads import data, failures, models, training
 
 LORA = objectives.Lora(r=8, alpha=16, dropout=0.1, target_modules="all-linear")

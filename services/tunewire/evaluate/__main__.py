@@ -2,74 +2,59 @@
 
 from __future__ import annotations
 
-import logging
-
-from tunewire.core import bus, http, launching, logs, objectives, runner, store
-from tunewire.evaluate import api, config, console, consumer, handlers
-
-log = logging.getLogger("tunewire.evaluate")
+from tunewire.core.base import store
+from tunewire.core.bus import producing
+from tunewire.core.launchers import factory
+from tunewire.core.process import assembly, http, runner
+from tunewire.core.state import objectives
+from tunewire.evaluate import api, config, console, consumer
+from tunewire.evaluate.controller import EvaluationController
 
 
 def build(settings: config.EvaluateSettings) -> runner.Service:
     """Wire the evaluate process from its settings."""
     artifacts = store.ArtifactStore(settings.s3)
-    producer = bus.Producer(settings.kafka, client_id="tunewire-evaluate")
-    launcher = launching.build(settings.launcher, kind="evaluate")
+    producer = producing.Producer(settings.kafka, client_id="tunewire-evaluate")
+    launcher = factory.build(settings.launcher, kind="evaluate")
     catalog = objectives.ObjectiveCatalog(artifacts)
-    controller = handlers.EvaluationController(
+    controller = EvaluationController(
         limits=settings.evaluate,
         catalog=catalog,
         artifacts=artifacts,
         producer=producer,
         launcher=launcher,
     )
-    training_loop = consumer.loop(settings, controller, producer)
     auth = http.BearerAuth(settings.api_tokens)
-    service: runner.Service
-
-    probes = http.service_probes(
-        artifacts_check=artifacts.check,
-        kafka=settings.kafka,
-        consumer_check=training_loop.check_ready,
-        alive=lambda: service.alive(),
+    return assembly.assemble(
+        assembly.Parts(
+            name="evaluate",
+            settings=settings,
+            artifacts=artifacts,
+            consumer=consumer.loop(settings, controller, producer),
+            routers=[
+                api.router(controller=controller, catalog=catalog, auth=auth),
+                console.router(
+                    controller=controller,
+                    catalog=catalog,
+                    artifacts=artifacts,
+                    auth=auth,
+                    settings=settings.console,
+                ),
+            ],
+            workers=consumer.workers(settings, controller, launcher),
+            on_exit=[producer.close],
+        )
     )
-    app = http.create_app(
-        title="tunewire evaluate",
-        probes=probes,
-        routers=[
-            api.router(controller=controller, catalog=catalog, auth=auth),
-            console.router(
-                controller=controller,
-                catalog=catalog,
-                artifacts=artifacts,
-                auth=auth,
-                settings=settings.console,
-            ),
-        ],
-    )
-    service = runner.Service(
-        app=app,
-        host=settings.http.host,
-        port=settings.http.port,
-        workers={
-            "consumer": training_loop.run,
-            **consumer.workers(settings, controller, launcher),
-        },
-        on_exit=producer.close,
-    )
-    return service
 
 
 def main() -> None:
-    """Build settings once, configure logs, run until SIGTERM."""
-    settings = config.EvaluateSettings()
-    logs.configure(settings.log_level)
-    log.info(
-        "starting evaluate on port %d with the %s launcher",
-        settings.http.port,
-        settings.launcher.kind,
+    """Run the evaluate service until SIGTERM."""
+    assembly.main(
+        "evaluate",
+        config.EvaluateSettings,
+        build,
+        detail=lambda settings: f" with the {settings.launcher.kind} launcher",
     )
-    build(settings).run()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,11 @@ import fastapi
 from fastapi import concurrency
 from pydantic import BaseModel, ConfigDict, Field
 
-from tunewire.core import errors, http, objectives
-from tunewire.evaluate import handlers, records
+from tunewire.core.base import errors
+from tunewire.core.process import http
+from tunewire.core.state import objectives
+from tunewire.evaluate import records
+from tunewire.evaluate.controller import EvaluationController
 
 
 class ReviewRequest(BaseModel):
@@ -30,7 +33,7 @@ class ReviewRequest(BaseModel):
 
 def router(
     *,
-    controller: handlers.EvaluationController,
+    controller: EvaluationController,
     catalog: objectives.ObjectiveCatalog,
     auth: http.BearerAuth,
 ) -> fastapi.APIRouter:

@@ -1,11 +1,12 @@
-"""Settings of the evaluate service (``TUNEWIRE_EVALUATE__*`` and ``TUNEWIRE_LAUNCHER__*``)."""
+"""Settings of the evaluate service (``TUNEWIRE_EVALUATE__*``, ``TUNEWIRE_LAUNCHER__*`` and
+``TUNEWIRE_CONSOLE__*``, the console's pipeline overview)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tunewire.core import launching, settings
-from tunewire.core.console import config as console_config
+from tunewire.core.base import settings
+from tunewire.core.launchers import launching
 
 
 class EvaluateLimits(BaseModel):
@@ -19,11 +20,27 @@ class EvaluateLimits(BaseModel):
     a status report that could not be handled, or one another replica missed, is not lost."""
 
 
+class ConsoleSettings(BaseModel):
+    """Where the overview finds the other services, and how long it waits for them."""
+
+    peers: dict[str, str] = {}
+    """Base URLs of the services whose APIs the overview asks, by service name: ``label``
+    (queue depth, latest snapshot) and ``train`` (training runs), e.g. ``{"label":
+    "http://tunewire-label:8080"}`` (a JSON object in the environment). A service left out is
+    shown as not configured; the rest of the overview still works."""
+    peer_timeout_s: float = Field(default=3.0, gt=0)
+    """Seconds one call to another service may take before the overview shows it as
+    unreachable: a slow service must not make the whole page hang."""
+    events_days: int = Field(default=7, ge=1, le=31)
+    """Days of the raw archive the overview counts events over (each archive part is read
+    once per replica, so a longer window costs memory, not repeated reads)."""
+
+
 class EvaluateSettings(settings.ServiceSettings):
     """Everything the evaluate process needs."""
 
     evaluate: EvaluateLimits = EvaluateLimits()
     launcher: launching.LauncherSettings = launching.LauncherSettings()
     consumer_group: str = "tunewire-evaluate"
-    console: console_config.ConsoleSettings = console_config.ConsoleSettings()
+    console: ConsoleSettings = ConsoleSettings()
     """The console's pipeline overview: where the label and train APIs are."""

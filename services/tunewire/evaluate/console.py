@@ -13,10 +13,12 @@ from typing import Any
 
 import fastapi
 
-from tunewire.core import errors, http, objectives, registry, store
-from tunewire.core.console import config as console_config
+from tunewire.core.base import errors, store
 from tunewire.core.console import pages
-from tunewire.evaluate import api, handlers, overview, records
+from tunewire.core.process import http
+from tunewire.core.state import layout, objectives, registry
+from tunewire.evaluate import api, config, overview, records
+from tunewire.evaluate.controller import EvaluationController
 
 VIEWS = (
     pages.View(slug="review", title="Review"),
@@ -27,15 +29,17 @@ VIEWS = (
 
 def router(
     *,
-    controller: handlers.EvaluationController,
+    controller: EvaluationController,
     catalog: objectives.ObjectiveCatalog,
     artifacts: store.ArtifactStore,
     auth: http.BearerAuth,
-    settings: console_config.ConsoleSettings,
+    settings: config.ConsoleSettings,
 ) -> fastapi.APIRouter:
     """The pages under ``/console`` and their JSON under ``/console/api``."""
     routes = fastapi.APIRouter(include_in_schema=False)
-    routes.include_router(pages.router(service="evaluate", views=VIEWS, auth=auth))
+    routes.include_router(
+        pages.router(service="evaluate", package="tunewire.evaluate", views=VIEWS, auth=auth)
+    )
     Actor = fastapi.Depends(auth)
     board = overview.Overview(
         catalog=catalog, adapters=controller.registry, artifacts=artifacts, settings=settings
@@ -78,7 +82,7 @@ def router(
 
 
 def _review(
-    controller: handlers.EvaluationController,
+    controller: EvaluationController,
     artifacts: store.ArtifactStore,
     record: records.EvaluationRecord,
     document: registry.RegistryDocument,
@@ -101,7 +105,7 @@ def _manifest(artifacts: store.ArtifactStore, dataset_uri: str) -> dict[str, Any
     """The snapshot's ``manifest.json`` (sizes, label distribution, lineage), if readable."""
     try:
         bucket, prefix = store.split_uri(dataset_uri)
-        document = artifacts.for_bucket(bucket).get_json(prefix.rstrip("/") + "/manifest.json")
+        document = artifacts.for_bucket(bucket).get_json(prefix.rstrip("/") + "/" + layout.MANIFEST)
     except (errors.NotFound, errors.InvalidRequest):
         return None
     return document if isinstance(document, dict) else None

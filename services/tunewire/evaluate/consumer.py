@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from tunewire.core import bus, consuming, following, launching, runner, topics
-from tunewire.evaluate import config, handlers
+from tunewire.core.bus import consuming, producing, topics
+from tunewire.core.launchers import following, launching
+from tunewire.core.process import runner
+from tunewire.evaluate import config
+from tunewire.evaluate.controller import EvaluationController
 
 
 def loop(
     settings: config.EvaluateSettings,
-    controller: handlers.EvaluationController,
-    producer: bus.Producer,
+    controller: EvaluationController,
+    producer: producing.Producer,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of ``tunewire.training``: one evaluation per succeeded run (other
     training events are skipped at once)."""
@@ -25,7 +28,7 @@ def loop(
 
 def workers(
     settings: config.EvaluateSettings,
-    controller: handlers.EvaluationController,
+    controller: EvaluationController,
     launcher: launching.Launcher,
 ) -> dict[str, runner.Worker]:
     """The launcher's watch (after settling what a previous process left open) and the

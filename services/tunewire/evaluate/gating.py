@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 
 LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity"})
 """Metrics the evaluator reports where a smaller value is better."""

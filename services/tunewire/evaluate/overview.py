@@ -3,7 +3,7 @@
 The evaluate service owns the registry, so the champion and the runs waiting for review come
 from here. The rest is asked of its owners, server-side, with the caller's own bearer token:
 the label service's API for the queue and the latest snapshot, the train service's API for
-the latest run and its progress (their URLs come from :class:`console_config.ConsoleSettings`;
+the latest run and its progress (their URLs come from :class:`config.ConsoleSettings`;
 a service not configured, or not answering, leaves its cells empty and is named in
 ``problems``). Events in are counted from ingest's raw archive in S3, the documented artifact
 ``raw/{objective}/dt=YYYY-MM-DD/part-*.jsonl.gz`` (one line per accepted event): parts are
@@ -22,12 +22,12 @@ from typing import Any
 
 import httpx
 
-from tunewire.core import errors, objectives, registry, store
-from tunewire.core.console import config as console_config
+from tunewire.core.base import errors, store
+from tunewire.core.state import layout, objectives, registry
+from tunewire.evaluate import config
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_PREFIX = "raw/"
 _PART_SUFFIX = ".jsonl.gz"
 _ACTIVE_RUNS = ("queued", "submitted", "running")
 _WORKERS = 8
@@ -64,7 +64,7 @@ class ArchiveCounter:
         by_day: dict[datetime.date, int] = {}
         for back in range(self._days):
             day = today - datetime.timedelta(days=back)
-            prefix = f"{ARCHIVE_PREFIX}{objective}/dt={day.isoformat()}/"
+            prefix = layout.raw_day(objective, day)
             for key in self._artifacts.list_keys(prefix):
                 if not key.endswith(_PART_SUFFIX):
                     continue
@@ -139,7 +139,7 @@ class Overview:
         catalog: objectives.ObjectiveCatalog,
         adapters: registry.Registry,
         artifacts: store.ArtifactStore,
-        settings: console_config.ConsoleSettings,
+        settings: config.ConsoleSettings,
     ) -> None:
         self._catalog = catalog
         self._registry = adapters

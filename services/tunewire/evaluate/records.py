@@ -16,14 +16,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tunewire.core import errors, launching, registry, store
+from tunewire.core.base import errors, store
+from tunewire.core.launchers import launching
+from tunewire.core.state import layout, registry
 
 RecordStatus = Literal["evaluating", "needs_review", "decided"]
 """``evaluating`` until the evaluator's result is gated; ``needs_review`` while a person must
 approve; ``decided`` once approved or rejected (final)."""
 
-PREFIX = "evaluations/"
-OPEN_PREFIX = "state/evaluate/open/"
+_OPEN = layout.service_state("evaluate", "open")
 
 
 class GateRecord(BaseModel):
@@ -104,7 +105,7 @@ def workload_name(objective: str, run_id: str, attempt: int) -> str:
 
 def metrics_key(objective: str, run_id: str) -> str:
     """Where the evaluator writes a run's metrics.json."""
-    return f"{PREFIX}{objective}/{run_id}/metrics.json"
+    return layout.evaluation(objective, run_id) + "metrics.json"
 
 
 class RecordStore:
@@ -168,7 +169,9 @@ class RecordStore:
 
     def objectives(self) -> list[str]:
         """Objectives that have evaluations."""
-        return [p[len(PREFIX) : -1] for p in self._store.list_prefixes(PREFIX)]
+        return [
+            p[len(layout.EVALUATIONS) : -1] for p in self._store.list_prefixes(layout.EVALUATIONS)
+        ]
 
     # -- open markers ---------------------------------------------------------------------
 
@@ -182,13 +185,13 @@ class RecordStore:
 
     def open(self) -> Iterator[tuple[str, str]]:
         """``(objective, run_id)`` of every evaluation marked open."""
-        for key in self._store.list_keys(OPEN_PREFIX):
-            objective, _, run_id = key[len(OPEN_PREFIX) :].partition("/")
+        for key in self._store.list_keys(_OPEN):
+            objective, _, run_id = key[len(_OPEN) :].partition("/")
             if objective and run_id:
                 yield objective, run_id
 
     def _records_of(self, objective: str) -> Iterator[EvaluationRecord]:
-        for prefix in self._store.list_prefixes(f"{PREFIX}{objective}/"):
+        for prefix in self._store.list_prefixes(layout.evaluations(objective)):
             run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
             found = self.find(objective, run_id)
             if found is not None:  # a prefix holding only the evaluator's metrics.json
@@ -196,11 +199,11 @@ class RecordStore:
 
 
 def _key(objective: str, run_id: str) -> str:
-    return f"{PREFIX}{objective}/{run_id}/evaluation.json"
+    return layout.evaluation(objective, run_id) + "evaluation.json"
 
 
 def _open_key(objective: str, run_id: str) -> str:
-    return f"{OPEN_PREFIX}{objective}/{run_id}"
+    return f"{_OPEN}{objective}/{run_id}"
 
 
 def _dump(record: EvaluationRecord) -> dict[str, Any]:

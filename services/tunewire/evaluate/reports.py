@@ -13,7 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
 
 
 class ModelScores(BaseModel):

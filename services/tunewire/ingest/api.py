@@ -12,7 +12,8 @@ from typing import Any
 
 import fastapi
 
-from tunewire.core import errors, http
+from tunewire.core.base import errors
+from tunewire.core.process import http
 from tunewire.ingest import config, normalising, pipeline
 
 

@@ -15,7 +15,8 @@ import uuid
 
 from prometheus_client import Counter
 
-from tunewire.core import store
+from tunewire.core.base import store
+from tunewire.core.state import layout
 
 PARTS = Counter("tunewire_ingest_archive_parts_total", "Archive parts written to S3.")
 BYTES = Counter("tunewire_ingest_archive_bytes_total", "Compressed archive bytes written to S3.")
@@ -40,7 +41,8 @@ class Archive:
         written: list[str] = []
         now = datetime.datetime.now(datetime.UTC)
         for (objective, day), lines in list(self._buffers.items()):
-            key = f"raw/{objective}/dt={day}/part-{now:%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl.gz"
+            part = f"part-{now:%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl.gz"
+            key = layout.raw_day(objective, day) + part
             body = io.BytesIO()
             with gzip.GzipFile(fileobj=body, mode="wb", compresslevel=5, mtime=0) as gz:
                 gz.write(b"\n".join(lines) + b"\n")

@@ -6,7 +6,7 @@ import datetime
 
 from pydantic import BaseModel, Field
 
-from tunewire.core import settings
+from tunewire.core.base import settings
 
 
 class IngestLimits(BaseModel):

@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tunewire.core import bus, consuming, errors, pooling, runner, topics
+from tunewire.core.base import errors
+from tunewire.core.bus import consuming, pooling, producing, topics
+from tunewire.core.process import runner
 from tunewire.ingest import config, handlers, normalising, parallel, pipeline
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,11 @@ class RawEventHandler:
             pool, chunk=PARALLEL_CHUNK, what="preparing"
         )
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         """Send the batch to the worker processes in chunks (nothing to do without a pool)."""
         self._prefetch.start(messages, self._flow.objectives)
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         prepared = self._prefetch.take(message)
         if prepared is None:
             prepared = self._prepare_here(message)
@@ -52,7 +54,7 @@ class RawEventHandler:
     def flush(self) -> None:
         self._flow.flush()
 
-    def _prepare_here(self, message: bus.Message) -> handlers.Accepted:
+    def _prepare_here(self, message: producing.Message) -> handlers.Accepted:
         try:
             event = normalising.from_message(message, max_bytes=self._limits.max_event_bytes)
         except errors.InvalidEvent as exc:
@@ -64,7 +66,7 @@ class RawEventHandler:
 def loop(
     settings: config.IngestSettings,
     flow: pipeline.Pipeline,
-    producer: bus.Producer,
+    producer: producing.Producer,
     pool: parallel.PreparePool | None,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of the raw topic; it commits with each pipeline flush."""

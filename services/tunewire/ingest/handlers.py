@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import envelope, errors, objectives
+from tunewire.core.base import errors
+from tunewire.core.bus import envelope
+from tunewire.core.state import objectives
 from tunewire.ingest import normalising, redaction
 
 _TYPE_CHECKS: dict[str, tuple[type, ...]] = {

@@ -17,7 +17,8 @@ import json
 import re
 from typing import Any
 
-from tunewire.core import bus, errors
+from tunewire.core.base import errors
+from tunewire.core.bus import producing
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -51,7 +52,7 @@ class IncomingEvent:
     data: Any
 
 
-def from_message(message: bus.Message, *, max_bytes: int) -> IncomingEvent:
+def from_message(message: producing.Message, *, max_bytes: int) -> IncomingEvent:
     """Read a Kafka message from the raw topic."""
     _check_size(len(message.value), max_bytes)
     text = _decode(message.value)

@@ -6,7 +6,7 @@ batch to :class:`PreparePool` in chunks; worker processes normalise, validate an
 them while the consumer publishes the chunks already done, in order. Everything with a side
 effect (deduplication, publishing, archiving, commits) stays in the consumer process, so the
 durability rules of :mod:`tunewire.ingest.pipeline` are unchanged. The pool, the catalog's
-trip to the workers and the chunks in flight are :mod:`tunewire.core.pooling`'s.
+trip to the workers and the chunks in flight are :mod:`tunewire.core.bus.pooling`'s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 
-from tunewire.core import bus, errors, objectives, pooling
+from tunewire.core.base import errors
+from tunewire.core.bus import pooling, producing
+from tunewire.core.state import objectives
 from tunewire.ingest import handlers, normalising
 
 RawMessage = tuple[bytes, Sequence[tuple[str, bytes]]]
@@ -47,7 +49,7 @@ class PreparePool:
 
     def submit(
         self,
-        messages: Sequence[bus.Message],
+        messages: Sequence[producing.Message],
         current: Mapping[str, objectives.ObjectiveVersion],
     ) -> concurrent.futures.Future[list[Prepared]]:
         """Prepare a chunk of messages in a worker; results come back in the same order."""
@@ -77,7 +79,7 @@ def _prepare_chunk(
     now = datetime.datetime.now(datetime.UTC)
     results: list[Prepared] = []
     for value, headers in raw:
-        message = bus.Message(
+        message = producing.Message(
             topic="", partition=0, offset=0, key=None, value=value, headers=headers
         )
         try:

@@ -17,7 +17,9 @@ from typing import Literal
 
 from prometheus_client import Counter
 
-from tunewire.core import bus, errors, idempotency, metrics, objectives, store, topics
+from tunewire.core.base import errors, metrics, retry, store
+from tunewire.core.bus import producing, topics
+from tunewire.core.state import idempotency, layout, objectives
 from tunewire.ingest import archive, config, handlers, normalising
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ class Pipeline:
         limits: config.IngestLimits,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: producing.Producer,
     ) -> None:
         self._limits = limits
         self._catalog = catalog
@@ -52,7 +54,7 @@ class Pipeline:
         self._archive = archive.Archive(artifacts)
         self.seen = idempotency.SeenWindow(
             artifacts,
-            prefix="state/ingest/seen",
+            prefix=layout.service_state("ingest", "seen"),
             retention=limits.dedup_retention,
             capacity=limits.dedup_capacity,
         )
@@ -61,7 +63,7 @@ class Pipeline:
 
     def load_seen(self) -> None:
         """Load the seen-id window from S3 before taking events, waiting out an outage."""
-        backoff = 0.5
+        backoff = retry.Backoff(0.5, 10.0)
         while True:
             try:
                 self.seen.refresh()
@@ -69,8 +71,7 @@ class Pipeline:
                 return
             except Exception as exc:
                 log.warning("cannot load seen ids yet; retrying", extra={"error": repr(exc)})
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff.sleep()
 
     # -- the two steps every event takes ------------------------------------------------
 
@@ -151,17 +152,16 @@ class Pipeline:
     def flush_patiently(self, *, timeout_s: float) -> None:
         """Flush, retrying through an outage for up to ``timeout_s``; then 503."""
         deadline = time.monotonic() + timeout_s
-        backoff = 0.2
+        backoff = retry.Backoff(0.2, 2.0)
         while True:
             try:
                 self.flush()
                 return
             except Exception as exc:
-                if time.monotonic() + backoff > deadline:
+                if time.monotonic() + backoff.ceiling_s > deadline:
                     raise errors.Unavailable(
                         "accepted events could not be made durable yet (broker or S3 down); "
                         "they are kept and retried — resend later to be sure"
                     ) from exc
                 log.warning("flush failed; retrying", extra={"error": repr(exc)})
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff.sleep()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import pathlib
 
-from tunewire.core import bus, http, logs, objectives, pooling, producer_process, runner, store
+from tunewire.core.base import store
+from tunewire.core.bus import pooling, producer_process, producing
+from tunewire.core.process import assembly, http, runner
+from tunewire.core.state import objectives
 from tunewire.label import (
     api,
     config,
@@ -18,8 +20,6 @@ from tunewire.label import (
     snapshots,
 )
 
-log = logging.getLogger("tunewire.label")
-
 
 def build(settings: config.LabelSettings) -> runner.Service:
     """Wire the label process from its settings."""
@@ -27,11 +27,11 @@ def build(settings: config.LabelSettings) -> runner.Service:
     workers = settings.label.prepare_workers
     workers = pooling.default_workers() if workers is None else workers
     # With cores to spare, Kafka's client encodes the examples in a process of its own too.
-    producer: bus.Publisher
+    producer: producing.Publisher
     if workers:
         producer = producer_process.ProducerProcess(settings.kafka, client_id="tunewire-label")
     else:
-        producer = bus.Producer(settings.kafka, client_id="tunewire-label")
+        producer = producing.Producer(settings.kafka, client_id="tunewire-label")
     catalog = objectives.ObjectiveCatalog(artifacts)
     example_log = examples.ExampleLog(artifacts)
     workdir = pathlib.Path(settings.label.workdir) if settings.label.workdir else None
@@ -46,47 +46,26 @@ def build(settings: config.LabelSettings) -> runner.Service:
     )
     flow.seen.refresh()
     pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
-    records_loop = consumer.loop(settings, flow, producer, pool)
     auth = http.BearerAuth(settings.api_tokens)
-    service: runner.Service
-
-    probes = http.service_probes(
-        artifacts_check=artifacts.check,
-        kafka=settings.kafka,
-        consumer_check=records_loop.check_ready,
-        alive=lambda: service.alive(),
+    return assembly.assemble(
+        assembly.Parts(
+            name="label",
+            settings=settings,
+            artifacts=artifacts,
+            consumer=consumer.loop(settings, flow, producer, pool),
+            routers=[api.router(flow=flow, auth=auth), console.router(flow=flow, auth=auth)],
+            workers={
+                "snapshotter": consumer.snapshotter(flow, settings.label),
+                "repeater": consumer.repeater(flow, settings.label),
+            },
+            on_exit=[pool.close, producer.close] if pool else [producer.close],
+        )
     )
-    app = http.create_app(
-        title="tunewire label",
-        probes=probes,
-        routers=[api.router(flow=flow, auth=auth), console.router(flow=flow, auth=auth)],
-    )
-    service = runner.Service(
-        app=app,
-        host=settings.http.host,
-        port=settings.http.port,
-        workers={
-            "consumer": records_loop.run,
-            "snapshotter": consumer.snapshotter(flow, settings.label),
-            "repeater": consumer.repeater(flow, settings.label),
-        },
-        on_exit=lambda: _close(producer, pool),
-    )
-    return service
-
-
-def _close(producer: bus.Publisher, pool: parallel.LabelPool | None) -> None:
-    if pool is not None:
-        pool.close()
-    producer.close()
 
 
 def main() -> None:
-    """Build settings once, configure logs, run until SIGTERM."""
-    settings = config.LabelSettings()
-    logs.configure(settings.log_level)
-    log.info("starting label on port %d", settings.http.port)
-    build(settings).run()
+    """Run the label service until SIGTERM."""
+    assembly.main("label", config.LabelSettings, build)
 
 
 if __name__ == "__main__":

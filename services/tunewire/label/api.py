@@ -13,7 +13,8 @@ import fastapi
 from fastapi import concurrency
 from pydantic import BaseModel, Field
 
-from tunewire.core import errors, http
+from tunewire.core.base import errors
+from tunewire.core.process import http
 from tunewire.label import pipeline
 
 _ANNOTATOR = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")

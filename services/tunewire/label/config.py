@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tunewire.core import settings
+from tunewire.core.base import settings
 
 
 class LabelLimits(BaseModel):
@@ -26,7 +26,7 @@ class LabelLimits(BaseModel):
     """Processes that prepare records (decode, normalise, MinHash, rules, encoding) beside
     the consumer; 0 turns them off. Default: one per usable core beyond the first, at most
     four. With any, Kafka's client also runs in a process of its own
-    (:mod:`tunewire.core.producer_process`)."""
+    (:mod:`tunewire.core.bus.producer_process`)."""
     poll_records: int = Field(default=5_000, ge=1)
     """Records fetched per poll when workers prepare them. The workers prepare a whole
     poll ahead of the consumer, so a deep poll keeps them busy while the consumer flushes;

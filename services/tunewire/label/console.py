@@ -12,8 +12,8 @@ from typing import Any
 
 import fastapi
 
-from tunewire.core import http
 from tunewire.core.console import pages
+from tunewire.core.process import http
 from tunewire.label import pipeline
 
 VIEWS = (pages.View(slug="annotate", title="Annotate"),)
@@ -22,7 +22,9 @@ VIEWS = (pages.View(slug="annotate", title="Annotate"),)
 def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.APIRouter:
     """The annotator page under ``/console`` and ``/console/api/objectives``."""
     routes = fastapi.APIRouter()
-    routes.include_router(pages.router(service="label", views=VIEWS, auth=auth))
+    routes.include_router(
+        pages.router(service="label", package="tunewire.label", views=VIEWS, auth=auth)
+    )
 
     @routes.get("/console/api/objectives", include_in_schema=False)
     def objectives(_: str = fastapi.Depends(auth)) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from tunewire.core import bus, consuming, following, pooling, runner, topics
+from tunewire.core.bus import consuming, pooling, producing, topics
+from tunewire.core.launchers import following
+from tunewire.core.process import runner
 from tunewire.label import config, parallel, pipeline
 
 log = logging.getLogger(__name__)
@@ -33,11 +35,11 @@ class RecordHandler:
             on_chunk=flow.expect,
         )
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         """Send the batch to the worker processes in chunks (without them, prepare it here)."""
         self._prefetch.start(messages, self._flow.objectives)
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         self._flow.handle(message, self._prefetch.take(message))
 
     def flush(self) -> None:
@@ -50,7 +52,7 @@ class RecordHandler:
 def loop(
     settings: config.LabelSettings,
     flow: pipeline.LabelPipeline,
-    producer: bus.Publisher,
+    producer: producing.Publisher,
     pool: parallel.LabelPool | None = None,
 ) -> consuming.ConsumerLoop:
     """The consumer loop of ``tunewire.records``."""

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from tunewire.contracts.v1 import examples_pb2
-from tunewire.core import envelope, errors, pooling, store
+from tunewire.core.base import errors, store
+from tunewire.core.bus import envelope, pooling
+from tunewire.core.state import layout
 
 LabelSourceName = Literal["rule", "human"]
 SplitName = Literal["train", "eval"]
@@ -256,7 +258,7 @@ class ExampleLog:
                         yield Example.from_json(json.loads(line))
 
     def _segment_keys(self, objective: str, *, after: str | None = None) -> Iterator[str]:
-        for key in self._store.list_keys(_prefix(objective), start_after=after):
+        for key in self._store.list_keys(layout.label_examples(objective), start_after=after):
             if key.endswith(SEGMENT_SUFFIX):
                 yield key
 
@@ -267,7 +269,8 @@ class ExampleLog:
         # bytes depend on the examples only, which the conflict check relies on.
         text = "\n".join(batch) + "\n"
         data = gzip.compress(text.encode("utf-8"), compresslevel=_COMPRESSLEVEL, mtime=0)
-        key = f"{_prefix(objective)}{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
+        segment = f"{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
+        key = layout.label_examples(objective) + segment
         try:
             self._store.put_bytes(key, data, content_type="application/gzip", only_if_absent=True)
         except errors.Conflict:
@@ -290,7 +293,3 @@ class ExampleLog:
 _LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 """One segment line: compact JSON, non-ASCII text kept as it is (UTF-8)."""
 _COMPRESSLEVEL = 3
-
-
-def _prefix(objective: str) -> str:
-    return f"labels/{objective}/examples/"

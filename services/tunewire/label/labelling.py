@@ -21,7 +21,9 @@ from collections.abc import Iterable, Sequence
 from google.protobuf import message as protobuf_message
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import envelope, errors, objectives, pooling
+from tunewire.core.base import errors
+from tunewire.core.bus import envelope, pooling
+from tunewire.core.state import objectives
 from tunewire.label import examples, near_duplicates, preprocess, queue, rules
 
 

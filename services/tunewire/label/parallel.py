@@ -20,7 +20,9 @@ import datetime
 from collections.abc import Mapping, Sequence
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, errors, objectives, pooling
+from tunewire.core.base import errors
+from tunewire.core.bus import pooling, producing
+from tunewire.core.state import objectives
 from tunewire.label import labelling, preprocess
 
 Result = labelling.Prepared | None
@@ -39,7 +41,7 @@ class LabelPool:
 
     def submit(
         self,
-        messages: Sequence[bus.Message],
+        messages: Sequence[producing.Message],
         current: Mapping[str, objectives.ObjectiveVersion],
     ) -> concurrent.futures.Future[list[Result]]:
         """Prepare a chunk of records in a worker; results come back in the same order."""
@@ -59,7 +61,7 @@ class LocalPreparer:
 
     def submit(
         self,
-        messages: Sequence[bus.Message],
+        messages: Sequence[producing.Message],
         current: Mapping[str, objectives.ObjectiveVersion],
     ) -> concurrent.futures.Future[list[Result]]:
         """The chunk prepared now, as a finished future (a failure in it, as in a worker)."""
@@ -71,7 +73,7 @@ class LocalPreparer:
         return done
 
 
-def _raw(messages: Sequence[bus.Message]) -> list[tuple[bytes, bytes | None]]:
+def _raw(messages: Sequence[producing.Message]) -> list[tuple[bytes, bytes | None]]:
     """What preparing a record needs of its message: the value and the ``ce_id`` header."""
     return [(m.value, m.header("ce_id")) for m in messages]
 

@@ -24,7 +24,9 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core import bus, errors, idempotency, metrics, objectives, store, topics
+from tunewire.core.base import errors, metrics, store
+from tunewire.core.bus import producing, topics
+from tunewire.core.state import idempotency, layout, objectives
 from tunewire.label import config, examples, labelling, queue, snapshots
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class LabelPipeline:
         limits: config.LabelLimits,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Publisher,
+        producer: producing.Publisher,
         human_queue: queue.HumanQueue,
         builder: snapshots.SnapshotBuilder,
         log_: examples.ExampleLog,
@@ -88,7 +90,7 @@ class LabelPipeline:
         )
         self.seen = idempotency.SeenWindow(
             artifacts,
-            prefix="state/label/seen",
+            prefix=layout.service_state("label", "seen"),
             retention=datetime.timedelta(hours=24),
             capacity=1_000_000,
         )
@@ -134,7 +136,9 @@ class LabelPipeline:
         then finds their near-duplicates at once (:meth:`labelling.Labeller.expect`)."""
         self._labeller.expect(prepared)
 
-    def handle(self, message: bus.Message, prepared: labelling.Prepared | None = None) -> None:
+    def handle(
+        self, message: producing.Message, prepared: labelling.Prepared | None = None
+    ) -> None:
         """One record from ``tunewire.records``, perhaps already prepared by a worker.
 
         ``prepared`` is used when it was prepared against the objective version current

@@ -52,7 +52,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from tunewire.core import errors, pooling, store
+from tunewire.core.base import errors, store
+from tunewire.core.bus import pooling
+from tunewire.core.state import layout
 
 REASONS = ("conflict", "abstain", "too_few_votes")
 """Why a task needs a human, as :func:`tunewire.label.rules.decide` reports it."""
@@ -196,7 +198,7 @@ class HumanQueue:
         are read afresh. Called on first use, and periodically to see other replicas' work.
         """
         _check_segment(objective, "objective")
-        prefix = _prefix(objective)
+        prefix = layout.label_queue(objective)
         with self._lock:
             known = self._objectives.get(objective)
             # A task known only from a batch is read again if it has a tasks/ object: that wins.
@@ -269,7 +271,7 @@ class HumanQueue:
 
     def _read_batches(self, objective: str) -> tuple[list[str], list[tuple[Task, _Rank]]]:
         """The task batches not read yet: their keys, and their tasks with their ranks."""
-        prefix = f"{_prefix(objective)}batches/"
+        prefix = f"{layout.label_queue(objective)}batches/"
         with self._lock:
             state = self._objectives.get(objective)
             known = set(state.batches) if state else set()
@@ -322,7 +324,7 @@ class HumanQueue:
         with self._lock:
             if task.task_id in state.tasks:
                 return False
-        key = f"{_prefix(task.objective)}tasks/{task.task_id}.json"
+        key = f"{layout.label_queue(task.objective)}tasks/{task.task_id}.json"
         try:
             self._artifacts.put_json(key, _task_to_json(task), only_if_absent=True)
         except errors.Conflict:
@@ -369,7 +371,8 @@ class HumanQueue:
                     fresh.setdefault(task.task_id, task)
         if not fresh:
             return 0
-        key = f"{_prefix(objective)}batches/{self._stamp()}-{uuid.uuid4().hex}{_BATCH_SUFFIX}"
+        batch = f"{self._stamp()}-{uuid.uuid4().hex}{_BATCH_SUFFIX}"
+        key = f"{layout.label_queue(objective)}batches/{batch}"
         data = _encode_batch(fresh.values())
         try:
             self._artifacts.put_bytes(
@@ -511,7 +514,7 @@ class HumanQueue:
         state = self._state(objective)
         self._task(objective, state, task_id)
         self._artifacts.put_json(
-            f"{_prefix(objective)}skips/{task_id}/{annotator}.json",
+            f"{layout.label_queue(objective)}skips/{task_id}/{annotator}.json",
             {"annotator": annotator, "claim_id": claim_id, "skipped_at": _iso(self._clock())},
         )
         with self._lock:
@@ -598,7 +601,7 @@ class HumanQueue:
             raise errors.InvalidRequest("labels_per_item must be at least 1")
         state = self._state(objective)
         self._task(objective, state, task_id)
-        answer_key = f"{_prefix(objective)}answers/{task_id}/{annotator}.json"
+        answer_key = f"{layout.label_queue(objective)}answers/{task_id}/{annotator}.json"
 
         with self._lock:
             cached = state.answers.get(task_id, {}).get(annotator)
@@ -657,7 +660,7 @@ class HumanQueue:
         # Conflict: already marked, by us or another replica.
         with contextlib.suppress(errors.Conflict):
             self._artifacts.put_json(
-                f"{_prefix(task.objective)}done/{task.task_id}.json",
+                f"{layout.label_queue(task.objective)}done/{task.task_id}.json",
                 {
                     "task_id": task.task_id,
                     "label": resolution.label,
@@ -745,7 +748,7 @@ class HumanQueue:
             return task
         try:
             task = _task_from_json(
-                self._artifacts.get_json(f"{_prefix(objective)}tasks/{task_id}.json")
+                self._artifacts.get_json(f"{layout.label_queue(objective)}tasks/{task_id}.json")
             )
         except errors.NotFound as missing:
             # Perhaps in a batch another replica wrote since our last refresh.
@@ -766,7 +769,7 @@ class HumanQueue:
 
     def _sync_answers(self, objective: str, state: _Objective, task_id: str) -> None:
         """Bring one task's answers up to date: one listing, reads only for unknown ones."""
-        prefix = f"{_prefix(objective)}answers/{task_id}/"
+        prefix = f"{layout.label_queue(objective)}answers/{task_id}/"
         with self._lock:
             known = set(state.answers.get(task_id, {}))
         for key in self._artifacts.list_keys(prefix):
@@ -781,7 +784,7 @@ class HumanQueue:
                 continue
 
     def _sync_skips(self, objective: str, state: _Objective, task_id: str) -> None:
-        prefix = f"{_prefix(objective)}skips/{task_id}/"
+        prefix = f"{layout.label_queue(objective)}skips/{task_id}/"
         found = {
             annotator
             for key in self._artifacts.list_keys(prefix)
@@ -940,12 +943,8 @@ def _check_annotator(value: str) -> None:
         )
 
 
-def _prefix(objective: str) -> str:
-    return f"labels/{objective}/queue/"
-
-
 def _claim_key(objective: str, task_id: str) -> str:
-    return f"{_prefix(objective)}claims/{task_id}.json"
+    return f"{layout.label_queue(objective)}claims/{task_id}.json"
 
 
 def _name(key: str, prefix: str) -> str | None:

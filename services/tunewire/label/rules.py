@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 
 Reason = Literal["agreed", "conflict", "abstain", "too_few_votes"]
 

@@ -32,10 +32,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from tunewire.contracts.v1 import datasets_pb2
-from tunewire.core import bus, envelope, errors, objectives, store, topics
+from tunewire.core.base import errors, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.state import layout, objectives
 from tunewire.label import examples
 
-MANIFEST = "manifest.json"
+MANIFEST = layout.MANIFEST
 ANNOUNCED = "announced.json"
 FILES = ("train", "eval", "lineage")
 JSONL_CONTENT_TYPE = "application/jsonl"
@@ -63,7 +65,7 @@ class SnapshotBuilder:
         self,
         artifacts: store.ArtifactStore,
         log: examples.ExampleLog,
-        producer: bus.Publisher,
+        producer: producing.Publisher,
         *,
         source: str = "tunewire/label",
         workdir: pathlib.Path | None = None,
@@ -97,7 +99,7 @@ class SnapshotBuilder:
                 )
             content_hash = _content_hash(folder)
             dataset_id = "ds-" + content_hash[:16]
-            prefix = _prefix(objective.name, dataset_id)
+            prefix = layout.dataset(objective.name, dataset_id)
             existing = self._manifest_or_none(prefix)
             if existing is not None:
                 return self._finish_existing(existing)
@@ -134,7 +136,7 @@ class SnapshotBuilder:
         return self._info(manifest, created=True)
 
     def _finish_existing(self, manifest: dict[str, Any]) -> SnapshotInfo:
-        prefix = _prefix(manifest["objective"], manifest["dataset_id"])
+        prefix = layout.dataset(manifest["objective"], manifest["dataset_id"])
         if not self._exists(prefix + ANNOUNCED):
             self._announce(manifest)
         return self._info(manifest, created=False)
@@ -179,7 +181,7 @@ class SnapshotBuilder:
         """(manifest, announced) of each complete snapshot, oldest first, from one listing."""
         manifest_keys: list[str] = []
         announced: set[str] = set()
-        for key in self._store.list_keys(f"datasets/{objective}/"):
+        for key in self._store.list_keys(layout.datasets(objective)):
             folder, _, name = key.rpartition("/")
             if name == MANIFEST:
                 manifest_keys.append(key)
@@ -198,14 +200,14 @@ class SnapshotBuilder:
     def _announce(self, manifest: dict[str, Any]) -> None:
         """Publish the snapshot event, wait for the broker, then mark it announced."""
         event_id = self._publish(manifest)
-        prefix = _prefix(manifest["objective"], manifest["dataset_id"])
+        prefix = layout.dataset(manifest["objective"], manifest["dataset_id"])
         self._store.put_json(prefix + ANNOUNCED, {"event_id": event_id, "announced_at": _now()})
 
     def _publish(self, manifest: dict[str, Any]) -> str:
         """Publish the snapshot's event and wait for the broker; returns the event id."""
         objective = manifest["objective"]
         dataset_id = manifest["dataset_id"]
-        prefix = _prefix(objective, dataset_id)
+        prefix = layout.dataset(objective, dataset_id)
         created_at = datetime.datetime.fromisoformat(manifest["created_at"])
         label_counts: collections.Counter[str] = collections.Counter()
         for per_split in manifest["labels"].values():
@@ -234,7 +236,7 @@ class SnapshotBuilder:
     # -- helpers ----------------------------------------------------------------------------
 
     def _info(self, manifest: dict[str, Any], *, created: bool) -> SnapshotInfo:
-        prefix = _prefix(manifest["objective"], manifest["dataset_id"])
+        prefix = layout.dataset(manifest["objective"], manifest["dataset_id"])
         return SnapshotInfo(
             dataset_id=manifest["dataset_id"],
             objective=manifest["objective"],
@@ -360,10 +362,6 @@ def _content_hash(folder: pathlib.Path) -> str:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def _prefix(objective: str, dataset_id: str) -> str:
-    return f"datasets/{objective}/{dataset_id}/"
 
 
 def _now() -> str:

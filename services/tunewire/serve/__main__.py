@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import pathlib
 import threading
 
-from tunewire.core import bus, consuming, http, logs, objectives, registry, runner, store, topics
-from tunewire.serve import access, api, backend, config, deployments, gateway
-
-log = logging.getLogger("tunewire.serve")
+from tunewire.core.base import store
+from tunewire.core.bus import producing
+from tunewire.core.process import assembly, http, runner
+from tunewire.core.state import objectives, registry
+from tunewire.serve import access, api, backend, config, consumer, deployments, gateway
 
 
 def make_backend(settings: config.ServeSettings, artifacts: store.ArtifactStore) -> backend.Backend:
@@ -40,7 +40,7 @@ def make_backend(settings: config.ServeSettings, artifacts: store.ArtifactStore)
 def build(settings: config.ServeSettings) -> runner.Service:
     """Wire the serve process from its settings."""
     artifacts = store.ArtifactStore(settings.s3)
-    producer = bus.Producer(settings.kafka, client_id="tunewire-serve")
+    producer = producing.Producer(settings.kafka, client_id="tunewire-serve")
     server = make_backend(settings, artifacts)
     adapter_registry = registry.Registry(artifacts)
     deployed = deployments.Deployments(
@@ -51,39 +51,6 @@ def build(settings: config.ServeSettings) -> runner.Service:
         producer=producer,
         adapters_dir=pathlib.Path(settings.serve.adapters_dir).expanduser(),
     )
-    changes = consuming.ConsumerLoop(
-        config=settings.kafka,
-        group_id=settings.consumer_group,
-        topic_names=[topics.EVALUATIONS, topics.DEPLOYMENTS, topics.OBJECTIVES],
-        handler=consuming.EachMessage(lambda _: deployed.wake.set()),
-        producer=producer,
-        flush_interval_s=1.0,
-    )
-    service: runner.Service
-    probes = http.service_probes(
-        artifacts_check=artifacts.check,
-        kafka=settings.kafka,
-        consumer_check=changes.check_ready,
-        alive=lambda: service.alive(),
-    )
-    probes.checks["adapters"] = deployed.check_ready
-    app = http.create_app(
-        title="tunewire serve",
-        probes=probes,
-        routers=[
-            gateway.router(
-                deployed=deployed,
-                server=server,
-                gatekeeper=access.Gatekeeper(settings.clients, settings.api_tokens),
-                limits=settings.serve,
-            ),
-            api.router(
-                deployed=deployed,
-                registry_=adapter_registry,
-                auth=http.BearerAuth(settings.api_tokens),
-            ),
-        ],
-    )
 
     async def reconcile(stop: threading.Event) -> None:
         try:
@@ -91,25 +58,40 @@ def build(settings: config.ServeSettings) -> runner.Service:
         finally:
             await server.close()
 
-    service = runner.Service(
-        app=app,
-        host=settings.http.host,
-        port=settings.http.port,
-        workers={"consumer": changes.run},
-        async_workers={"reconciler": reconcile},
-        on_exit=producer.close,
+    return assembly.assemble(
+        assembly.Parts(
+            name="serve",
+            settings=settings,
+            artifacts=artifacts,
+            consumer=consumer.loop(settings, deployed, producer),
+            routers=[
+                gateway.router(
+                    deployed=deployed,
+                    server=server,
+                    gatekeeper=access.Gatekeeper(settings.clients, settings.api_tokens),
+                    limits=settings.serve,
+                ),
+                api.router(
+                    deployed=deployed,
+                    registry_=adapter_registry,
+                    auth=http.BearerAuth(settings.api_tokens),
+                ),
+            ],
+            async_workers={"reconciler": reconcile},
+            checks={"adapters": deployed.check_ready},
+            on_exit=[producer.close],
+        )
     )
-    return service
 
 
 def main() -> None:
-    """Build settings once, configure logs, run until SIGTERM."""
-    settings = config.ServeSettings()
-    logs.configure(settings.log_level)
-    log.info(
-        "starting serve on port %d with the %s backend", settings.http.port, settings.serve.backend
+    """Run the serve service until SIGTERM."""
+    assembly.main(
+        "serve",
+        config.ServeSettings,
+        build,
+        detail=lambda settings: f" with the {settings.serve.backend} backend",
     )
-    build(settings).run()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ import fastapi
 from fastapi import concurrency
 from pydantic import BaseModel, Field
 
-from tunewire.core import errors, http, registry
+from tunewire.core.base import errors
+from tunewire.core.process import http
+from tunewire.core.state import registry
 from tunewire.serve import deployments
 
 

@@ -12,7 +12,7 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal, Protocol
 
-from tunewire.core import errors
+from tunewire.core.base import errors
 
 Endpoint = Literal["chat/completions", "completions"]
 

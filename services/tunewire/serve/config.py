@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from tunewire.core import settings
+from tunewire.core.base import settings
 
 
 class Client(BaseModel):

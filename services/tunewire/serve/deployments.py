@@ -27,7 +27,9 @@ from typing import Any
 import prometheus_client
 
 from tunewire.contracts.v1 import deployments_pb2
-from tunewire.core import bus, envelope, errors, objectives, registry, store, topics
+from tunewire.core.base import errors, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.state import objectives, registry
 from tunewire.serve import backend as backends
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class Deployments:
         registry_: registry.Registry,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: producing.Producer,
         adapters_dir: pathlib.Path,
     ) -> None:
         self._backend = backend

@@ -20,7 +20,8 @@ import fastapi
 import prometheus_client
 from fastapi import responses
 
-from tunewire.core import errors, http, metrics
+from tunewire.core.base import errors, metrics
+from tunewire.core.process import http
 from tunewire.serve import access, backend, config, deployments
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import peft
 import torch
 import transformers
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
 from tunewire.serve import backend
 from tunewire.workloads import data, failures, models
 

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import httpx
 
-from tunewire.core import errors
+from tunewire.core.base import errors
 from tunewire.serve import backend
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tunewire.core import launching, localjobs
+from tunewire.core.launchers import launching, localjobs
 from tunewire.stack import broker, objectstore, ports, processes
 from tunewire.stack.processes import ServiceSpec, StackError
 

@@ -12,8 +12,9 @@ import fastapi
 from fastapi import concurrency
 from pydantic import BaseModel, Field
 
-from tunewire.core import http
-from tunewire.train import handlers, runs
+from tunewire.core.process import http
+from tunewire.train import runs
+from tunewire.train.controller import RunController
 
 _ACTOR = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
 
@@ -31,7 +32,7 @@ class CancelRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=1000)
 
 
-def router(*, controller: handlers.RunController, auth: http.BearerAuth) -> fastapi.APIRouter:
+def router(*, controller: RunController, auth: http.BearerAuth) -> fastapi.APIRouter:
     """Routes under ``/v1/runs``."""
     routes = fastapi.APIRouter(prefix="/v1/runs", tags=["train"])
     Actor = fastapi.Depends(auth)

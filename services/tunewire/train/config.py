@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from tunewire.core import launching, settings
+from tunewire.core.base import settings
+from tunewire.core.launchers import launching
 
 
 class TrainLimits(BaseModel):

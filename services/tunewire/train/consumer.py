@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 
-from tunewire.core import bus, consuming, following, launching, runner, topics
-from tunewire.train import config, handlers
+from tunewire.core.bus import consuming, producing, topics
+from tunewire.core.launchers import following, launching
+from tunewire.core.process import runner
+from tunewire.train import config
+from tunewire.train.controller import RunController
 
 log = logging.getLogger(__name__)
 
 
 def loop(
-    settings: config.TrainSettings, controller: handlers.RunController, producer: bus.Producer
+    settings: config.TrainSettings, controller: RunController, producer: producing.Producer
 ) -> consuming.ConsumerLoop:
     """The consumer loop of ``tunewire.datasets``: one queued run per snapshot event."""
     return consuming.ConsumerLoop(
@@ -25,7 +28,7 @@ def loop(
     )
 
 
-def scheduler(controller: handlers.RunController) -> runner.Worker:
+def scheduler(controller: RunController) -> runner.Worker:
     """A worker that starts queued runs as soon as they arrive or a slot frees up."""
 
     def run(stop: threading.Event) -> None:
@@ -46,7 +49,7 @@ def scheduler(controller: handlers.RunController) -> runner.Worker:
 
 def workers(
     settings: config.TrainSettings,
-    controller: handlers.RunController,
+    controller: RunController,
     launcher: launching.Launcher,
 ) -> dict[str, runner.Worker]:
     """The scheduler, the launcher's watch, the periodic re-check of open runs and the

@@ -3,7 +3,7 @@
 A run is ``runs/{objective}/{run_id}/run.json``, created only if absent (so a redelivered
 dataset event finds the run it already made) and changed by compare-and-swap on its ETag (so
 two replicas, or the scheduler and the watcher, never lose each other's writes). The trainer
-writes ``progress.json`` beside it and the terminal ``outcome.json`` (see core/outcomes.py).
+writes ``progress.json`` beside it and the terminal ``outcome.json`` (see core/state/outcomes.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from tunewire.core import errors, launching, outcomes, store
+from tunewire.core.base import errors, store
+from tunewire.core.launchers import launching
+from tunewire.core.state import layout
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ class RunStore:
 
     def objectives(self) -> list[str]:
         """Objectives that have runs."""
-        return [p[len("runs/") : -1] for p in self._store.list_prefixes("runs/")]
+        return [p[len(layout.RUNS) : -1] for p in self._store.list_prefixes(layout.RUNS)]
 
     def list(self, objective: str | None = None) -> list[Run]:
         """Runs, oldest first, of one objective or of all."""
@@ -124,14 +126,14 @@ class RunStore:
         """The trainer's latest progress report, if it wrote one."""
         try:
             document: dict[str, Any] = self._store.get_json(
-                outcomes.run_prefix(objective, run_id) + "progress.json"
+                layout.run(objective, run_id) + "progress.json"
             )
         except errors.NotFound:
             return None
         return document
 
     def _runs_of(self, objective: str) -> Iterator[Run]:
-        for prefix in self._store.list_prefixes(f"runs/{objective}/"):
+        for prefix in self._store.list_prefixes(layout.runs(objective)):
             run_id = prefix.rstrip("/").rsplit("/", 1)[-1]
             try:
                 yield self.get(objective, run_id)
@@ -140,7 +142,7 @@ class RunStore:
 
 
 def _key(objective: str, run_id: str) -> str:
-    return outcomes.run_prefix(objective, run_id) + "run.json"
+    return layout.run(objective, run_id) + "run.json"
 
 
 def _dump(run: Run) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from tunewire.core import settings
+from tunewire.core.base import settings
 
 
 class TrainerOptions(BaseModel):

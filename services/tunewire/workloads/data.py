@@ -14,11 +14,12 @@ from typing import Any, Literal
 
 import transformers
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import layout
 from tunewire.workloads import failures
 
 Split = Literal["train", "eval"]
-MANIFEST = "manifest.json"
+MANIFEST = layout.MANIFEST
 IGNORE_INDEX = -100
 """Label of the positions the loss skips (the prompt and padding)."""
 

@@ -25,7 +25,8 @@ import peft
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, logs, objectives, settings, store
+from tunewire.core.base import errors, logs, settings, store
+from tunewire.core.state import objectives
 from tunewire.workloads import data, failures, models, scoring
 
 log = logging.getLogger("tunewire.workloads.evaluate")

@@ -1,10 +1,11 @@
 """Why a workload failed, in terms a person can act on.
 
-A workload ends a failed run with a :class:`~tunewire.core.launching.FailureReason` and one
-line of text. Errors the workload understands (a dataset that cannot be read, a base model
-that cannot be found) are raised as :class:`WorkloadError` subclasses carrying their reason;
-:func:`classify` maps those and everything else (out of memory, S3 down, a bug) to a reason
-and a message, so alerts and the API can tell a user's mistake from a cluster problem.
+A workload ends a failed run with a
+:class:`~tunewire.core.launchers.launching.FailureReason` and one line of text. Errors the
+workload understands (a dataset that cannot be read, a base model that cannot be found) are
+raised as :class:`WorkloadError` subclasses carrying their reason; :func:`classify` maps
+those and everything else (out of memory, S3 down, a bug) to a reason and a message, so
+alerts and the API can tell a user's mistake from a cluster problem.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, launching
+from tunewire.core.base import errors
+from tunewire.core.launchers import launching
 
 _MAX_MESSAGE = 500
 _OOM_ADVICE = "out of memory: lower training.batch_size or training.max_seq_len"

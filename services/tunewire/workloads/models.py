@@ -23,7 +23,7 @@ import transformers
 from tokenizers import decoders, pre_tokenizers, trainers
 
 from tunewire import samples
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
 from tunewire.workloads import failures
 
 log = logging.getLogger(__name__)

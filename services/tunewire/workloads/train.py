@@ -34,17 +34,10 @@ import pydantic
 import torch
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import (
-    bus,
-    envelope,
-    errors,
-    launching,
-    logs,
-    objectives,
-    outcomes,
-    store,
-    topics,
-)
+from tunewire.core.base import errors, logs, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.launchers import launching
+from tunewire.core.state import layout, objectives, outcomes
 from tunewire.workloads import config, data, failures, models, training
 
 log = logging.getLogger(__name__)
@@ -160,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.captureWarnings(True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    producer = bus.Producer(settings.kafka, client_id="tunewire-trainer")
+    producer = producing.Producer(settings.kafka, client_id="tunewire-trainer")
     try:
         run = TrainerRun(
             args,
@@ -189,7 +182,7 @@ class TrainerRun:
         *,
         settings: config.TrainerSettings,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: producing.Producer,
         stop: threading.Event,
     ) -> None:
         self.args = args
@@ -198,8 +191,8 @@ class TrainerRun:
         self._producer = producer
         self._stop = stop
         self._context = {"objective": args.objective, "run_id": args.run_id}
-        self._checkpoints = f"checkpoints/{args.objective}/{args.run_id}/"
-        self._adapter_prefix = f"adapters/{args.objective}/{args.run_id}/"
+        self._checkpoints = layout.checkpoints(args.objective, args.run_id)
+        self._adapter_prefix = layout.adapter(args.objective, args.run_id)
 
     def execute(self) -> int:
         """Train unless the run already ended, claim the outcome, announce it; exit status."""
@@ -352,7 +345,7 @@ class TrainerRun:
         }
         try:
             self._store.put_json(
-                outcomes.run_prefix(self.args.objective, self.args.run_id) + "progress.json",
+                layout.run(self.args.objective, self.args.run_id) + "progress.json",
                 document,
             )
         except errors.Unavailable as exc:

@@ -22,7 +22,7 @@ from typing import Any
 import peft
 import torch
 
-from tunewire.core import objectives
+from tunewire.core.state import objectives
 from tunewire.workloads import data, failures
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,12 @@ import dataclasses
 import importlib.resources
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import fastapi
 import jinja2
 from fastapi import responses
 
-from tunewire.core import http
+from tunewire.core.process import http
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -36,17 +35,9 @@ SECURITY_HEADERS = {
 """Sent with every page and static file. ``form-action 'none'``: forms are handled by the
 script; without it a form would never be sent anywhere (a token must not end up in a URL)."""
 
-_STATIC = importlib.resources.files("tunewire.core.console") / "static"
+_SHELL = "tunewire.core.console"
 _MEDIA_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 _STATIC_NAME = re.compile(r"^[a-z][a-z0-9-]*\.(css|js)$")
-
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("tunewire.core.console", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,14 +48,21 @@ class View:
     title: str
 
 
-def router(*, service: str, views: Sequence[View], auth: http.BearerAuth) -> fastapi.APIRouter:
+def router(
+    *, service: str, package: str, views: Sequence[View], auth: http.BearerAuth
+) -> fastapi.APIRouter:
     """The pages of ``views``, the static files and ``/console/api/session``.
+
+    ``package`` owns the views: its ``templates/`` holds ``{slug}.html`` and its ``static/``
+    the page scripts; the shell (base template, stylesheet, sign-in script) comes from here.
 
     ``/console`` redirects to the first view. The session route answers 200 for a valid
     token (the sign-in form's check) and 401 otherwise, like every JSON route.
     """
     if not views:
         raise ValueError("a console needs at least one view")
+    templates = _environment(package)
+    static_dirs = [importlib.resources.files(p) / "static" for p in (package, _SHELL)]
     routes = fastapi.APIRouter(prefix="/console", include_in_schema=False)
 
     @routes.get("")
@@ -73,14 +71,16 @@ def router(*, service: str, views: Sequence[View], auth: http.BearerAuth) -> fas
 
     for view in views:
         routes.add_api_route(
-            f"/{view.slug}", _page_handler(service=service, views=views, view=view)
+            f"/{view.slug}",
+            _page_handler(templates, service=service, views=views, view=view),
         )
 
     @routes.get("/static/{name}")
     def static(name: str) -> responses.Response:
-        resource = _STATIC / name
-        if not _STATIC_NAME.match(name) or not resource.is_file():
+        found = [d / name for d in static_dirs if (d / name).is_file()]
+        if not _STATIC_NAME.match(name) or not found:
             return responses.Response(status_code=404, headers=SECURITY_HEADERS)
+        resource = found[0]
         media_type = _MEDIA_TYPES[name[name.rindex(".") :]]
         return responses.Response(
             resource.read_bytes(), media_type=media_type, headers=SECURITY_HEADERS
@@ -93,17 +93,27 @@ def router(*, service: str, views: Sequence[View], auth: http.BearerAuth) -> fas
     return routes
 
 
-def render(template: str, **context: Any) -> responses.HTMLResponse:
-    """A console template rendered (autoescaped) with the console's security headers."""
-    body = _TEMPLATES.get_template(template).render(**context)
-    return responses.HTMLResponse(body, headers=SECURITY_HEADERS)
+def _environment(package: str) -> jinja2.Environment:
+    """Templates of ``package`` first, then the shell's, all autoescaped."""
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [jinja2.PackageLoader(package, "templates"), jinja2.PackageLoader(_SHELL, "templates")]
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _page_handler(
-    *, service: str, views: Sequence[View], view: View
+    templates: jinja2.Environment, *, service: str, views: Sequence[View], view: View
 ) -> Callable[[], responses.HTMLResponse]:
+    template = templates.get_template(f"{view.slug}.html")
+
     def page() -> responses.HTMLResponse:
-        return render(f"{view.slug}.html", service=service, views=views, view=view)
+        body = template.render(service=service, views=views, view=view)
+        return responses.HTMLResponse(body, headers=SECURITY_HEADERS)
 
     page.__name__ = f"console_{view.slug}"
     return page

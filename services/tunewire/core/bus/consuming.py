@@ -28,7 +28,8 @@ import kafka.errors
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from tunewire.core import bus, errors, metrics, settings, topics
+from tunewire.core.base import errors, metrics, retry, settings
+from tunewire.core.bus import producing, topics
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ FLUSH_FAILURES = Counter(
 class BatchHandler(Protocol):
     """What a service plugs into the loop."""
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         """See a polled batch before its messages are handled one by one, in order.
 
         A handler may start work on them in parallel here, while the previous batch is
@@ -68,7 +69,7 @@ class BatchHandler(Protocol):
         drops after a rebalance, is redelivered).
         """
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         """Process one message; raise InvalidEvent for input that can never succeed."""
 
     def flush(self) -> None:
@@ -93,13 +94,13 @@ class EachMessage:
     """A :class:`BatchHandler` for handlers whose effects are durable when they return
     (one small S3 write per event): nothing to start early, nothing pending at a flush."""
 
-    def __init__(self, handle: Callable[[bus.Message], object]) -> None:
+    def __init__(self, handle: Callable[[producing.Message], object]) -> None:
         self._handle = handle
 
-    def prefetch(self, messages: Sequence[bus.Message]) -> None:
+    def prefetch(self, messages: Sequence[producing.Message]) -> None:
         """Nothing to start early."""
 
-    def handle(self, message: bus.Message) -> None:
+    def handle(self, message: producing.Message) -> None:
         self._handle(message)
 
     def flush(self) -> None:
@@ -116,7 +117,7 @@ class ConsumerLoop:
         group_id: str,
         topic_names: list[str],
         handler: BatchHandler,
-        producer: bus.Publisher,
+        producer: producing.Publisher,
         flush_interval_s: float = 1.0,
         flush_max_messages: int = 5_000,
         on_assigned: Callable[[], object] | None = None,
@@ -140,7 +141,7 @@ class ConsumerLoop:
         self.assigned = threading.Event()
         self.stop_requested = threading.Event()
         self.broker_reachable = True
-        self._broker_backoff_s = BROKER_BACKOFF_S
+        self._broker_backoff = retry.Backoff(BROKER_BACKOFF_S, 5.0)
         self._stop_seen: float | None = None
         self._in_flight: _InFlight | None = None
         self._poll_ahead = poll_ahead
@@ -176,7 +177,7 @@ class ConsumerLoop:
         try:
             batch = self._poll(consumer, stop)
             while not stop.is_set():
-                ahead: list[bus.Message] = []
+                ahead: list[producing.Message] = []
                 if self._poll_ahead and batch:
                     # What the client holds already reaches the handler's prefetch now, so
                     # its workers prepare it while this batch is handled.
@@ -206,7 +207,7 @@ class ConsumerLoop:
 
     def _poll(
         self, consumer: kafka.KafkaConsumer, stop: threading.Event, *, timeout_ms: int = 200
-    ) -> list[bus.Message]:
+    ) -> list[producing.Message]:
         """The next batch, already handed to the handler's prefetch; none when the broker is
         unreachable (after waiting a little longer each time; the client reconnects)."""
         try:
@@ -215,26 +216,26 @@ class ConsumerLoop:
             # kafka-python raises from the coordinator lookup when the broker is down.
             self.broker_reachable = False
             log.warning("cannot poll the broker; retrying", extra={"error": str(exc)})
-            stop.wait(self._broker_backoff_s)
-            self._broker_backoff_s = min(self._broker_backoff_s * 2, 5.0)
+            self._broker_backoff.sleep(stop)
             return []
-        self._broker_backoff_s = BROKER_BACKOFF_S
+        self._broker_backoff.reset()
         self.broker_reachable = True
         batch = [_detached(r) for records in polled.values() for r in records]
         if batch:
             self._handler.prefetch(batch)
         return batch
 
-    def _process(self, message: bus.Message, stop: threading.Event) -> None:
+    def _process(self, message: producing.Message, stop: threading.Event) -> None:
         outcome = self._handle_with_retries(message, stop)
         metrics.child(MESSAGES, self._group, message.topic, outcome).inc()
         self._pending[TopicPartition(message.topic, message.partition)] = message.offset + 1
         self._pending_count += 1
 
-    def _handle_with_retries(self, message: bus.Message, stop: threading.Event) -> str:
+    def _handle_with_retries(self, message: producing.Message, stop: threading.Event) -> str:
         """Handle one message; dead-letter it if it is bad, wait if a dependency is down."""
-        backoff = self._config.retry_backoff_s
-        outage_backoff = self._config.retry_backoff_s
+        first_s = self._config.retry_backoff_s
+        backoff = retry.Backoff(first_s, max(first_s, 5.0))
+        outage_backoff = retry.Backoff(first_s, max(first_s, 5.0))
         attempt = 0
         while True:
             try:
@@ -249,9 +250,8 @@ class ConsumerLoop:
                 log.warning(
                     "dependency down; waiting", extra={**_where(message), "error": str(exc)}
                 )
-                if stop.wait(outage_backoff):
+                if outage_backoff.sleep(stop):
                     raise _Stopping from exc
-                outage_backoff = min(outage_backoff * 2, 5.0)
             except Exception as exc:
                 attempt += 1
                 if attempt >= self._config.handler_attempts:
@@ -263,10 +263,11 @@ class ConsumerLoop:
                 log.warning(
                     "handler failed; retrying", extra={**_where(message), "error": repr(exc)}
                 )
-                stop.wait(backoff)
-                backoff *= 2
+                backoff.sleep(stop)
 
-    def dead_letter(self, message: bus.Message, *, kind: str, reason: str, attempts: int) -> None:
+    def dead_letter(
+        self, message: producing.Message, *, kind: str, reason: str, attempts: int
+    ) -> None:
         """Send a message to its topic's DLQ, as it was, with the error in headers."""
         headers = [h for h in message.headers if not h[0].startswith("tunewire_")]
         headers += [
@@ -332,7 +333,7 @@ class ConsumerLoop:
 
     def _retry_until_durable(self, flush: Callable[[], None], stop: threading.Event) -> bool:
         """Flush sends, then ``flush``, until both succeed; False if a stop cut it short."""
-        backoff = 0.2
+        backoff = retry.Backoff(0.2, 5.0)
         while True:
             try:
                 self._producer.flush()
@@ -349,14 +350,13 @@ class ConsumerLoop:
                     log.error("stopping with an unflushed batch; it will be redelivered")
                     self._gave_up = True
                     return False
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.sleep()
 
     def _commit(
         self, offsets: dict[TopicPartition, int], stop: threading.Event, started: float
     ) -> None:
         """Commit durable offsets (on the loop's thread: the client is not thread-safe)."""
-        backoff = 0.2
+        backoff = retry.Backoff(0.2, 5.0)
         while not self._gave_up:
             try:
                 assert self._consumer is not None
@@ -377,8 +377,7 @@ class ConsumerLoop:
                     log.error("stopping with an uncommitted batch; it will be redelivered")
                     self._gave_up = True
                     return
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff.sleep()
 
     def _past_stop_grace(self, stop: threading.Event) -> bool:
         """Whether a stop was requested more than :data:`STOP_FLUSH_GRACE_S` ago."""
@@ -440,8 +439,8 @@ class _Rebalance(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop.assigned.set()
 
 
-def _detached(record: Any) -> bus.Message:
-    return bus.Message(
+def _detached(record: Any) -> producing.Message:
+    return producing.Message(
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
@@ -451,7 +450,7 @@ def _detached(record: Any) -> bus.Message:
     )
 
 
-def _where(message: bus.Message) -> dict[str, object]:
+def _where(message: producing.Message) -> dict[str, object]:
     ce_id = message.header("ce_id")
     return {
         "topic": message.topic,

@@ -13,7 +13,10 @@ import fastapi
 import yaml
 
 from tunewire.contracts.v1 import objectives_pb2
-from tunewire.core import bus, envelope, errors, http, objectives, topics
+from tunewire.core.base import errors
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.process import http
+from tunewire.core.state import objectives
 
 MAX_SPEC_BYTES = 256 * 1024
 
@@ -21,7 +24,7 @@ MAX_SPEC_BYTES = 256 * 1024
 def router(
     *,
     catalog: objectives.ObjectiveCatalog,
-    producer: bus.Producer,
+    producer: producing.Producer,
     auth: http.BearerAuth,
     source: str,
 ) -> fastapi.APIRouter:

@@ -11,8 +11,6 @@ import contextlib
 import copy
 import json
 import pathlib
-import random
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -20,7 +18,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from tunewire.core import errors, settings
+from tunewire.core.base import errors, retry, settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -127,7 +125,8 @@ class ArtifactStore:
         (replicas, threads) never lose each other's changes; a lost race is retried after a
         short random back-off, and :class:`errors.Conflict` says the key is too contended.
         """
-        for attempt in range(attempts):
+        backoff = retry.Backoff(0.01, 0.5)
+        for _ in range(attempts):
             etag: str | None
             try:
                 raw, etag = self.get_versioned(key)
@@ -143,7 +142,7 @@ class ArtifactStore:
                 else:
                     self.put_json(key, changed, if_match=etag)
             except errors.Conflict:
-                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                backoff.sleep()
                 continue
             return changed
         raise errors.Conflict(f"{self.uri(key)} is changed too often by others; retry later")

@@ -3,7 +3,7 @@
 It is what the embedded stack and the tests use, so it keeps the promises the Kubernetes
 launcher keeps: idempotent names, a deadline, classified failures, and outcomes that survive
 a restart of the service that launched them. The last one shapes the design. A workload
-runs under a small supervising process (``python -m tunewire.core.localjobs supervise``),
+runs under a small supervising process (``python -m tunewire.core.launchers.localjobs supervise``),
 detached from the service, which waits for it, enforces the deadline and records the exit
 status in a file; a workload that ends while no service is running is therefore not lost.
 
@@ -33,7 +33,8 @@ from types import FrameType
 from typing import Any
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, launching
+from tunewire.core.base import errors
+from tunewire.core.launchers import launching
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def _supervise(argv: Sequence[str]) -> int:
     The launcher waits for the first line on stdout: the supervisor's pid and start time,
     printed once it has left the launcher's session; after that stdout joins the log.
     """
-    parser = argparse.ArgumentParser(prog="python -m tunewire.core.localjobs supervise")
+    parser = argparse.ArgumentParser(prog="python -m tunewire.core.launchers.localjobs supervise")
     parser.add_argument("--exit-file", required=True, type=Path)
     parser.add_argument("--deadline-s", required=True, type=float)
     parser.add_argument("command", nargs=argparse.REMAINDER)
@@ -357,6 +358,7 @@ def _supervise(argv: Sequence[str]) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] != ["supervise"]:
         sys.exit(
-            "usage: python -m tunewire.core.localjobs supervise --exit-file F --deadline-s S -- CMD"
+            "usage: python -m tunewire.core.launchers.localjobs supervise"
+            " --exit-file F --deadline-s S -- CMD"
         )
     sys.exit(_supervise(sys.argv[2:]))

@@ -14,7 +14,7 @@ import logging
 import threading
 import uuid
 
-from tunewire.core import store
+from tunewire.core.base import store
 
 log = logging.getLogger(__name__)
 

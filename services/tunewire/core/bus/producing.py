@@ -25,7 +25,8 @@ import kafka
 import kafka.errors
 from google.protobuf import message as protobuf_message
 
-from tunewire.core import envelope, errors, settings
+from tunewire.core.base import errors, settings
+from tunewire.core.bus import envelope
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,10 @@ import prometheus_client
 from google.protobuf import message as protobuf_message
 
 from tunewire.contracts.v1 import evaluations_pb2, training_pb2
-from tunewire.core import (
-    bus,
-    envelope,
-    errors,
-    launching,
-    objectives,
-    registry,
-    store,
-    topics,
-)
+from tunewire.core.base import errors, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.launchers import launching
+from tunewire.core.state import layout, objectives, registry
 from tunewire.evaluate import config, gating, records, reports
 
 log = logging.getLogger(__name__)
@@ -77,7 +71,7 @@ class EvaluationController:
         limits: config.EvaluateLimits,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: producing.Producer,
         launcher: launching.Launcher,
     ) -> None:
         self._limits = limits
@@ -94,7 +88,7 @@ class EvaluationController:
 
     # -- intake ---------------------------------------------------------------------------
 
-    def accept(self, message: bus.Message) -> records.EvaluationRecord | None:
+    def accept(self, message: producing.Message) -> records.EvaluationRecord | None:
         """Start evaluating the adapter of a succeeded training run (once per run)."""
         event = training_pb2.TrainingEvent()
         try:
@@ -149,7 +143,7 @@ class EvaluationController:
             objective_version=objective.version,
             run_id=event.run_id,
             dataset_id=event.dataset_id,
-            dataset_uri=self._artifacts.uri(f"datasets/{objective.name}/{event.dataset_id}/"),
+            dataset_uri=self._artifacts.uri(layout.dataset(objective.name, event.dataset_id)),
             adapter_uri=event.succeeded.adapter_uri,
             champion_run_id=champion.run_id if champion else None,
             champion_uri=champion.adapter_uri if champion else None,

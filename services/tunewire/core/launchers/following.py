@@ -12,7 +12,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from tunewire.core import launching, runner
+from tunewire.core.launchers import launching
+from tunewire.core.process import runner
 
 log = logging.getLogger(__name__)
 

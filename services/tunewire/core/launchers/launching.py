@@ -14,7 +14,7 @@ import enum
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Literal, Protocol, TypeAlias
 
 from pydantic import BaseModel, Field, field_validator
@@ -239,21 +239,3 @@ def workload_name(kind: WorkloadKind, *parts: str) -> str:
     room = _MAX_NAME - len(prefix) - len(digest) - 1
     readable = readable[:room].strip("-")
     return f"{prefix}{readable}-{digest}" if readable else f"{prefix}{digest}"
-
-
-def build(
-    settings: LauncherSettings, *, kind: WorkloadKind, local_env: Mapping[str, str] | None = None
-) -> Launcher:
-    """The launcher ``settings`` select, serving workloads of ``kind``.
-
-    The implementation is imported here, not at the top, so that a service using the local
-    launcher never imports the Kubernetes client (and the other way round).
-    ``local_env`` is the base environment of local workloads (default: this process's).
-    """
-    if settings.kind == "kubernetes":
-        from tunewire.core import kubejobs
-
-        return kubejobs.KubernetesLauncher(settings.kubernetes, kind=kind)
-    from tunewire.core import localjobs
-
-    return localjobs.LocalLauncher(settings.local, kind=kind, env=local_env)

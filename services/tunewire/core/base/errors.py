@@ -1,7 +1,7 @@
 """Errors a user can meet, each with the HTTP status it maps to.
 
 Handlers raise these; the HTTP layer turns them into 4xx bodies in one place
-(:mod:`tunewire.core.http`), and the consumer loop sends messages that raise an
+(:mod:`tunewire.core.process.http`), and the consumer loop sends messages that raise an
 :class:`InvalidEvent` straight to the DLQ without retrying them.
 """
 

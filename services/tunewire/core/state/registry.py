@@ -20,12 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import layout
 
 Status = Literal["pending", "approved", "rejected", "needs_review"]
 Decision = Literal["approved", "rejected", "needs_review"]
 Action = Literal["approved", "rejected", "needs_review", "promoted", "champion_set"]
-PREFIX = "registry/"
 UNDECIDED: tuple[Status, ...] = ("pending",)
 """What the evaluator decides: versions not decided yet."""
 HELD: tuple[Status, ...] = ("needs_review",)
@@ -107,7 +107,7 @@ class Registry:
     def get(self, objective: str) -> RegistryDocument:
         """The objective's registry; an empty one when nothing was registered yet."""
         try:
-            document: Any = self._store.get_json(_key(objective))
+            document: Any = self._store.get_json(layout.registry(objective))
         except errors.NotFound:
             return RegistryDocument(objective=objective)
         return RegistryDocument.model_validate(document)
@@ -115,8 +115,8 @@ class Registry:
     def objectives(self) -> list[str]:
         """Objectives that have a registry document, sorted."""
         return sorted(
-            key[len(PREFIX) : -len(".json")]
-            for key in self._store.list_keys(PREFIX)
+            key[len(layout.REGISTRY) : -len(".json")]
+            for key in self._store.list_keys(layout.REGISTRY)
             if key.endswith(".json")
         )
 
@@ -136,7 +136,7 @@ class Registry:
             changed = change(current)
             return None if changed == current else changed.model_dump(mode="json")
 
-        stored = self._store.update_json(_key(objective), apply)
+        stored = self._store.update_json(layout.registry(objective), apply)
         if stored is None:
             return RegistryDocument(objective=objective)
         return RegistryDocument.model_validate(stored)
@@ -284,10 +284,6 @@ def _registered(document: RegistryDocument, run_id: str) -> Version:
             "check the run id with `tunewire adapters OBJECTIVE`"
         )
     return version
-
-
-def _key(objective: str) -> str:
-    return f"{PREFIX}{objective}.json"
 
 
 def _now() -> datetime.datetime:

@@ -19,7 +19,7 @@ from typing import Any
 import fastapi
 import uvicorn
 
-from tunewire.core import heap
+from tunewire.core.base import heap
 
 log = logging.getLogger(__name__)
 

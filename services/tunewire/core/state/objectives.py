@@ -2,7 +2,7 @@
 
 An objective says which events to learn from, how to label them, when to build datasets,
 how to train and which gates an adapter must pass. Each change is a new immutable version
-``objectives/{name}/v{NNNNNN}.json`` written only if absent, so two writers can never both
+(:func:`layout.objective_version`) written only if absent, so two writers can never both
 create the same version. The newest version is the current one; retiring an objective is a
 new version with status ``retired``.
 """
@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import layout
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 PiiKindName = Literal["email", "phone", "card", "iban", "ip"]
@@ -298,7 +299,9 @@ class ObjectiveCatalog:
         )
         try:
             self._store.put_json(
-                _key(spec.name, version), stored.model_dump(mode="json"), only_if_absent=True
+                layout.objective_version(spec.name, version),
+                stored.model_dump(mode="json"),
+                only_if_absent=True,
             )
         except errors.Conflict:
             raise errors.Conflict(
@@ -312,7 +315,7 @@ class ObjectiveCatalog:
 
     def versions(self, name: str) -> list[int]:
         """Stored version numbers of an objective, ascending."""
-        prefix = f"objectives/{name}/v"
+        prefix = layout.objective_versions(name) + "v"
         return sorted(
             int(k[len(prefix) : -len(".json")])
             for k in self._store.list_keys(prefix)
@@ -327,14 +330,16 @@ class ObjectiveCatalog:
                 raise errors.NotFound(f"no objective named {name!r}")
             version = versions[-1]
         try:
-            document = self._store.get_json(_key(name, version))
+            document = self._store.get_json(layout.objective_version(name, version))
         except errors.NotFound:
             raise errors.NotFound(f"objective {name!r} has no version {version}") from None
         return ObjectiveVersion.model_validate(document)
 
     def latest_all(self) -> list[ObjectiveVersion]:
         """The newest version of every objective."""
-        names = [p[len("objectives/") : -1] for p in self._store.list_prefixes("objectives/")]
+        names = [
+            p[len(layout.OBJECTIVES) : -1] for p in self._store.list_prefixes(layout.OBJECTIVES)
+        ]
         return [self.get(name) for name in sorted(names)]
 
     def current(self, *, fresher_than: float | None = None) -> Mapping[str, ObjectiveVersion]:
@@ -375,7 +380,3 @@ class ObjectiveCatalog:
         if fresher_than is not None:
             return self._loaded_at >= fresher_than
         return time.monotonic() - self._loaded_at < self._cache_seconds
-
-
-def _key(name: str, version: int) -> str:
-    return f"objectives/{name}/v{version:06d}.json"

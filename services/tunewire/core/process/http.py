@@ -20,7 +20,8 @@ from fastapi import responses
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tunewire.core import bus, errors, settings
+from tunewire.core.base import errors, settings
+from tunewire.core.bus import producing
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -72,7 +73,7 @@ def service_probes(
     return Probes(
         checks={
             "s3": artifacts_check,
-            "kafka": lambda: bus.check_reachable(kafka),
+            "kafka": lambda: producing.check_reachable(kafka),
             "consumer": consumer_check,
         },
         alive=alive,

@@ -34,7 +34,8 @@ from kubernetes import client as k8s
 from prometheus_client import Counter
 
 from tunewire.contracts.v1 import training_pb2
-from tunewire.core import errors, launching, metrics
+from tunewire.core.base import errors, metrics, retry
+from tunewire.core.launchers import launching
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class KubernetesLauncher:
             daemon=True,
         )
         checker.start()
-        backoff = self._retry_backoff_s
+        backoff = retry.Backoff(self._retry_backoff_s, max(self._retry_backoff_s, _MAX_BACKOFF_S))
         try:
             while not stop.is_set():
                 cause = self._watch_once(tracker, stop, current)
@@ -203,11 +204,10 @@ class KubernetesLauncher:
                 metrics.child(WATCH_RECONNECTS, self.kind, cause).inc()
                 if cause != "error":
                     log.info("re-listing %s Jobs (the watch %s)", self.kind, cause)
-                    backoff = self._retry_backoff_s
+                    backoff.reset()
                     continue
-                log.info("re-listing %s Jobs in %.1f s", self.kind, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                log.info("re-listing %s Jobs after a pause", self.kind)
+                backoff.sleep(stop)
         finally:
             done.set()
             checker.join()

@@ -27,7 +27,9 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Generic, Protocol, TypeVar
 
-from tunewire.core import bus, errors, heap, objectives
+from tunewire.core.base import errors, heap
+from tunewire.core.bus import producing
+from tunewire.core.state import objectives
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ class Pool(Protocol[R]):
     """A service's pool: prepares a chunk of messages against the catalog, in order."""
 
     def submit(
-        self, messages: Sequence[bus.Message], current: Catalog
+        self, messages: Sequence[producing.Message], current: Catalog
     ) -> concurrent.futures.Future[list[R]]: ...
 
 
@@ -190,7 +192,7 @@ class Prefetch(Generic[R]):
         """Each message's chunk, its place in it and the number of its batch."""
         self._batch = 0
 
-    def start(self, messages: Sequence[bus.Message], catalog: Callable[[], Catalog]) -> None:
+    def start(self, messages: Sequence[producing.Message], catalog: Callable[[], Catalog]) -> None:
         """Submit ``messages`` in chunks with ``catalog()``; forgets all but the previous
         batch (a loop that polls ahead handles that one meanwhile)."""
         self._batch += 1
@@ -221,7 +223,7 @@ class Prefetch(Generic[R]):
                 where = (message.topic, message.partition, message.offset)
                 self._ready[where] = (future, index, self._batch)
 
-    def take(self, message: bus.Message) -> R | None:
+    def take(self, message: producing.Message) -> R | None:
         """The worker's result for ``message``, or None: then do the work in the consumer."""
         slot = self._ready.pop((message.topic, message.partition, message.offset), None)
         if slot is None:

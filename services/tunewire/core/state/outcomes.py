@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tunewire.core import errors, store
+from tunewire.core.base import errors, store
+from tunewire.core.state import layout
 
 OutcomeKind = Literal["succeeded", "failed", "cancelled"]
 
@@ -35,18 +36,13 @@ class Outcome(BaseModel):
     at: datetime.datetime
 
 
-def run_prefix(objective: str, run_id: str) -> str:
-    """The S3 prefix holding a run's record, progress and outcome."""
-    return f"runs/{objective}/{run_id}/"
-
-
 def claim(artifacts: store.ArtifactStore, objective: str, run_id: str, outcome: Outcome) -> Outcome:
     """Record ``outcome`` unless the run has one already; return the one that holds.
 
     The caller publishes the terminal event only when the returned outcome is its own
     (``returned is outcome``); otherwise the other party already did, or will.
     """
-    key = run_prefix(objective, run_id) + "outcome.json"
+    key = layout.run(objective, run_id) + "outcome.json"
     try:
         artifacts.put_json(key, outcome.model_dump(mode="json"), only_if_absent=True)
     except errors.Conflict:
@@ -60,7 +56,7 @@ def claim(artifacts: store.ArtifactStore, objective: str, run_id: str, outcome: 
 def read(artifacts: store.ArtifactStore, objective: str, run_id: str) -> Outcome | None:
     """The run's outcome, or None while it is still open."""
     try:
-        document: Any = artifacts.get_json(run_prefix(objective, run_id) + "outcome.json")
+        document: Any = artifacts.get_json(layout.run(objective, run_id) + "outcome.json")
     except errors.NotFound:
         return None
     return Outcome.model_validate(document)

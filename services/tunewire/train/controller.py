@@ -22,16 +22,10 @@ import prometheus_client
 import pydantic
 
 from tunewire.contracts.v1 import datasets_pb2, training_pb2
-from tunewire.core import (
-    bus,
-    envelope,
-    errors,
-    launching,
-    objectives,
-    outcomes,
-    store,
-    topics,
-)
+from tunewire.core.base import errors, store
+from tunewire.core.bus import envelope, producing, topics
+from tunewire.core.launchers import launching
+from tunewire.core.state import layout, objectives, outcomes
 from tunewire.train import config, runs, scheduling
 
 log = logging.getLogger(__name__)
@@ -83,7 +77,7 @@ class RunController:
         limits: config.TrainLimits,
         catalog: objectives.ObjectiveCatalog,
         artifacts: store.ArtifactStore,
-        producer: bus.Producer,
+        producer: producing.Producer,
         launcher: launching.Launcher,
         launcher_kind: str,
     ) -> None:
@@ -105,7 +99,7 @@ class RunController:
 
     # -- intake ---------------------------------------------------------------------------
 
-    def accept(self, message: bus.Message) -> runs.Run | None:
+    def accept(self, message: producing.Message) -> runs.Run | None:
         """Queue the run of a dataset snapshot event (once, however often it arrives)."""
         received = time.monotonic()
         snapshot = datasets_pb2.DatasetSnapshot()
@@ -160,9 +154,9 @@ class RunController:
         objective = self._catalog.get(objective_name)
         if objective.status != "active":
             raise errors.Conflict(f"objective {objective_name!r} is retired")
-        prefix = f"datasets/{objective.name}/{dataset_id}/"
+        prefix = layout.dataset(objective.name, dataset_id)
         try:
-            self._artifacts.get_json(prefix + "manifest.json")
+            self._artifacts.get_json(prefix + layout.MANIFEST)
         except errors.NotFound:
             raise errors.NotFound(
                 f"objective {objective.name!r} has no dataset snapshot {dataset_id!r}"

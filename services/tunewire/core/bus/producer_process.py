@@ -5,10 +5,10 @@ the process that sends: about 15 µs a message. For a consumer whose own process
 bottleneck — label sends one ``tunewire.examples`` event for most records it handles, all
 at the end of a flush — that is a sixth of its time per record (``bench/label.py``).
 :class:`ProducerProcess` keeps sends in a list and hands each flush's messages to a child
-process in one pickled batch; the child sends them through an ordinary :class:`bus.Producer`
+process in one pickled batch; the child sends them through an ordinary :class:`producing.Producer`
 on another core and answers once the broker has acknowledged every one.
 
-The contract is :class:`bus.Publisher`'s: a message is durable once :meth:`flush` returns,
+The contract is :class:`producing.Publisher`'s: a message is durable once :meth:`flush` returns,
 and a failed flush keeps what was not acknowledged for the next call. Every message handed
 to the child is also kept here until a flush succeeds, so a child that dies or hangs is
 replaced and the new one is handed all of them again (a message may then be sent twice,
@@ -25,7 +25,8 @@ import multiprocessing.connection
 import threading
 from typing import Any
 
-from tunewire.core import bus, errors, heap, logs, settings
+from tunewire.core.base import errors, heap, logs, settings
+from tunewire.core.bus import producing
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ ANSWER_GRACE_S = 10.0
 presumed hung and replaced."""
 
 
-class ProducerProcess(bus.Publisher):
-    """A thread-safe :class:`bus.Publisher` whose Kafka client lives in a child process."""
+class ProducerProcess(producing.Publisher):
+    """A thread-safe :class:`producing.Publisher` whose Kafka client lives in a child process."""
 
     def __init__(self, config: settings.KafkaSettings, *, client_id: str) -> None:
         self._config = config
@@ -147,7 +148,7 @@ def _serve(
     thread flushes.
     """
     logs.configure(logging.getLevelName(log_level))
-    producer = bus.Producer(config, client_id=client_id)
+    producer = producing.Producer(config, client_id=client_id)
     heap.settle()
     while True:
         try:
