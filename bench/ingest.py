@@ -92,15 +92,8 @@ INGEST_FETCH_WAIT_MS = 500
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 300.0
 
-Headers = list[tuple[str, bytes]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """One raw event as it goes on the wire."""
-
-    value: bytes
-    headers: Headers
+Event = samples.KafkaMessage
+"""One raw event as it goes on the wire."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,18 +142,7 @@ class Reporter:
 
 def make_events(count: int) -> list[Event]:
     """The sample tickets in CloudEvents binary mode: JSON data as value, attributes as headers."""
-    events = []
-    for ticket in samples.tickets(count, seed=SEED):
-        headers: Headers = [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", ticket["id"].encode()),
-            ("ce_type", ticket["type"].encode()),
-            ("ce_source", ticket["source"].encode()),
-            ("ce_time", ticket["time"].encode()),
-            ("content-type", b"application/json"),
-        ]
-        events.append(Event(json.dumps(ticket["data"]).encode(), headers))
-    return events
+    return [samples.as_kafka_message(t) for t in samples.tickets(count, seed=SEED)]
 
 
 def produce(bootstrap_servers: str, topic: str, events: Sequence[Event]) -> float:

@@ -109,18 +109,7 @@ Reporter = ingest_bench.Reporter
 
 def make_events(count: int, seed: int) -> list[ingest_bench.Event]:
     """The sample tickets in CloudEvents binary mode (as ``bench/ingest.py``), any seed."""
-    events = []
-    for ticket in samples.tickets(count, seed=seed):
-        headers: ingest_bench.Headers = [
-            ("ce_specversion", b"1.0"),
-            ("ce_id", ticket["id"].encode()),
-            ("ce_type", ticket["type"].encode()),
-            ("ce_source", ticket["source"].encode()),
-            ("ce_time", ticket["time"].encode()),
-            ("content-type", b"application/json"),
-        ]
-        events.append(ingest_bench.Event(json.dumps(ticket["data"]).encode(), headers))
-    return events
+    return [samples.as_kafka_message(t) for t in samples.tickets(count, seed=seed)]
 
 
 def bench_spec(name: str | None = None) -> objectives.ObjectiveSpec:

@@ -11,7 +11,6 @@ the evaluation of the adapter against the base model and the objective's gates.
 from __future__ import annotations
 
 import collections
-import datetime
 import gzip
 import json
 import sys
@@ -25,7 +24,7 @@ from kafka.structs import TopicPartition
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
-from tunewire.core.bus import envelope, topics
+from tunewire.core.bus import topics
 from tunewire.core.state import layout
 from tunewire.stack import embedded, processes
 
@@ -408,12 +407,9 @@ def _snapshots(label: httpx.Client, objective: str) -> list[dict[str, Any]]:
 def _produce(bootstrap: str, events: list[dict[str, Any]], broken: list[bytes]) -> None:
     producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     for event in events:
-        headers = binary_headers(event)
+        message = samples.as_kafka_message(event)
         producer.send(
-            topics.EVENTS_RAW,
-            key=b"support-intent",
-            value=json.dumps(event["data"]).encode(),
-            headers=headers,
+            topics.EVENTS_RAW, key=b"support-intent", value=message.value, headers=message.headers
         )
     for value in broken:
         producer.send(
@@ -424,17 +420,6 @@ def _produce(bootstrap: str, events: list[dict[str, Any]], broken: list[bytes]) 
         )
     producer.flush(30)
     producer.close()
-
-
-def binary_headers(event: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """Kafka headers of a structured CloudEvent sent in binary mode, as a business system would."""
-    return envelope.Envelope(
-        id=event["id"],
-        type=event["type"],
-        source=event["source"],
-        time=datetime.datetime.fromisoformat(event["time"]),
-        datacontenttype="application/json",
-    ).headers()
 
 
 def _await_records(bootstrap: str, ids: set[str], *, timeout_s: float) -> list[records_pb2.Record]:

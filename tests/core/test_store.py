@@ -19,22 +19,6 @@ def test_conditional_writes_refuse_a_second_writer(artifacts: store.ArtifactStor
     assert artifacts.get_json(key) == {"n": 1}
 
 
-def test_a_manifest_is_published_after_its_parts_and_only_once(
-    artifacts: store.ArtifactStore,
-) -> None:
-    prefix = f"tests/{uuid.uuid4().hex}"
-    key = artifacts.publish_manifest(prefix, {"a.jsonl": b"1\n", "b.jsonl": b"2\n"}, {"parts": 2})
-    assert key == f"{prefix}/manifest.json"
-    assert sorted(artifacts.list_keys(prefix)) == [
-        f"{prefix}/a.jsonl",
-        f"{prefix}/b.jsonl",
-        f"{prefix}/manifest.json",
-    ]
-    with pytest.raises(errors.Conflict):
-        artifacts.publish_manifest(prefix, {"a.jsonl": b"changed\n"}, {"parts": 1})
-    assert artifacts.get_json(key) == {"parts": 2}
-
-
 def test_streams_list_and_missing_keys(artifacts: store.ArtifactStore) -> None:
     prefix = f"tests/{uuid.uuid4().hex}"
     big = b"x" * (9 * 1024 * 1024)  # above the multipart threshold

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.support import kafka_io
-from tunewire import demo, samples
+from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded
 
@@ -83,7 +83,8 @@ def test_no_planted_pii_in_any_s3_object_or_record(
     half = COUNT // 2
     messages = []
     for event in events[:half]:
-        messages.append((b"k", json.dumps(event["data"]).encode(), demo.binary_headers(event)))
+        message = samples.as_kafka_message(event)
+        messages.append((b"k", message.value, message.headers))
     kafka_io.produce(stack.bootstrap_servers, RAW, messages)
     for start in range(half, COUNT, 20):
         response = api.post("/v1/events", json=events[start : start + 20])

@@ -10,7 +10,7 @@ import pytest
 
 from tests.ingest.conftest import events_for
 from tests.support import kafka_io
-from tunewire import demo
+from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded
 
@@ -18,7 +18,8 @@ RAW = "tunewire.events.raw"
 
 
 def binary(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    return b"k", json.dumps(event["data"]).encode(), demo.binary_headers(event)
+    message = samples.as_kafka_message(event)
+    return b"k", message.value, message.headers
 
 
 def structured(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Iterator
 
 import pytest
 
-from tunewire import demo, samples
+from tunewire import samples
 from tunewire.core.base import errors
 from tunewire.core.bus import producing
 from tunewire.core.state import objectives
@@ -38,9 +37,10 @@ def _catalog() -> dict[str, objectives.ObjectiveVersion]:
 
 
 def _messages() -> list[producing.Message]:
+    encoded = [samples.as_kafka_message(e) for e in samples.tickets(40, seed=9)]
     found = [
-        producing.Message("raw", 0, n, b"k", json.dumps(e["data"]).encode(), demo.binary_headers(e))
-        for n, e in enumerate(samples.tickets(40, seed=9))
+        producing.Message("raw", 0, n, b"k", message.value, message.headers)
+        for n, message in enumerate(encoded)
     ]
     found.append(
         producing.Message("raw", 0, 40, b"k", b"{broken", [("ce_type", b"ticket.created")])

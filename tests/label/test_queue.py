@@ -6,6 +6,8 @@ Several ``HumanQueue`` instances over one bucket stand for several replicas (or 
 from __future__ import annotations
 
 import datetime
+import gzip
+import json
 import math
 import threading
 import uuid
@@ -13,7 +15,7 @@ import uuid
 import pytest
 
 from tunewire.core.base import errors, store
-from tunewire.label import queue
+from tunewire.label import agreement, queue, queue_records
 
 LABELS = ("billing", "bug", "other")
 START = 1_800_000_000.123_456_7  # sub-microsecond: ISO round trips are not exact
@@ -110,12 +112,15 @@ def race(
 def test_enqueue_is_idempotent_on_task_id(
     hq: queue.HumanQueue, artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
-    assert hq.enqueue(task(objective, 1)) is True
-    assert hq.enqueue(task(objective, 1)) is False
+    assert hq.enqueue_many([task(objective, 1)]) == 1
+    assert hq.enqueue_many([task(objective, 1)]) == 0
     other_replica = new_queue(artifacts, clock)
-    assert other_replica.enqueue(task(objective, 1)) is False
+    assert other_replica.enqueue_many([task(objective, 1)]) == 0
     assert hq.counts(objective) == {"open": 1, "claimed": 0, "done": 0, "answers": 0}
-    stored = artifacts.get_json(f"labels/{objective}/queue/tasks/t001.json")
+    (batch,) = artifacts.list_keys(f"labels/{objective}/queue/batches/")
+    (stored,) = [
+        json.loads(line) for line in gzip.decompress(artifacts.get_bytes(batch)).splitlines()
+    ]
     assert stored["hints"] == [["billing/keyword#0", "billing"], ["bug/keyword#1", "bug"]]
 
 
@@ -123,7 +128,7 @@ def test_unsafe_task_ids_and_names_are_refused(hq: queue.HumanQueue, objective: 
     bad = task(objective, 1)
     for task_id in ("../escape", "a/b", "", ".hidden"):
         with pytest.raises(errors.InvalidRequest):
-            hq.enqueue(queue.Task(**{**bad.__dict__, "task_id": task_id}))
+            hq.enqueue_many([queue.Task(**{**bad.__dict__, "task_id": task_id})])
     with pytest.raises(errors.InvalidRequest):
         hq.claim(objective, "eve/../../x")
     with pytest.raises(errors.InvalidRequest):
@@ -131,9 +136,9 @@ def test_unsafe_task_ids_and_names_are_refused(hq: queue.HumanQueue, objective: 
 
 
 def test_claims_hand_out_the_oldest_open_task_first(hq: queue.HumanQueue, objective: str) -> None:
-    hq.enqueue(task(objective, 3, minute=30))
-    hq.enqueue(task(objective, 1, minute=10))
-    hq.enqueue(task(objective, 2, minute=20))
+    hq.enqueue_many([task(objective, 3, minute=30)])
+    hq.enqueue_many([task(objective, 1, minute=10)])
+    hq.enqueue_many([task(objective, 2, minute=20)])
     assert [claim(hq, objective, name).task.task_id for name in ("ann", "bob", "cat")] == [
         "t001",
         "t002",
@@ -146,8 +151,8 @@ def test_claims_hand_out_the_oldest_open_task_first(hq: queue.HumanQueue, object
 def test_claiming_again_returns_the_lease_already_held(
     hq: queue.HumanQueue, objective: str
 ) -> None:
-    hq.enqueue(task(objective, 1))
-    hq.enqueue(task(objective, 2))
+    hq.enqueue_many([task(objective, 1)])
+    hq.enqueue_many([task(objective, 2)])
     first = claim(hq, objective, "ann")
     assert claim(hq, objective, "ann") == first
 
@@ -158,7 +163,7 @@ def test_two_replicas_racing_for_one_task_never_both_win(
     for round_ in range(4):
         objective = f"race-{round_}-{uuid.uuid4().hex[:6]}"
         replicas = [new_queue(artifacts, clock) for _ in range(2)]
-        replicas[0].enqueue(task(objective, 1))
+        replicas[0].enqueue_many([task(objective, 1)])
         for replica in replicas:
             replica.refresh(objective)
         won = race(objective, list(zip(replicas, ("ann", "bob"), strict=True)))
@@ -174,7 +179,7 @@ def test_two_replicas_taking_over_an_expired_lease_never_both_win(
     artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
     first = new_queue(artifacts, clock)
-    first.enqueue(task(objective, 1))
+    first.enqueue_many([task(objective, 1)])
     claim(first, objective, "ann")
     clock.advance(301)
     replicas = [new_queue(artifacts, clock) for _ in range(2)]
@@ -187,7 +192,7 @@ def test_two_replicas_taking_over_an_expired_lease_never_both_win(
 def test_an_abandoned_claim_returns_after_its_lease_expires(
     hq: queue.HumanQueue, objective: str, clock: Clock
 ) -> None:
-    hq.enqueue(task(objective, 1))
+    hq.enqueue_many([task(objective, 1)])
     abandoned = claim(hq, objective, "ann")
     assert hq.claim(objective, "bob") is None
     clock.advance(299)
@@ -204,7 +209,7 @@ def test_an_abandoned_claim_returns_after_its_lease_expires(
 def test_renew_extends_a_lease_and_fails_once_it_is_lost(
     hq: queue.HumanQueue, objective: str, clock: Clock
 ) -> None:
-    hq.enqueue(task(objective, 1))
+    hq.enqueue_many([task(objective, 1)])
     held = claim(hq, objective, "ann")
     clock.advance(200)
     renewed = hq.renew(objective, "t001", "ann", held.claim_id)
@@ -224,7 +229,7 @@ def test_renew_extends_a_lease_and_fails_once_it_is_lost(
 def test_submitting_on_an_expired_lease_is_a_conflict(
     hq: queue.HumanQueue, objective: str, clock: Clock
 ) -> None:
-    hq.enqueue(task(objective, 1))
+    hq.enqueue_many([task(objective, 1)])
     held = claim(hq, objective, "ann")
     clock.advance(300)
     with pytest.raises(errors.Conflict, match="expired") as caught:
@@ -246,7 +251,7 @@ def test_submitting_on_an_expired_lease_is_a_conflict(
 def test_submit_refuses_labels_outside_the_objective_and_unknown_tasks(
     hq: queue.HumanQueue, objective: str
 ) -> None:
-    hq.enqueue(task(objective, 1))
+    hq.enqueue_many([task(objective, 1)])
     held = claim(hq, objective, "ann")
     with pytest.raises(errors.InvalidRequest, match="billing, bug, other") as caught:
         submit(hq, held, "refund")
@@ -267,7 +272,7 @@ def test_submit_refuses_labels_outside_the_objective_and_unknown_tasks(
 def test_the_same_answer_twice_is_idempotent_and_a_different_one_a_conflict(
     hq: queue.HumanQueue, artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
-    hq.enqueue(task(objective, 1))
+    hq.enqueue_many([task(objective, 1)])
     held = claim(hq, objective, "ann")
     first = submit(hq, held, "bug")
     assert first.status == "recorded"
@@ -291,8 +296,8 @@ def test_the_same_answer_twice_is_idempotent_and_a_different_one_a_conflict(
 def test_a_skipped_task_is_offered_to_others_but_not_again_to_the_skipper(
     hq: queue.HumanQueue, artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
-    hq.enqueue(task(objective, 1))
-    hq.enqueue(task(objective, 2))
+    hq.enqueue_many([task(objective, 1)])
+    hq.enqueue_many([task(objective, 2)])
     other = new_queue(artifacts, clock)
     other.refresh(objective)  # loaded before the skip: its cache never sees it
     held = claim(hq, objective, "ann")
@@ -307,8 +312,8 @@ def test_a_skipped_task_is_offered_to_others_but_not_again_to_the_skipper(
 def test_two_answers_per_item_agreement_disagreement_and_a_deciding_third(
     hq: queue.HumanQueue, objective: str
 ) -> None:
-    hq.enqueue(task(objective, 1))
-    hq.enqueue(task(objective, 2))
+    hq.enqueue_many([task(objective, 1)])
+    hq.enqueue_many([task(objective, 2)])
     # t001: ann and bob agree -> resolved by bob's answer.
     assert submit(hq, claim(hq, objective, "ann"), "bug", labels_per_item=2).resolution is None
     assert claim(hq, objective, "ann").task.task_id == "t002"  # ann answered t001 already
@@ -338,7 +343,7 @@ def test_a_restarted_queue_sees_everything_and_recovers_unfinished_resolutions(
     hq: queue.HumanQueue, artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
     for n in range(1, 5):
-        hq.enqueue(task(objective, n))
+        hq.enqueue_many([task(objective, n)])
     first = submit(hq, claim(hq, objective, "ann"), "bug")  # t001 resolved
     assert first.resolution is not None
     hq.mark_done(first.resolution)
@@ -366,9 +371,9 @@ def test_a_replica_learns_other_replicas_work_on_refresh(
     artifacts: store.ArtifactStore, clock: Clock, objective: str
 ) -> None:
     one, two = new_queue(artifacts, clock), new_queue(artifacts, clock)
-    one.enqueue(task(objective, 1))
+    one.enqueue_many([task(objective, 1)])
     assert two.counts(objective)["open"] == 1
-    one.enqueue(task(objective, 2))
+    one.enqueue_many([task(objective, 2)])
     submit(one, claim(one, objective, "ann"), "bug")
     assert two.counts(objective)["open"] == 1  # cached until refreshed
     two.refresh(objective)
@@ -394,7 +399,7 @@ def test_annotator_counts_and_agreement_on_a_hand_computed_example(
         "t005": ("bug",),
     }
     for n in range(1, 6):
-        hq.enqueue(task(objective, n))
+        hq.enqueue_many([task(objective, n)])
     for task_id, given in answers.items():
         for annotator, label in zip(("ann", "bob"), given, strict=False):
             held = claim(hq, objective, annotator)
@@ -409,14 +414,14 @@ def test_annotator_counts_and_agreement_on_a_hand_computed_example(
 
 def test_agreement_generalises_to_items_with_different_numbers_of_answers() -> None:
     # Equal counts reduce to Fleiss' kappa; a three-answer item adds 1/3 agreement.
-    result = queue.agreement_of([{"a": 2}, {"a": 1, "b": 2}, {"b": 1}])
+    result = agreement.agreement_of([{"a": 2}, {"a": 1, "b": 2}, {"b": 1}])
     assert result["items"] == 2
     observed = (1 + 1 / 3) / 2
     chance = (3 / 5) ** 2 + (2 / 5) ** 2
     assert math.isclose(result["percent_agreement"], 100 * observed)
     assert math.isclose(result["fleiss_kappa"], (observed - chance) / (1 - chance))
     # Every answer the same label: kappa is undefined and left out.
-    assert "fleiss_kappa" not in queue.agreement_of([{"a": 2}, {"a": 3}])
+    assert "fleiss_kappa" not in agreement.agreement_of([{"a": 2}, {"a": 3}])
 
 
 def variant(objective: str, n: int, text: str) -> queue.Task:
@@ -443,7 +448,7 @@ def test_enqueue_many_writes_one_batch_per_objective_and_call(
     )
     assert hq.enqueue_many([task(objective, 2)]) == 0
     assert hq.enqueue_many([]) == 0
-    assert hq.enqueue(task(objective, 4)) is False
+    assert hq.enqueue_many([task(objective, 4)]) == 0
     assert len(list(artifacts.list_keys(f"labels/{objective}/queue/batches/"))) == 2
     assert list(artifacts.list_keys(f"labels/{objective}/queue/tasks/")) == []
 
@@ -509,9 +514,14 @@ def test_a_task_stored_twice_is_one_task_and_every_replica_keeps_the_first_copy(
     assert submit(two, held, "bug").resolution is not None
     assert two.unfinished_resolutions(objective)[0].task.text == "first"
 
-    # A task object (enqueue) wins over any batch copy, whichever a replica read first.
+    # A task object (as versions before batches wrote) wins over any batch copy, whichever a
+    # replica read first.
     clock.advance(1)
-    assert three.enqueue(variant(objective, 1, "single")) is True
+    artifacts.put_json(
+        f"labels/{objective}/queue/tasks/t001.json",
+        queue_records.task_to_json(variant(objective, 1, "single")),
+        only_if_absent=True,
+    )
     for replica in (one, two, three):
         replica.refresh(objective)
     for replica in (one, two, three, new_queue(artifacts, clock)):

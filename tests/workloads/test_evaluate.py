@@ -73,7 +73,9 @@ def _snapshot(
         "instruction": evaluate_support.INSTRUCTION,
         "counts": {"train": 8, "eval": len(eval_lines)},
     }
-    artifacts.publish_manifest(prefix, parts, manifest)
+    for name, data in parts.items():
+        artifacts.put_bytes(f"{prefix}/{name}", data)
+    artifacts.put_json(f"{prefix}/manifest.json", manifest)
     return artifacts.uri(prefix + "/")
 
 

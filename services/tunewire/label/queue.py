@@ -8,7 +8,8 @@ cache that :meth:`HumanQueue.refresh` rebuilds.
 Layout under ``labels/{objective}/queue/``:
 
 ``tasks/{task_id}.json``
-    One item, written only if absent (enqueueing twice is harmless): :meth:`HumanQueue.enqueue`.
+    One item, as versions before task batches wrote each task; still read (such a copy wins
+    over any batch copy), no longer written.
 ``batches/{time}-{uuid}.jsonl.gz``
     Many items, one JSON line each, written only if absent by
     :meth:`HumanQueue.enqueue_many` -- one PUT per flush instead of one per task. Two
@@ -30,9 +31,10 @@ Layout under ``labels/{objective}/queue/``:
 ``done/{task_id}.json``
     The service has durably stored the resolved example (:meth:`HumanQueue.mark_done`).
 
-A task is *resolved* once some label has at least ``labels_per_item`` votes and strictly
-more than any other label; from then on it is offered to nobody. Resolved tasks without a
-done marker are what :meth:`HumanQueue.unfinished_resolutions` hands back after a crash.
+The objects' formats are :mod:`tunewire.label.queue_records`. A task is *resolved* by its
+answers as :mod:`tunewire.label.agreement` decides; from then on it is offered to nobody.
+Resolved tasks without a done marker are what :meth:`HumanQueue.unfinished_resolutions`
+hands back after a crash.
 """
 
 from __future__ import annotations
@@ -43,26 +45,17 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import gzip
 import json
-import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from tunewire.core.base import errors, store
-from tunewire.core.bus import pooling
 from tunewire.core.state import layout
-
-REASONS = ("conflict", "abstain", "too_few_votes")
-"""Why a task needs a human, as :func:`tunewire.label.rules.decide` reports it."""
-
-_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-"""Objective names and task ids: one safe S3 path segment, no ``/``, no ``..`` tricks."""
-
-_BATCH_SUFFIX = ".jsonl.gz"
+from tunewire.label import agreement, queue_records
+from tunewire.label.queue_records import Task as Task  # the queue's item type, re-exported
 
 _Rank = tuple[int, str, int]
 """Which stored copy of a task wins: the smallest. ``(0, "", 0)`` for a ``tasks/`` object,
@@ -74,27 +67,6 @@ _READERS = 16
 """Parallel S3 reads when (re)loading many task objects or batches."""
 _BATCH_LIST_OVERLAP = datetime.timedelta(minutes=10)
 """How far before the newest batch read a refresh lists again."""
-
-_ANNOTATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
-"""Annotator names: as segments, plus ``@`` and ``+`` so e-mail addresses work."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Task(pooling.PickledAsArguments):
-    """One item waiting for a human label."""
-
-    task_id: str
-    objective: str
-    source_id: str
-    record_id: str
-    event_id: str
-    text: str
-    hints: tuple[tuple[str, str], ...]
-    """``(rule name, label)`` votes of the rules, shown to annotators as hints."""
-    reason: str
-    """Why it needs a human: ``conflict``, ``abstain`` or ``too_few_votes``."""
-    enqueued_at: str
-    """ISO 8601 time; the queue hands out the oldest task first."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,21 +103,6 @@ class SubmitResult:
     resolution: Resolution | None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Answer:
-    annotator: str
-    label: str
-    labels_per_item: int
-    answered_at: float
-
-
-@dataclasses.dataclass(frozen=True)
-class _Lease:
-    annotator: str
-    claim_id: str
-    expires_at: float
-
-
 @dataclasses.dataclass
 class _Objective:
     """The in-memory cache of one objective's queue (never more than what S3 says)."""
@@ -153,9 +110,9 @@ class _Objective:
     tasks: dict[str, Task] = dataclasses.field(default_factory=dict)
     order: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     """``(enqueued_at, task_id)`` of the unresolved tasks, oldest first: claim's index."""
-    answers: dict[str, dict[str, _Answer]] = dataclasses.field(default_factory=dict)
+    answers: dict[str, dict[str, queue_records.Answer]] = dataclasses.field(default_factory=dict)
     skips: dict[str, set[str]] = dataclasses.field(default_factory=dict)
-    leases: dict[str, _Lease] = dataclasses.field(default_factory=dict)
+    leases: dict[str, queue_records.Lease] = dataclasses.field(default_factory=dict)
     resolved: dict[str, Resolution] = dataclasses.field(default_factory=dict)
     done: set[str] = dataclasses.field(default_factory=set)
     rank: dict[str, _Rank] = dataclasses.field(default_factory=dict)
@@ -197,7 +154,7 @@ class HumanQueue:
         Tasks and answers never change once written, so only unknown ones are read; leases
         are read afresh. Called on first use, and periodically to see other replicas' work.
         """
-        _check_segment(objective, "objective")
+        queue_records.check_segment(objective, "objective")
         prefix = layout.label_queue(objective)
         with self._lock:
             known = self._objectives.get(objective)
@@ -212,10 +169,11 @@ class HumanQueue:
         task_keys = [
             key
             for key in self._artifacts.list_keys(f"{prefix}tasks/")
-            if (task_id := _name(key, f"{prefix}tasks/")) is not None and task_id not in known_tasks
+            if (task_id := queue_records.key_name(key, f"{prefix}tasks/")) is not None
+            and task_id not in known_tasks
         ]
         tasks = [
-            (_task_from_json(body), _SINGLE)
+            (queue_records.task_from_json(body), _SINGLE)
             for body in _read_all(self._artifacts.get_json, task_keys)
         ]
         batch_keys, batch_tasks = self._read_batches(objective)
@@ -224,10 +182,11 @@ class HumanQueue:
         answer_keys = {
             key: pair
             for key in self._artifacts.list_keys(f"{prefix}answers/")
-            if (pair := _pair(key, f"{prefix}answers/")) is not None and pair not in known_answers
+            if (pair := queue_records.key_pair(key, f"{prefix}answers/")) is not None
+            and pair not in known_answers
         }
-        answers: list[tuple[str, _Answer]] = [
-            (pair[0], _answer_from_json(body))
+        answers: list[tuple[str, queue_records.Answer]] = [
+            (pair[0], queue_records.answer_from_json(body))
             for pair, body in zip(
                 answer_keys.values(),
                 _read_all(self._artifacts.get_json, list(answer_keys)),
@@ -238,20 +197,20 @@ class HumanQueue:
         skips = [
             pair
             for key in self._artifacts.list_keys(f"{prefix}skips/")
-            if (pair := _pair(key, f"{prefix}skips/")) is not None
+            if (pair := queue_records.key_pair(key, f"{prefix}skips/")) is not None
         ]
         done = {
             task_id
             for key in self._artifacts.list_keys(f"{prefix}done/")
-            if (task_id := _name(key, f"{prefix}done/")) is not None
+            if (task_id := queue_records.key_name(key, f"{prefix}done/")) is not None
         }
-        leases: dict[str, _Lease] = {}
+        leases: dict[str, queue_records.Lease] = {}
         for key in self._artifacts.list_keys(f"{prefix}claims/"):
-            task_id = _name(key, f"{prefix}claims/")
+            task_id = queue_records.key_name(key, f"{prefix}claims/")
             if task_id is None:
                 continue
             try:
-                leases[task_id] = _lease_from_json(self._artifacts.get_json(key))
+                leases[task_id] = queue_records.lease_from_json(self._artifacts.get_json(key))
             except errors.NotFound:
                 continue  # released between the listing and the read
 
@@ -285,11 +244,13 @@ class HumanQueue:
         keys = [
             key
             for key in self._artifacts.list_keys(prefix, start_after=start_after)
-            if key.endswith(_BATCH_SUFFIX) and key not in known
+            if key.endswith(queue_records.BATCH_SUFFIX) and key not in known
         ]
         found: list[tuple[Task, _Rank]] = []
         for key, data in zip(keys, _read_all(self._artifacts.get_bytes, keys), strict=True):
-            found += [(task, (1, key, line)) for line, task in enumerate(_decode_batch(data))]
+            found += [
+                (task, (1, key, line)) for line, task in enumerate(queue_records.decode_batch(data))
+            ]
         return keys, found
 
     def _load_batches(self, objective: str, state: _Objective) -> None:
@@ -302,7 +263,7 @@ class HumanQueue:
 
     def _state(self, objective: str) -> _Objective:
         """The objective's cache, loaded from S3 on first use."""
-        _check_segment(objective, "objective")
+        queue_records.check_segment(objective, "objective")
         with self._lock:
             state = self._objectives.get(objective)
         if state is None:
@@ -313,43 +274,21 @@ class HumanQueue:
 
     # -- enqueueing --------------------------------------------------------------------------
 
-    def enqueue(self, task: Task) -> bool:
-        """Add a task unless one with its id exists; True when this call added it.
-
-        Idempotent on ``task_id``, so a redelivered record never queues an item twice. One
-        conditional PUT per task: for many tasks at once use :meth:`enqueue_many`.
-        """
-        _check_task(task)
-        state = self._state(task.objective)
-        with self._lock:
-            if task.task_id in state.tasks:
-                return False
-        key = f"{layout.label_queue(task.objective)}tasks/{task.task_id}.json"
-        try:
-            self._artifacts.put_json(key, _task_to_json(task), only_if_absent=True)
-        except errors.Conflict:
-            # Another replica queued it first: cache the stored copy, not ours.
-            stored = _task_from_json(self._artifacts.get_json(key))
-            with self._lock:
-                self._add_task(state, stored, _SINGLE)
-            return False
-        with self._lock:
-            return self._add_task(state, task, _SINGLE)
-
     def enqueue_many(self, tasks: Sequence[Task]) -> int:
         """Add the tasks whose ids are not queued yet; returns how many this call added.
 
         One object (a batch) per objective and call, written only if absent, instead of one
-        PUT per task. Idempotent on ``task_id`` like :meth:`enqueue`: ids already known here,
-        and repeats within ``tasks`` (the first wins), are left out. Two replicas that both
-        write a task in the same moment store it twice, yet every replica reads it back as
-        one task, the same copy (see the module docstring). Every task is checked before
-        anything is written. Every objective is tried even when one fails; the first error is
-        raised after the others were written, and a retry writes only what is missing.
+        PUT per task. Idempotent on ``task_id``, so a redelivered record never queues an item
+        twice: ids already known here, and repeats within ``tasks`` (the first wins), are left
+        out. Two replicas that both write a task in the same moment store it twice, yet every
+        replica reads it back as one task, the same copy (see the module docstring). Every
+        task is checked before anything is written. Every objective is tried even when one
+        fails; the first error is raised after the others were written, and a retry writes
+        only what is missing.
         """
         by_objective: dict[str, list[Task]] = {}
         for task in tasks:
-            _check_task(task)
+            queue_records.check_task(task)
             by_objective.setdefault(task.objective, []).append(task)
         added = 0
         failure: Exception | None = None
@@ -371,9 +310,9 @@ class HumanQueue:
                     fresh.setdefault(task.task_id, task)
         if not fresh:
             return 0
-        batch = f"{self._stamp()}-{uuid.uuid4().hex}{_BATCH_SUFFIX}"
+        batch = f"{self._stamp()}-{uuid.uuid4().hex}{queue_records.BATCH_SUFFIX}"
         key = f"{layout.label_queue(objective)}batches/{batch}"
-        data = _encode_batch(fresh.values())
+        data = queue_records.encode_batch(fresh.values())
         try:
             self._artifacts.put_bytes(
                 key, data, content_type="application/gzip", only_if_absent=True
@@ -408,7 +347,7 @@ class HumanQueue:
         again). Each candidate is verified in
         S3 after the lease is taken, so a stale cache costs a retry, never a wrong offer.
         """
-        _check_annotator(annotator)
+        queue_records.check_annotator(annotator)
         state = self._state(objective)
         now = self._clock()
         cursor: tuple[float, str] | None = None
@@ -443,17 +382,19 @@ class HumanQueue:
         self, objective: str, state: _Objective, task_id: str, annotator: str
     ) -> Claim | None:
         """Take the lease on one task, or None when another annotator has it or won the race."""
-        key = _claim_key(objective, task_id)
+        key = queue_records.claim_key(objective, task_id)
         now = self._clock()
-        lease = _Lease(annotator, uuid.uuid4().hex, now + self._lease_seconds)
+        lease = queue_records.Lease(annotator, uuid.uuid4().hex, now + self._lease_seconds)
         try:
-            self._artifacts.put_json(key, _lease_to_json(task_id, lease), only_if_absent=True)
+            self._artifacts.put_json(
+                key, queue_records.lease_to_json(task_id, lease), only_if_absent=True
+            )
         except errors.Conflict:
             try:
                 raw, etag = self._artifacts.get_versioned(key)
             except errors.NotFound:
                 return None  # released just now; the next claim will find it free
-            held = _lease_from_json(_json(raw))
+            held = queue_records.lease_from_json(json.loads(raw))
             if held.expires_at > now:
                 with self._lock:
                     state.leases[task_id] = held
@@ -461,7 +402,9 @@ class HumanQueue:
                     return self._claim_of(state, task_id, held)
                 return None
             try:
-                self._artifacts.put_json(key, _lease_to_json(task_id, lease), if_match=etag)
+                self._artifacts.put_json(
+                    key, queue_records.lease_to_json(task_id, lease), if_match=etag
+                )
             except errors.Conflict:
                 return None  # another replica took over the expired lease first
         with self._lock:
@@ -487,14 +430,16 @@ class HumanQueue:
         A lease that has expired counts as lost even if nobody took it yet, as at submit:
         once expired, any other annotator may have been offered the task.
         """
-        _check_annotator(annotator)
+        queue_records.check_annotator(annotator)
         state = self._state(objective)
         self._task(objective, state, task_id)
-        key = _claim_key(objective, task_id)
+        key = queue_records.claim_key(objective, task_id)
         _, etag = self._held_lease(objective, task_id, annotator, claim_id)
-        lease = _Lease(annotator, claim_id, self._clock() + self._lease_seconds)
+        lease = queue_records.Lease(annotator, claim_id, self._clock() + self._lease_seconds)
         try:
-            self._artifacts.put_json(key, _lease_to_json(task_id, lease), if_match=etag)
+            self._artifacts.put_json(
+                key, queue_records.lease_to_json(task_id, lease), if_match=etag
+            )
         except errors.Conflict as exc:
             raise errors.Conflict(
                 f"your lease on task {task_id!r} was taken over while renewing it; "
@@ -510,41 +455,45 @@ class HumanQueue:
         The skip is recorded even when the lease has meanwhile expired or moved on (the
         annotator's wish is clear); the lease is released only if it is still theirs.
         """
-        _check_annotator(annotator)
+        queue_records.check_annotator(annotator)
         state = self._state(objective)
         self._task(objective, state, task_id)
         self._artifacts.put_json(
             f"{layout.label_queue(objective)}skips/{task_id}/{annotator}.json",
-            {"annotator": annotator, "claim_id": claim_id, "skipped_at": _iso(self._clock())},
+            {
+                "annotator": annotator,
+                "claim_id": claim_id,
+                "skipped_at": queue_records.iso(self._clock()),
+            },
         )
         with self._lock:
             state.skips.setdefault(task_id, set()).add(annotator)
         try:
-            raw, _ = self._artifacts.get_versioned(_claim_key(objective, task_id))
+            raw, _ = self._artifacts.get_versioned(queue_records.claim_key(objective, task_id))
         except errors.NotFound:
             return
-        held = _lease_from_json(_json(raw))
+        held = queue_records.lease_from_json(json.loads(raw))
         if held.annotator == annotator and held.claim_id == claim_id:
             self._release(objective, state, task_id, held)
 
     def _held_lease(
         self, objective: str, task_id: str, annotator: str, claim_id: str | None
-    ) -> tuple[_Lease, str]:
+    ) -> tuple[queue_records.Lease, str]:
         """The caller's valid lease and its etag, else :class:`errors.Conflict` saying why."""
         try:
-            raw, etag = self._artifacts.get_versioned(_claim_key(objective, task_id))
+            raw, etag = self._artifacts.get_versioned(queue_records.claim_key(objective, task_id))
         except errors.NotFound as exc:
             raise errors.Conflict(
                 f"you hold no lease on task {task_id!r} (it expired and was released, or was "
                 "never claimed); claim a task again"
             ) from exc
-        held = _lease_from_json(_json(raw))
+        held = queue_records.lease_from_json(json.loads(raw))
         expired = held.expires_at <= self._clock()
         if held.annotator == annotator and held.claim_id == claim_id:
             if expired:
                 raise errors.Conflict(
-                    f"your lease on task {task_id!r} expired at {_iso(held.expires_at)}; "
-                    "claim a task again"
+                    f"your lease on task {task_id!r} expired at "
+                    f"{queue_records.iso(held.expires_at)}; claim a task again"
                 )
             return held, etag
         if held.annotator != annotator and not expired:
@@ -557,7 +506,9 @@ class HumanQueue:
             "claim a task again"
         )
 
-    def _release(self, objective: str, state: _Objective, task_id: str, lease: _Lease) -> None:
+    def _release(
+        self, objective: str, state: _Objective, task_id: str, lease: queue_records.Lease
+    ) -> None:
         """Free a lease we hold.
 
         The delete is unconditional (the store has no conditional delete), so it is sent
@@ -566,7 +517,7 @@ class HumanQueue:
         -- it is already free for the next claimer's compare-and-swap.
         """
         if self._clock() < lease.expires_at:
-            self._artifacts.delete(_claim_key(objective, task_id))
+            self._artifacts.delete(queue_records.claim_key(objective, task_id))
         with self._lock:
             cached = state.leases.get(task_id)
             if cached is not None and cached.claim_id == lease.claim_id:
@@ -591,7 +542,7 @@ class HumanQueue:
         task is done); a different answer from the same annotator is a conflict. Returns
         the resolution when this answer resolved the task.
         """
-        _check_annotator(annotator)
+        queue_records.check_annotator(annotator)
         if label not in labels:
             raise errors.InvalidRequest(
                 f"label {label!r} is not one of the objective's labels: {', '.join(labels)}",
@@ -612,17 +563,19 @@ class HumanQueue:
         except errors.Conflict as no_lease:
             # Without a lease, only a repeat of an answer already recorded is accepted.
             try:
-                previous = _answer_from_json(self._artifacts.get_json(answer_key))
+                previous = queue_records.answer_from_json(self._artifacts.get_json(answer_key))
             except errors.NotFound:
                 raise no_lease from None
             self._remember_answer(state, task_id, previous)
             return self._repeat(state, task_id, previous, label)
 
-        answer = _Answer(annotator, label, labels_per_item, self._clock())
+        answer = queue_records.Answer(annotator, label, labels_per_item, self._clock())
         try:
-            self._artifacts.put_json(answer_key, _answer_to_json(answer), only_if_absent=True)
+            self._artifacts.put_json(
+                answer_key, queue_records.answer_to_json(answer), only_if_absent=True
+            )
         except errors.Conflict:
-            previous = _answer_from_json(self._artifacts.get_json(answer_key))
+            previous = queue_records.answer_from_json(self._artifacts.get_json(answer_key))
             self._remember_answer(state, task_id, previous)
             return self._repeat(state, task_id, previous, label)
         self._remember_answer(state, task_id, answer)
@@ -632,12 +585,12 @@ class HumanQueue:
             resolution = state.resolved.get(task_id)
             decided_by_us = (
                 resolution is not None
-                and _deciding_answer(state.answers.get(task_id, {}).values()) == annotator
+                and agreement.deciding_answer(state.answers.get(task_id, {}).values()) == annotator
             )
         return SubmitResult("recorded", resolution if decided_by_us else None)
 
     def _repeat(
-        self, state: _Objective, task_id: str, previous: _Answer, label: str
+        self, state: _Objective, task_id: str, previous: queue_records.Answer, label: str
     ) -> SubmitResult:
         if previous.label != label:
             raise errors.Conflict(
@@ -655,7 +608,7 @@ class HumanQueue:
         :meth:`unfinished_resolutions`, never lost. Idempotent.
         """
         task = resolution.task
-        _check_segment(task.task_id, "task id")
+        queue_records.check_segment(task.task_id, "task id")
         state = self._state(task.objective)
         # Conflict: already marked, by us or another replica.
         with contextlib.suppress(errors.Conflict):
@@ -665,7 +618,7 @@ class HumanQueue:
                     "task_id": task.task_id,
                     "label": resolution.label,
                     "annotators": list(resolution.annotators),
-                    "done_at": _iso(self._clock()),
+                    "done_at": queue_records.iso(self._clock()),
                 },
                 only_if_absent=True,
             )
@@ -682,7 +635,9 @@ class HumanQueue:
                 for task_id, resolution in state.resolved.items()
                 if task_id not in state.done
             ]
-        return sorted(pending, key=lambda r: (_parse_time(r.task.enqueued_at), r.task.task_id))
+        return sorted(
+            pending, key=lambda r: (queue_records.parse_time(r.task.enqueued_at), r.task.task_id)
+        )
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -735,19 +690,19 @@ class HumanQueue:
                 for by in state.answers.values()
                 if len(by) >= 2
             ]
-        return agreement_of(items)
+        return agreement.agreement_of(items)
 
     # -- helpers -----------------------------------------------------------------------------
 
     def _task(self, objective: str, state: _Objective, task_id: str) -> Task:
         """The task (from the cache, else S3); :class:`errors.NotFound` when unknown."""
-        _check_segment(task_id, "task id")
+        queue_records.check_segment(task_id, "task id")
         with self._lock:
             task = state.tasks.get(task_id)
         if task is not None:
             return task
         try:
-            task = _task_from_json(
+            task = queue_records.task_from_json(
                 self._artifacts.get_json(f"{layout.label_queue(objective)}tasks/{task_id}.json")
             )
         except errors.NotFound as missing:
@@ -762,10 +717,10 @@ class HumanQueue:
             self._add_task(state, task, _SINGLE)
             return state.tasks[task_id]
 
-    def _claim_of(self, state: _Objective, task_id: str, lease: _Lease) -> Claim:
+    def _claim_of(self, state: _Objective, task_id: str, lease: queue_records.Lease) -> Claim:
         with self._lock:
             task = state.tasks[task_id]
-        return Claim(task, lease.annotator, lease.claim_id, _iso(lease.expires_at))
+        return Claim(task, lease.annotator, lease.claim_id, queue_records.iso(lease.expires_at))
 
     def _sync_answers(self, objective: str, state: _Objective, task_id: str) -> None:
         """Bring one task's answers up to date: one listing, reads only for unknown ones."""
@@ -773,12 +728,12 @@ class HumanQueue:
         with self._lock:
             known = set(state.answers.get(task_id, {}))
         for key in self._artifacts.list_keys(prefix):
-            annotator = _name(key, prefix)
+            annotator = queue_records.key_name(key, prefix)
             if annotator is None or annotator in known:
                 continue
             try:
                 self._remember_answer(
-                    state, task_id, _answer_from_json(self._artifacts.get_json(key))
+                    state, task_id, queue_records.answer_from_json(self._artifacts.get_json(key))
                 )
             except errors.NotFound:
                 continue
@@ -788,12 +743,14 @@ class HumanQueue:
         found = {
             annotator
             for key in self._artifacts.list_keys(prefix)
-            if (annotator := _name(key, prefix)) is not None
+            if (annotator := queue_records.key_name(key, prefix)) is not None
         }
         with self._lock:
             state.skips.setdefault(task_id, set()).update(found)
 
-    def _remember_answer(self, state: _Objective, task_id: str, answer: _Answer) -> None:
+    def _remember_answer(
+        self, state: _Objective, task_id: str, answer: queue_records.Answer
+    ) -> None:
         with self._lock:
             state.answers.setdefault(task_id, {})[answer.annotator] = answer
             self._update_resolution(state, task_id)
@@ -813,17 +770,17 @@ class HumanQueue:
         if known is not None:
             old = state.tasks[task_id]
             state.tasks[task_id] = task
-            entry = (_parse_time(old.enqueued_at), task_id)
+            entry = (queue_records.parse_time(old.enqueued_at), task_id)
             index = bisect.bisect_left(state.order, entry)
             if index < len(state.order) and state.order[index] == entry:
                 del state.order[index]
-                bisect.insort(state.order, (_parse_time(task.enqueued_at), task_id))
+                bisect.insort(state.order, (queue_records.parse_time(task.enqueued_at), task_id))
             resolution = state.resolved.get(task_id)
             if resolution is not None:
                 state.resolved[task_id] = dataclasses.replace(resolution, task=task)
             return False
         state.tasks[task_id] = task
-        bisect.insort(state.order, (_parse_time(task.enqueued_at), task_id))
+        bisect.insort(state.order, (queue_records.parse_time(task.enqueued_at), task_id))
         HumanQueue._update_resolution(state, task_id)
         return True
 
@@ -833,88 +790,16 @@ class HumanQueue:
         task = state.tasks.get(task_id)
         if task is None or task_id in state.resolved:
             return
-        decided = _resolve(state.answers.get(task_id, {}).values())
+        decided = agreement.resolve(state.answers.get(task_id, {}).values())
         if decided is None and task_id not in state.done:
             return
         if decided is not None:
             label, annotators = decided
             state.resolved[task_id] = Resolution(task, label, annotators)
-        entry = (_parse_time(task.enqueued_at), task_id)
+        entry = (queue_records.parse_time(task.enqueued_at), task_id)
         index = bisect.bisect_left(state.order, entry)
         if index < len(state.order) and state.order[index] == entry:
             del state.order[index]
-
-
-def agreement_of(items: Sequence[Mapping[str, int]]) -> dict[str, float | int]:
-    """Percent agreement and (generalised) Fleiss' kappa of label counts per item.
-
-    Each item maps a label to how many annotators gave it; items with fewer than two
-    answers are ignored. See :meth:`HumanQueue.agreement` for the definitions.
-    """
-    rated = [item for item in items if sum(item.values()) >= 2]
-    result: dict[str, float | int] = {"items": len(rated)}
-    if not rated:
-        return result
-    per_item = []
-    pooled: collections.Counter[str] = collections.Counter()
-    for item in rated:
-        n = sum(item.values())
-        per_item.append(sum(c * (c - 1) for c in item.values()) / (n * (n - 1)))
-        pooled.update(item)
-    observed = sum(per_item) / len(per_item)
-    result["percent_agreement"] = 100.0 * observed
-    total = sum(pooled.values())
-    expected = sum((c / total) ** 2 for c in pooled.values())
-    if expected < 1.0:
-        result["fleiss_kappa"] = (observed - expected) / (1.0 - expected)
-    return result
-
-
-def _ordered(answers: Iterable[_Answer]) -> list[_Answer]:
-    return sorted(answers, key=lambda a: (a.answered_at, a.annotator))
-
-
-def _resolve(answers: Iterable[_Answer]) -> tuple[str, tuple[str, ...]] | None:
-    """The label and its voters at the first answer that resolved the task, if any.
-
-    Walks the answers in the order they were given, applying each answer's own
-    ``labels_per_item``, so the result is the one the resolving submit reported, whatever
-    arrived later.
-    """
-    step = _resolving_step(answers)
-    if step is None:
-        return None
-    ordered, index, label = step
-    return label, tuple(a.annotator for a in ordered[: index + 1] if a.label == label)
-
-
-def _deciding_answer(answers: Iterable[_Answer]) -> str | None:
-    """The annotator whose answer resolved the task, if it is resolved."""
-    step = _resolving_step(answers)
-    return None if step is None else step[0][step[1]].annotator
-
-
-def _resolving_step(answers: Iterable[_Answer]) -> tuple[list[_Answer], int, str] | None:
-    ordered = _ordered(answers)
-    tally: collections.Counter[str] = collections.Counter()
-    for index, answer in enumerate(ordered):
-        tally[answer.label] += 1
-        leaders = tally.most_common(2)
-        top, votes = leaders[0]
-        runner_up = leaders[1][1] if len(leaders) > 1 else 0
-        if votes >= answer.labels_per_item and votes > runner_up:
-            return ordered, index, top
-    return None
-
-
-def _check_task(task: Task) -> None:
-    _check_segment(task.objective, "objective")
-    _check_segment(task.task_id, "task id")
-    if task.reason not in REASONS:
-        raise errors.InvalidRequest(
-            f"task reason {task.reason!r} is not one of {', '.join(REASONS)}"
-        )
-    _parse_time(task.enqueued_at, "enqueued_at")
 
 
 def _read_all(read: Callable[[str], Any], keys: Sequence[str]) -> list[Any]:
@@ -925,140 +810,3 @@ def _read_all(read: Callable[[str], Any], keys: Sequence[str]) -> list[Any]:
         max_workers=min(_READERS, len(keys)), thread_name_prefix="queue-read"
     ) as pool:
         return list(pool.map(read, keys))
-
-
-def _check_segment(value: str, what: str) -> None:
-    if not _SEGMENT.fullmatch(value):
-        raise errors.InvalidRequest(
-            f"{what} {value!r} is not valid: use up to 200 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-
-
-def _check_annotator(value: str) -> None:
-    if not _ANNOTATOR.fullmatch(value):
-        raise errors.InvalidRequest(
-            f"annotator {value!r} is not valid: use up to 128 letters, digits, '.', '_', '-', "
-            "'@' or '+', starting with a letter or digit"
-        )
-
-
-def _claim_key(objective: str, task_id: str) -> str:
-    return f"{layout.label_queue(objective)}claims/{task_id}.json"
-
-
-def _name(key: str, prefix: str) -> str | None:
-    """``{prefix}{name}.json`` -> name (None for anything else under the prefix)."""
-    rest = key[len(prefix) :]
-    if "/" in rest or not rest.endswith(".json"):
-        return None
-    return rest[: -len(".json")]
-
-
-def _pair(key: str, prefix: str) -> tuple[str, str] | None:
-    """``{prefix}{task_id}/{annotator}.json`` -> (task_id, annotator)."""
-    task_id, _, rest = key[len(prefix) :].partition("/")
-    if not task_id or "/" in rest or not rest.endswith(".json"):
-        return None
-    return task_id, rest[: -len(".json")]
-
-
-def _iso(epoch: float) -> str:
-    return datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC).isoformat()
-
-
-def _parse_time(value: str, what: str = "time") -> float:
-    """Seconds since the epoch of an ISO 8601 time (UTC when it has no offset)."""
-    try:
-        parsed = datetime.datetime.fromisoformat(value)
-    except (TypeError, ValueError) as exc:
-        raise errors.InvalidRequest(f"{what} {value!r} is not an ISO 8601 time") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()
-
-
-def _json(raw: bytes) -> Any:
-    return json.loads(raw)
-
-
-def _task_to_json(task: Task) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "objective": task.objective,
-        "source_id": task.source_id,
-        "record_id": task.record_id,
-        "event_id": task.event_id,
-        "text": task.text,
-        "hints": [list(hint) for hint in task.hints],
-        "reason": task.reason,
-        "enqueued_at": task.enqueued_at,
-    }
-
-
-def _encode_batch(tasks: Iterable[Task]) -> bytes:
-    """A batch object: one JSON line per task, gzipped (mtime 0: the bytes depend on the tasks)."""
-    lines = "".join(
-        json.dumps(_task_to_json(task), ensure_ascii=False, separators=(",", ":")) + "\n"
-        for task in tasks
-    )
-    return gzip.compress(lines.encode("utf-8"), compresslevel=6, mtime=0)
-
-
-def _decode_batch(data: bytes) -> list[Task]:
-    return [
-        _task_from_json(json.loads(line)) for line in gzip.decompress(data).splitlines() if line
-    ]
-
-
-def _task_from_json(body: Mapping[str, Any]) -> Task:
-    return Task(
-        task_id=body["task_id"],
-        objective=body["objective"],
-        source_id=body["source_id"],
-        record_id=body["record_id"],
-        event_id=body["event_id"],
-        text=body["text"],
-        hints=tuple((str(rule), str(label)) for rule, label in body["hints"]),
-        reason=body["reason"],
-        enqueued_at=body["enqueued_at"],
-    )
-
-
-def _answer_to_json(answer: _Answer) -> dict[str, Any]:
-    return {
-        "annotator": answer.annotator,
-        "label": answer.label,
-        "labels_per_item": answer.labels_per_item,
-        "answered_at": _iso(answer.answered_at),
-    }
-
-
-def _answer_from_json(body: Mapping[str, Any]) -> _Answer:
-    return _Answer(
-        annotator=body["annotator"],
-        label=body["label"],
-        labels_per_item=int(body["labels_per_item"]),
-        answered_at=_parse_time(body["answered_at"]),
-    )
-
-
-def _lease_to_json(task_id: str, lease: _Lease) -> dict[str, Any]:
-    return {
-        "task_id": task_id,
-        "annotator": lease.annotator,
-        "claim_id": lease.claim_id,
-        "expires_at": _iso(lease.expires_at),
-        # Exact seconds as well: the ISO form is rounded to microseconds, and replicas must
-        # agree to the last digit on whether a lease has expired.
-        "expires_epoch": lease.expires_at,
-    }
-
-
-def _lease_from_json(body: Mapping[str, Any]) -> _Lease:
-    epoch = body.get("expires_epoch")
-    return _Lease(
-        annotator=body["annotator"],
-        claim_id=body["claim_id"],
-        expires_at=float(epoch) if epoch is not None else _parse_time(body["expires_at"]),
-    )

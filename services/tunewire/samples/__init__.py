@@ -10,13 +10,17 @@ the redaction is exercised on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.resources
+import json
 import random
 from collections.abc import Iterator
 from typing import Any
 
 import yaml
+
+from tunewire.core.bus import envelope
 
 _PRODUCTS = [
     "blender",
@@ -209,6 +213,27 @@ def labelled_tickets(
             },
         }
         yield event, intent
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaMessage:
+    """A sample event as a business system puts it on Kafka."""
+
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def as_kafka_message(event: dict[str, Any]) -> KafkaMessage:
+    """A structured sample CloudEvent in Kafka binary content mode: JSON data as the value,
+    the attributes as ``ce_*`` headers (what the demo, the benchmarks and the tests send)."""
+    attributes = envelope.Envelope(
+        id=event["id"],
+        type=event["type"],
+        source=event["source"],
+        time=datetime.datetime.fromisoformat(event["time"]),
+        datacontenttype="application/json",
+    )
+    return KafkaMessage(json.dumps(event["data"]).encode(), attributes.headers())
 
 
 #: The PII values the generator plants, for tests that prove none survives redaction.

@@ -11,7 +11,7 @@ import contextlib
 import copy
 import json
 import pathlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
@@ -245,20 +245,6 @@ class ArtifactStore:
         """Remove one object (no error when it is already gone)."""
         with _reachable(f"deleting {key}"):
             self._client.delete_object(Bucket=self.bucket, Key=key)
-
-    def publish_manifest(
-        self, prefix: str, parts: Mapping[str, bytes], manifest: Mapping[str, Any]
-    ) -> str:
-        """Write the parts, then the manifest last, so readers never see a partial set.
-
-        Readers treat a prefix without ``manifest.json`` as absent. The manifest is written
-        only if absent, so a retried publish cannot replace a complete set. Returns its key.
-        """
-        for name, data in parts.items():
-            self.put_bytes(f"{prefix}/{name}", data)
-        key = f"{prefix}/manifest.json"
-        self.put_json(key, dict(manifest), only_if_absent=True)
-        return key
 
 
 def split_uri(uri: str) -> tuple[str, str]:
