@@ -1,11 +1,11 @@
 """The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
 A request names a model (an objective's alias, a pinned ``objective@run_id`` or the base
-model); the gateway checks the caller's token, scope and rate, the prompt and output limits,
-routes the name to the backend's adapter and passes the answer on — streamed as
-Server-Sent Events when asked. Every error is an OpenAI-style body
-``{"error": {"message", "type", "param", "code"}}`` with the matching status (401, 403,
-404, 400, 422, 429 and 503 with ``Retry-After``).
+model); the gateway checks the caller's token, scope and rate, reads the request once with
+:mod:`openai_request` (the prompt and output limits included), routes the name to the
+backend's adapter and passes the answer on — streamed as Server-Sent Events when asked.
+Every error is an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}`` with
+the matching status (401, 403, 404, 400, 422, 429 and 503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from fastapi import responses
 
 from tunewire.core.base import errors, metrics
 from tunewire.core.process import http
-from tunewire.serve import access, backend, config, deployments
+from tunewire.serve import access, backend, config, deployments, openai_request
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,6 @@ _KINDS = {
 _MAX_BODY = 4 * 1024 * 1024
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, retry: int = 0):
-        super().__init__(message)
-        self.status, self.message, self.param, self.retry = status, message, param, retry
-
-
 def router(
     *,
     deployed: deployments.Deployments,
@@ -90,20 +84,22 @@ def router(
         try:
             caller = _admitted(gatekeeper, request)
             body = await _body(request)
-            model = _checked(body, endpoint, limits)
-            route = await deployed.route(model)
-            label = model
+            asked = openai_request.parse(endpoint, body, limits=limits)
+            route = await deployed.route(asked.model)
+            label = asked.model
             if not caller.may_use(route.objective):
-                raise _Refused(403, f"this token may not use the model `{model}`", param="model")
-            if body.get("stream"):
-                return await _streamed(server, endpoint, body, route, model, started)
-            body.pop("stream_options", None)  # only valid with stream: true
+                raise openai_request.RequestError(
+                    403, f"this token may not use the model `{asked.model}`", param="model"
+                )
+            _relayed(body, asked, limits)
+            if asked.stream:
+                return await _streamed(server, endpoint, body, route, asked.model, started)
             reply = await server.complete(endpoint, body, target=route.target)
-            _count_usage(model, reply.get("usage"))
+            _count_usage(asked.model, reply.get("usage"))
             return responses.JSONResponse(reply)
-        except _Refused as refused:
+        except openai_request.RequestError as refused:
             status = refused.status
-            return _error(status, refused.message, param=refused.param, retry=refused.retry)
+            return _error(status, refused.message, param=refused.param)
         except access.Denied as denied:
             status = denied.status
             return _error(status, denied.message, retry=denied.retry_after_s or 0)
@@ -147,54 +143,25 @@ async def _body(request: fastapi.Request) -> dict[str, Any]:
     try:
         raw = await http.read_body(request, limit=_MAX_BODY)
     except errors.PayloadTooLarge as exc:
-        raise _Refused(400, exc.message) from None
+        raise openai_request.RequestError(400, exc.message) from None
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise _Refused(422, f"the body is not JSON: {exc}") from None
+        raise openai_request.RequestError(422, f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise _Refused(422, "the body must be a JSON object")
+        raise openai_request.RequestError(422, "the body must be a JSON object")
     return body
 
 
-def _checked(body: dict[str, Any], endpoint: backend.Endpoint, limits: config.ServeLimits) -> str:
-    """The requested model name, once the body passed the limits (max_tokens filled in)."""
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _Refused(422, "`model` is required: an objective, objective@run_id or the base")
-    if endpoint == "chat/completions":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _Refused(422, "`messages` must be a non-empty list", param="messages")
-        if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-            raise _Refused(422, "each message needs a string `content`", param="messages")
-        length = sum(len(m["content"]) for m in messages)
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise _Refused(422, "`prompt` must be a string", param="prompt")
-        length = len(prompt)
-    if length > limits.max_prompt_chars:
-        raise _Refused(
-            400,
-            f"the prompt is {length} characters; this server accepts at most "
-            f"{limits.max_prompt_chars}",
-            param="messages" if endpoint == "chat/completions" else "prompt",
-        )
-    asked = body.get("max_tokens", body.get("max_completion_tokens"))
-    if asked is None:
+def _relayed(
+    body: dict[str, Any], asked: openai_request.OpenAIRequest, limits: config.ServeLimits
+) -> None:
+    """Make ``body`` what the backend is sent: this server's ``max_tokens`` when the request
+    asks none, and ``stream_options`` only with ``stream`` (vLLM refuses them otherwise)."""
+    if asked.max_tokens is None:
         body["max_tokens"] = limits.max_output_tokens
-    elif not isinstance(asked, int) or asked < 1:
-        raise _Refused(422, "`max_tokens` must be a positive integer", param="max_tokens")
-    elif asked > limits.max_output_tokens:
-        raise _Refused(
-            400,
-            f"max_tokens {asked} is over this server's limit of {limits.max_output_tokens}",
-            param="max_tokens",
-        )
-    return model
+    if not asked.stream:
+        body.pop("stream_options", None)
 
 
 async def _streamed(
