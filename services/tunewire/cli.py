@@ -495,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run the main job on the embedded stack: events in, redacted, labelled, a dataset",
+        help="run the main job on the embedded stack: events redacted and labelled, a "
+        "snapshot, an adapter trained and evaluated, the served alias asked via the OpenAI API",
     )
     demo.add_argument("--events", type=int, default=300, help="sample tickets to send")
     demo.add_argument("--keep", action="store_true", help="leave the stack running afterwards")

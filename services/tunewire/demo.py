@@ -1,11 +1,16 @@
 """``tunewire demo``: the main job on the embedded stack, shown step by step.
 
-Starts the broker, the S3 endpoint and the services, registers the sample support-intent
-objective, sends sample tickets full of PII (half over Kafka, half over HTTP, plus redelivered
-copies and broken messages), then shows what ingest made of them: redacted records, counted
-duplicates, DLQ entries and the archive in S3; then labelling (rules and a simulated
-annotator), the dataset snapshot, the LoRA training run it starts (with live progress), and
-the evaluation of the adapter against the base model and the objective's gates.
+Ten stages. Starts the broker, the S3 endpoint and the five services, registers the sample
+support-intent objective, sends sample tickets full of PII (half over Kafka, half over HTTP,
+plus redelivered copies and broken messages), then shows what ingest made of them: redacted
+records, counted duplicates, DLQ entries, the archive in S3 and a scan of records and archive
+for planted PII. Then labelling by the rules, a simulated annotator answering the human
+queue with each ticket's true intent, the dataset snapshot, the LoRA training run it starts
+(with live progress), and the evaluation of the adapter against the base model and the
+champion with the objective's gates. Last, once the registry has a champion, it asks the
+served alias and the base model the same three new tickets through serve's
+OpenAI-compatible API, and prints where the web console's pages are. ``--keep`` leaves the
+stack running; ``--json`` prints a summary as the last line.
 """
 
 from __future__ import annotations

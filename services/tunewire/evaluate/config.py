@@ -40,7 +40,11 @@ class EvaluateSettings(settings.ServiceSettings):
     """Everything the evaluate process needs."""
 
     evaluate: EvaluateLimits = EvaluateLimits()
+    """Retries and re-checks of evaluator workloads (``TUNEWIRE_EVALUATE__*``)."""
     launcher: launching.LauncherSettings = launching.LauncherSettings()
+    """How evaluator workloads run: Kubernetes Jobs or local subprocesses
+    (``TUNEWIRE_LAUNCHER__*``)."""
     consumer_group: str = "tunewire-evaluate"
+    """Consumer group of ``tunewire.training``; replicas share it."""
     console: ConsoleSettings = ConsoleSettings()
     """The console's pipeline overview: where the label and train APIs are."""

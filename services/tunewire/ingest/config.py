@@ -15,6 +15,7 @@ class IngestLimits(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest ``POST /v1/events`` body; larger ones get 413."""
     max_events_per_request: int = Field(default=1000, ge=1)
+    """Most events in one ``POST /v1/events`` batch; more get 413."""
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
     """Largest single event (Kafka value or HTTP item); larger ones are rejected."""
     max_depth: int = Field(default=32, ge=2)
@@ -42,4 +43,6 @@ class IngestSettings(settings.ServiceSettings):
     """Everything the ingest process needs."""
 
     ingest: IngestLimits = IngestLimits()
+    """Ingest's own limits and flushing (``TUNEWIRE_INGEST__*``)."""
     consumer_group: str = "tunewire-ingest"
+    """Consumer group of ``tunewire.events.raw``; replicas share it."""

@@ -13,6 +13,7 @@ class LabelLimits(BaseModel):
     flush_interval_s: float = Field(default=2.0, gt=0)
     """How often new examples are written to S3 (and offsets committed)."""
     flush_max_records: int = Field(default=20_000, ge=1)
+    """Flush sooner once this many records were handled since the last flush."""
     lease_seconds: float = Field(default=300.0, ge=5)
     """How long a claimed task stays with its annotator before it returns to the queue."""
     queue_refresh_s: float = Field(default=10.0, gt=0)
@@ -20,8 +21,8 @@ class LabelLimits(BaseModel):
     near_duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
     """Estimated Jaccard similarity above which a text counts as a near-duplicate."""
     near_duplicate_capacity: int = Field(default=50_000, ge=1000)
-    """Texts kept in the near-duplicate index per objective (~3.7 KB each; the oldest are
-    forgotten first)."""
+    """Texts kept in the near-duplicate index per objective; the oldest are forgotten first.
+    Label's memory grows with it (the measured size a text is in ``bench/README.md``)."""
     prepare_workers: int | None = Field(default=None, ge=0, le=64)
     """Processes that prepare records (decode, normalise, MinHash, rules, encoding) beside
     the consumer; 0 turns them off. Default: one per usable core beyond the first, at most
@@ -44,4 +45,6 @@ class LabelSettings(settings.ServiceSettings):
     """Everything the label process needs."""
 
     label: LabelLimits = LabelLimits()
+    """Label's own batching, queue and deduplication settings (``TUNEWIRE_LABEL__*``)."""
     consumer_group: str = "tunewire-label"
+    """Consumer group of ``tunewire.records``; replicas share it."""

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 #: Records per worker task. The loop polls a batch ahead, so the worker always has the
 #: next one; a chunk need not be small for admitting to overlap preparing, and a large one
-#: crosses the pipes in fewer round trips (64 -> 256: about 4 % more records/s in bench/label.py).
+#: crosses the pipes in fewer round trips (figure in bench/README.md).
 PARALLEL_CHUNK = 256
 
 

@@ -263,10 +263,10 @@ class ExampleLog:
                 yield key
 
     def _write_segment(self, objective: str, batch: list[str]) -> str:
-        # One gzip member of all the lines at once, at level 3: on the bench's examples it
-        # takes 2.2 us a line against level 6's 4.3, for segments 18 % larger (0.182 of the
-        # JSON against 0.154); compression was a tenth of the label process's CPU. mtime=0: the
-        # bytes depend on the examples only, which the conflict check relies on.
+        # One gzip member of all the lines at once, at level 3: about half the CPU of level 6
+        # for somewhat larger segments, and compression is a visible share of the label
+        # process's CPU (figures in bench/README.md). mtime=0: the bytes depend on the
+        # examples only, which the conflict check relies on.
         text = "\n".join(batch) + "\n"
         data = gzip.compress(text.encode("utf-8"), compresslevel=_COMPRESSLEVEL, mtime=0)
         segment = f"{self._stamp()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"

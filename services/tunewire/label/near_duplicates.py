@@ -364,8 +364,8 @@ class _Level:
         """Every entry whose hash equals one of some queries: (place of the query, seq) pairs.
 
         ``ordered`` holds the queries in ascending order and ``order`` their places. Searching
-        in order walks the level's memory once instead of at random (five times faster for a
-        chunk's queries); most find nothing.
+        in order walks the level's memory once instead of at random (see bench/README.md for
+        the figure); most find nothing.
         """
         if not len(self.hashes):
             return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.int64)

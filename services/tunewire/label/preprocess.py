@@ -92,7 +92,7 @@ class MinHasher:
 
     def signatures(self, texts: Sequence[str]) -> list[bytes]:
         """:meth:`signature` of each text, computed together: a few numpy steps for the
-        whole batch instead of a few per text (a worker's chunk: about half the time)."""
+        whole batch instead of a few per text (figure in ``bench/README.md``)."""
         if not texts:
             return []
         signed = self._values([self._shingles(text) for text in texts]).tobytes()

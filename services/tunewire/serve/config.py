@@ -16,16 +16,20 @@ class Client(BaseModel):
     name: str = Field(min_length=1)
     """Shown in logs and metrics instead of the token."""
     token: SecretStr
+    """The bearer token the application sends; never logged."""
     objectives: list[str] | None = None
     """Objectives (aliases and pinned versions) it may use; None means all. The base model
     is open to every client."""
     requests_per_minute: int = Field(default=600, ge=1)
+    """Its rate limit, a token bucket per replica (N replicas admit up to N times this);
+    over it a request gets 429 with ``Retry-After``."""
 
 
 class VllmSettings(BaseModel):
     """The vLLM server this replica drives (on localhost in the same pod)."""
 
     base_url: str = "http://127.0.0.1:8000"
+    """Where the vLLM server's OpenAI API and runtime LoRA routes answer."""
     api_key: SecretStr | None = None
     """vLLM's ``--api-key``, if it was started with one."""
 
@@ -34,6 +38,8 @@ class ServeLimits(BaseModel):
     """What a request may ask for, and how the replica keeps its adapters."""
 
     backend: Literal["in_process", "vllm"] = "vllm"
+    """``vllm`` drives the vLLM server beside this container; ``in_process`` runs the base
+    model and its adapters in this process with torch (the embedded stack)."""
     base_model: str = "builtin://tiny-llama"
     """In process: the base model to load (as in an objective's ``base_model``)."""
     base_name: str = "base"
@@ -52,6 +58,7 @@ class ServeLimits(BaseModel):
     reconcile_every_s: float = Field(default=10.0, gt=0)
     """How often the replica re-reads the registry even without an event."""
     retry_after_s: int = Field(default=5, ge=1)
+    """The ``Retry-After`` seconds of a 503 answered while the backend is unavailable."""
 
 
 def _replica() -> str:
@@ -62,7 +69,9 @@ class ServeSettings(settings.ServiceSettings):
     """Everything the serve process needs."""
 
     serve: ServeLimits = ServeLimits()
+    """The backend, request limits and adapter handling (``TUNEWIRE_SERVE__*``)."""
     vllm: VllmSettings = VllmSettings()
+    """The vLLM server, used with the ``vllm`` backend (``TUNEWIRE_VLLM__*``)."""
     clients: list[Client] = []
     """Applications and their tokens (a JSON list). The admin API tokens may call the
     OpenAI API too, without a scope or a rate limit."""

@@ -9,6 +9,8 @@ environment variables) they would get in a cluster, only pointing at 127.0.0.1.
 Entry point: :class:`tunewire.stack.embedded.EmbeddedStack`. ``tunewire up``/``tunewire down``
 and the test suite's session fixture both use it.
 
-The package imports only the standard library, boto3, httpx and kafka-python (and, later,
-``tunewire.core``) so that it keeps working while the services themselves are broken.
+The package imports the standard library, boto3, httpx and kafka-python, and of tunewire
+only :mod:`tunewire.core.launchers` (``launching`` and ``localjobs``, so that ``down`` stops
+the trainers and evaluators the local launcher left running). It imports no service
+(import-linter checks that), so it keeps working while the services themselves are broken.
 """

@@ -29,5 +29,9 @@ class TrainSettings(settings.ServiceSettings):
     """Everything the train process needs."""
 
     train: TrainLimits = TrainLimits()
+    """Concurrency, GPU budget and retries of runs (``TUNEWIRE_TRAIN__*``)."""
     launcher: launching.LauncherSettings = launching.LauncherSettings()
+    """How trainer workloads run: Kubernetes Jobs or local subprocesses
+    (``TUNEWIRE_LAUNCHER__*``)."""
     consumer_group: str = "tunewire-train"
+    """Consumer group of ``tunewire.datasets``; replicas share it."""

@@ -32,3 +32,4 @@ class TrainerSettings(settings.WorkloadSettings):
     """Everything the trainer workload reads from its environment."""
 
     trainer: TrainerOptions = TrainerOptions()
+    """Checkpoint and progress intervals, seed, device and threads (``TUNEWIRE_TRAINER__*``)."""

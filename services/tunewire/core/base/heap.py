@@ -3,8 +3,8 @@
 CPython's collector runs after every 700 net allocations of container objects and, now
 and then, walks every container in the process. A service holds a large, long-lived heap
 (imported modules, schemas, state restored from S3) and allocates several containers per
-message, so at thousands of messages a second those walks cost it a fifth of its CPU
-(label, measured with ``bench/label.py``). :func:`settle` moves what exists after start-up
+message, so at thousands of messages a second those walks take a large share of its CPU
+(label's figure is in ``bench/README.md``). :func:`settle` moves what exists after start-up
 out of the collector's sight (``gc.freeze``: it is never garbage) and collects the young
 generation less often. Reference counting still frees nearly everything at once; only
 reference cycles wait longer, and there are few of them on the hot paths.

@@ -34,7 +34,9 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: str | None = None
     """For example SCRAM-SHA-512 when SASL is used."""
     sasl_username: str | None = None
+    """SASL user name; used only when ``sasl_mechanism`` is set."""
     sasl_password: SecretStr | None = None
+    """SASL password; used only when ``sasl_mechanism`` is set, never logged."""
     ssl_cafile: str | None = None
     """Path to the CA bundle that signs the brokers' certificates."""
     session_timeout_ms: int = Field(default=45_000, ge=1_000)
@@ -77,9 +79,12 @@ class S3Settings(BaseModel):
     """Where artifacts live. Credentials come from boto3's standard chain (IRSA, env, profile)."""
 
     bucket: str = "tunewire"
+    """The bucket that holds every tunewire artifact (objectives, records, datasets, runs,
+    adapters, the registry)."""
     endpoint_url: str | None = None
     """Set for MinIO, Ceph or the embedded endpoint; empty means AWS S3."""
     region: str | None = None
+    """The S3 client's region; None leaves it to boto3's standard chain."""
     max_attempts: int = Field(default=8, ge=1)
     """botocore retry attempts (adaptive mode) before a call fails."""
 
@@ -88,7 +93,9 @@ class HttpSettings(BaseModel):
     """The service's HTTP listener (API, probes, metrics)."""
 
     host: str = "0.0.0.0"
+    """Address the HTTP server binds to; the default listens on every interface."""
     port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the API, ``/healthz``, ``/readyz`` and ``/metrics``."""
 
 
 class WorkloadSettings(BaseSettings):
@@ -105,8 +112,12 @@ class WorkloadSettings(BaseSettings):
     environment: Environment = Environment.PRODUCTION
     """Production refuses placeholder API tokens."""
     kafka: KafkaSettings = KafkaSettings()
+    """The brokers and the client's behaviour (``TUNEWIRE_KAFKA__*``)."""
     s3: S3Settings = S3Settings()
+    """The artifact bucket and its endpoint (``TUNEWIRE_S3__*``)."""
     log_level: str = "INFO"
+    """Level of the process's JSON log lines (``DEBUG``, ``INFO``, ``WARNING``, ...); the
+    Kafka, botocore and urllib3 clients log warnings and above only."""
     model_cache: str = "~/.cache/tunewire/models"
     """Where base models are cached on local disk (built-in models are built here)."""
 
@@ -115,6 +126,7 @@ class ServiceSettings(WorkloadSettings):
     """Base of every service's settings."""
 
     http: HttpSettings = HttpSettings()
+    """The HTTP listener (``TUNEWIRE_HTTP__*``)."""
     api_tokens: list[SecretStr] = []
     """Bearer tokens accepted by the HTTP API (a JSON list in the environment)."""
 

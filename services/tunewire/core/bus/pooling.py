@@ -42,8 +42,8 @@ class PickledAsArguments:
 
     Worker results cross the pipe once per message and are unpickled in the consumer, the
     process a pool relieves. By default a dataclass is rebuilt from its ``__dict__`` through
-    ``copyreg``; calling the constructor instead unpickles twice as fast (label's results:
-    12 → 6 µs a record).
+    ``copyreg``; calling the constructor instead unpickles faster (label's results; the
+    figure is in ``bench/README.md``).
     """
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
@@ -86,7 +86,7 @@ def process_pool(
 
 
 PIPE_BYTES = 1 << 20
-"""Room in each of a pool's pipes: a chunk's results (about 1.4 KB a record at label)."""
+"""Room in each of a pool's pipes: enough for a chunk of label's results in one write."""
 
 
 def _widen_pipes(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -94,8 +94,8 @@ def _widen_pipes(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
     A pipe holds 64 KiB by default. A larger message makes the writer wait while the
     reader takes it piece by piece, and in the consumer process the reader is a thread that
-    needs the interpreter lock for every piece: a worker spent a quarter of its time blocked
-    on sending results (label, measured with py-spy). The queues are the executor's own
+    needs the interpreter lock for every piece, so label's workers spent much of their time
+    blocked on sending results (see ``bench/README.md``). The queues are the executor's own
     (CPython's ``_call_queue`` and ``_result_queue``); where they or Linux's
     ``F_SETPIPE_SZ`` are missing, or the size is refused, the pipes stay as they are.
     """

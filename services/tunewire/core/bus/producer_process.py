@@ -1,9 +1,9 @@
 """A Kafka producer whose client runs in a child process.
 
 kafka-python partitions and encodes every message in Python, under the interpreter lock of
-the process that sends: about 15 µs a message. For a consumer whose own process is its
-bottleneck — label sends one ``tunewire.examples`` event for most records it handles, all
-at the end of a flush — that is a sixth of its time per record (``bench/label.py``).
+the process that sends. For a consumer whose own process is its bottleneck — label sends one
+``tunewire.examples`` event for most records it handles, all at the end of a flush — that is
+a noticeable share of its time per record (the figures are in ``bench/README.md``).
 :class:`ProducerProcess` keeps sends in a list and hands each flush's messages to a child
 process in one pickled batch; the child sends them through an ordinary :class:`producing.Producer`
 on another core and answers once the broker has acknowledged every one.

@@ -148,18 +148,25 @@ class Toleration(BaseModel):
     """A Kubernetes toleration, as in a pod spec."""
 
     key: str | None = None
+    """The taint key it tolerates; None with ``Exists`` tolerates every taint."""
     operator: Literal["Equal", "Exists"] = "Equal"
+    """``Equal`` matches a taint of that key and ``value``; ``Exists`` any value of the key."""
     value: str | None = None
+    """The taint value to match with ``Equal``; left out with ``Exists``."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect it tolerates; None tolerates every effect."""
 
 
 class KubernetesLauncherSettings(BaseModel):
     """How workload Jobs look in the cluster (the chart fills these in)."""
 
     namespace: str = "default"
+    """Namespace the Jobs are created, watched and deleted in (the service account's RBAC
+    must allow that there)."""
     image: str = "ghcr.io/tunewire/trainer:0.1.0"
     """The CUDA trainer/evaluator image."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """The workload container's ``imagePullPolicy``."""
     service_account: str = "tunewire-workload"
     """Service account of the Job's pods (IRSA annotations for S3 go on it)."""
     config_map: str | None = None
@@ -179,12 +186,21 @@ class KubernetesLauncherSettings(BaseModel):
     ca_key: str = Field(default="ca.crt", min_length=1)
     """Key of the PEM bundle in ``ca_secret``."""
     gpu_resource: str = "nvidia.com/gpu"
+    """Extended resource a workload's GPUs are requested and limited as (only when the
+    workload asks for GPUs)."""
     node_selector: dict[str, str] = {}
+    """Node labels the pods must match, e.g. to land on GPU nodes; empty sets none."""
     tolerations: list[Toleration] = []
+    """Taints the pods tolerate, e.g. those that keep other pods off GPU nodes."""
     priority_class: str | None = None
+    """The pods' ``priorityClassName``; None leaves the cluster's default."""
     cpu_request: str = "2"
+    """CPU the workload container requests (a Kubernetes quantity); no CPU limit is set."""
     memory_request: str = "16Gi"
+    """Memory the workload container requests (a Kubernetes quantity)."""
     memory_limit: str = "32Gi"
+    """Memory limit of the workload container; a container over it is OOM-killed and the run
+    fails as OUT_OF_MEMORY."""
     active_deadline_seconds: int = Field(default=6 * 3600, ge=60)
     """A run longer than this is stopped and reported as DEADLINE_EXCEEDED."""
     backoff_limit: int = Field(default=2, ge=0)
@@ -217,14 +233,20 @@ class LocalLauncherSettings(BaseModel):
     python: str | None = None
     """Interpreter to run workloads with (default: the service's own)."""
     active_deadline_seconds: int = Field(default=6 * 3600, ge=1)
+    """A workload running longer is stopped by its supervisor (SIGTERM, then SIGKILL) and
+    reported as DEADLINE_EXCEEDED."""
 
 
 class LauncherSettings(BaseModel):
     """Which launcher a service uses and its settings."""
 
     kind: Literal["kubernetes", "local"] = "kubernetes"
+    """``kubernetes`` runs workloads as ``batch/v1`` Jobs, ``local`` as supervised
+    subprocesses on this machine (the embedded stack and the tests)."""
     kubernetes: KubernetesLauncherSettings = KubernetesLauncherSettings()
+    """Used when ``kind`` is ``kubernetes`` (``TUNEWIRE_LAUNCHER__KUBERNETES__*``)."""
     local: LocalLauncherSettings = LocalLauncherSettings()
+    """Used when ``kind`` is ``local`` (``TUNEWIRE_LAUNCHER__LOCAL__*``)."""
 
 
 def workload_name(kind: WorkloadKind, *parts: str) -> str:
