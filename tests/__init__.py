@@ -1,0 +1,1 @@
+"""The tunewire test suite."""

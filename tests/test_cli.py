@@ -6,15 +6,15 @@ import copy
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.conftest import TOKEN
 from tests.support import datasets
+from tests.support.stacks import TOKEN
+from tests.support.waiting import eventually
 from tunewire import samples
 from tunewire.core.base import store
 from tunewire.stack import embedded
@@ -97,13 +97,19 @@ def test_runs_evaluations_and_the_registry(
     )
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.split()[0]
-    deadline = time.monotonic() + 180
-    decided: dict[str, Any] = {}
-    while not decided.get("decision"):
-        assert time.monotonic() < deadline, decided
+
+    def evaluation() -> dict[str, Any]:
         shown = tunewire("evals", "show", name, run_id, "--json", url=evaluate)
-        decided = json.loads(shown.stdout) if shown.returncode == 0 else {}
-        time.sleep(1)
+        found: dict[str, Any] = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        return found
+
+    decided = eventually(
+        evaluation,
+        ready=lambda found: found.get("decision"),
+        timeout_s=180,
+        interval_s=1,
+        what=f"a decision on {run_id}",
+    )
 
     listed = tunewire("runs", "list", name, url=train)
     assert run_id in listed.stdout and "succeeded" in listed.stdout

@@ -10,7 +10,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from tests.chart import render
-from tests.chart.conftest import (
+from tests.support.chart import (
     MONITORING,
     field_exists,
     load_values,

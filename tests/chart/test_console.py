@@ -16,7 +16,7 @@ from urllib import parse
 import pytest
 
 from tests.chart import render
-from tests.chart.conftest import named, of_kind, pod_env, service_container, settings_from
+from tests.support.chart import named, of_kind, pod_env, service_container, settings_from
 from tunewire.evaluate import config as evaluate_config
 
 EVALUATE = "tunewire-evaluate"

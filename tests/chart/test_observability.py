@@ -16,7 +16,7 @@ import prometheus_client
 import pytest
 
 from tests.chart import render
-from tests.chart.conftest import MONITORING, named, of_kind
+from tests.support.chart import MONITORING, named, of_kind
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core.state import registry
 from tunewire.serve import gateway

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chart import render
-from tests.chart.conftest import named, of_kind, service_container
+from tests.support.chart import named, of_kind, service_container
 
 SELECTOR_KEYS = {
     "app.kubernetes.io/name",

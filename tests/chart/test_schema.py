@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.chart import render
-from tests.chart.conftest import HERE, load_values
+from tests.support.chart import VALUES_DIR, load_values
 
 
 def _refusal(values: dict[str, Any]) -> str:
@@ -260,4 +260,4 @@ def test_schema_and_defaults_agree() -> None:
     assert set(defaults) == set(schema["properties"])
     # The production-like file only uses keys the schema knows (render would refuse it).
     render.render(load_values("values-production.yaml"))
-    assert (HERE / "values-production.yaml").is_file()
+    assert (VALUES_DIR / "values-production.yaml").is_file()

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 
 from tests.chart import render
-from tests.chart.conftest import (
+from tests.support.chart import (
     SECRET_VALUES,
     load_values,
     named,

@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.chart import render
-from tests.chart.conftest import (
+from tests.support.chart import (
     field_exists,
     load_values,
     named,

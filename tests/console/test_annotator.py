@@ -9,7 +9,7 @@ import httpx
 from playwright import sync_api
 from playwright.sync_api import expect
 
-from tests.console import conftest
+from tests.support import console
 from tunewire.stack import embedded
 
 CONFLICT = ("Refund for a late parcel", "I want a refund, the parcel was late again.")
@@ -46,12 +46,12 @@ def test_an_annotator_works_the_queue_by_keyboard(
     stack: embedded.EmbeddedStack,
     api: httpx.Client,
     label_api: httpx.Client,
-    sign_in: conftest.SignIn,
+    sign_in: console.SignIn,
 ) -> None:
-    spec = conftest.objective_spec()
+    spec = console.objective_spec()
     assert api.post("/v1/objectives", json=spec).status_code == 201
-    conftest.send_tickets(api, spec, [CONFLICT, ABSTAIN, ABSTAIN_2, CONFLICT[::-1]])
-    conftest.queued(label_api, spec["name"], 4)
+    console.send_tickets(api, spec, [CONFLICT, ABSTAIN, ABSTAIN_2, CONFLICT[::-1]])
+    console.queued(label_api, spec["name"], 4)
 
     page = sign_in(annotate_url(stack, spec["name"]), name="ann-a", clock=True)
     expect(page.get_by_test_id("who")).to_have_text("ann-a")
@@ -99,14 +99,14 @@ def test_a_second_annotator_disagreement_appears(
     stack: embedded.EmbeddedStack,
     api: httpx.Client,
     label_api: httpx.Client,
-    sign_in: conftest.SignIn,
+    sign_in: console.SignIn,
     screenshots: pathlib.Path,
 ) -> None:
-    spec = conftest.objective_spec()
+    spec = console.objective_spec()
     spec["labelling"]["labels_per_item"] = 2
     assert api.post("/v1/objectives", json=spec).status_code == 201
-    conftest.send_tickets(api, spec, [ABSTAIN, ABSTAIN_2, CONFLICT])
-    conftest.queued(label_api, spec["name"], 3)
+    console.send_tickets(api, spec, [ABSTAIN, ABSTAIN_2, CONFLICT])
+    console.queued(label_api, spec["name"], 3)
 
     first = sign_in(annotate_url(stack, spec["name"]), name="ann-a")
     for key in ("1", "1", "s"):  # refund, refund, skip the last (oldest first)
@@ -123,7 +123,7 @@ def test_a_second_annotator_disagreement_appears(
     expect(second.get_by_test_id("annotators")).to_contain_text("ann-a2")
     expect(second.get_by_test_id("annotators")).to_contain_text("ann-b2")
     assert current_task(second), "the item ann-a skipped is still ann-b's to label"
-    conftest.shot(second, screenshots / "annotator.png")
+    console.shot(second, screenshots / "annotator.png")
 
     # The first annotator's page shows the disagreement on its own (it refreshes).
     expect(first.get_by_test_id("agreement")).to_contain_text("percent agreement0.0%")
@@ -137,14 +137,14 @@ def test_markup_in_an_event_is_shown_as_text(
     stack: embedded.EmbeddedStack,
     api: httpx.Client,
     label_api: httpx.Client,
-    sign_in: conftest.SignIn,
+    sign_in: console.SignIn,
 ) -> None:
-    spec = conftest.objective_spec()
+    spec = console.objective_spec()
     assert api.post("/v1/objectives", json=spec).status_code == 201
     subject = "<script>window.__pwned = 'script'</script>"
     body = '<img src="x" onerror="window.__pwned = \'img\'"><b>bold</b> hello, anyone there?'
-    conftest.send_tickets(api, spec, [(subject, body)])
-    conftest.queued(label_api, spec["name"], 1)
+    console.send_tickets(api, spec, [(subject, body)])
+    console.queued(label_api, spec["name"], 1)
 
     page = sign_in(annotate_url(stack, spec["name"]), name="ann-x")
     text = page.get_by_test_id("task-text")
@@ -155,7 +155,7 @@ def test_markup_in_an_event_is_shown_as_text(
 
 
 def test_a_wrong_token_is_refused_and_nothing_is_shown(
-    stack: embedded.EmbeddedStack, sign_in: conftest.SignIn
+    stack: embedded.EmbeddedStack, sign_in: console.SignIn
 ) -> None:
     page = sign_in(f"{stack.service_urls['label']}/console/annotate", name="ann-a", token="nope")
     expect(page.get_by_test_id("notice")).to_contain_text("The token was refused")

@@ -6,7 +6,7 @@ import datetime
 import gzip
 import uuid
 
-from tests.console import conftest
+from tests.support import console
 from tunewire.core.base import store
 from tunewire.core.state import objectives, registry
 from tunewire.evaluate import config as evaluate_config
@@ -43,7 +43,7 @@ def test_a_service_that_is_down_or_unknown_leaves_only_its_cells_empty(
     isolated = artifacts.for_bucket(f"overview-test-{uuid.uuid4().hex[:12]}")
     isolated.ensure_bucket()
     catalog = objectives.ObjectiveCatalog(isolated)
-    spec = conftest.objective_spec()
+    spec = console.objective_spec()
     catalog.register(objectives.parse_spec(spec), actor="test")
     adapters = registry.Registry(isolated)
     adapters.register(

@@ -6,8 +6,9 @@ import re
 
 import httpx
 
-from tests.conftest import TOKEN
-from tests.console import conftest
+from tests.support import console
+from tests.support.stacks import TOKEN
+from tests.support.waiting import eventually
 from tunewire.stack import embedded
 
 
@@ -79,9 +80,9 @@ def test_console_data_needs_a_token(stack: embedded.EmbeddedStack) -> None:
 def test_annotators_are_offered_the_objectives_with_a_human_queue(
     api: httpx.Client, label_api: httpx.Client
 ) -> None:
-    queued = conftest.objective_spec()
+    queued = console.objective_spec()
     queued["labels"] = ["warranty", "refund", "shipping", "account"]
-    unqueued = conftest.objective_spec()
+    unqueued = console.objective_spec()
     unqueued["labelling"]["human_queue"] = False
     for spec in (queued, unqueued):
         assert api.post("/v1/objectives", json=spec).status_code == 201
@@ -91,6 +92,8 @@ def test_annotators_are_offered_the_objectives_with_a_human_queue(
         by_name = {o["name"]: o for o in found}
         return by_name if queued["name"] in by_name else {}
 
-    offered = conftest.wait_for(listed, timeout_s=20, what="the new objective in the console")
+    offered = eventually(
+        listed, ready=bool, timeout_s=20, interval_s=0.25, what="the new objective in the console"
+    )
     assert offered[queued["name"]]["labels"] == queued["labels"], "key 1 is the first label"
     assert unqueued["name"] not in offered

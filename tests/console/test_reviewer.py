@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.console import conftest
+from tests.support import console, stacks
+from tests.support.waiting import eventually
 from tunewire.stack import embedded
 from tunewire.train import runs
 
@@ -37,12 +37,14 @@ def held(stack: embedded.EmbeddedStack, review_started: str) -> Held:
     """The run started for review (see the conftest), once it waits for a person."""
     name = review_started
     with (
-        conftest.client(stack.service_urls["evaluate"]) as evaluate,
-        conftest.client(stack.service_urls["label"]) as label,
+        stacks.client_of(stack.service_urls["evaluate"]) as evaluate,
+        stacks.client_of(stack.service_urls["label"]) as label,
     ):
-        snapshots = conftest.wait_for(
+        snapshots = eventually(
             lambda: label.get(f"/v1/datasets/{name}").json()["snapshots"],
+            ready=bool,
             timeout_s=120,
+            interval_s=0.25,
             what=f"a snapshot of {name}",
         )
         manifest: dict[str, Any] = snapshots[0]
@@ -53,10 +55,18 @@ def held(stack: embedded.EmbeddedStack, review_started: str) -> Held:
             if found.status_code != 200:
                 return None
             record: dict[str, Any] = found.json()
-            assert record["status"] in ("evaluating", "needs_review"), record
+            if record["status"] not in ("evaluating", "needs_review"):
+                # Fails at once: an AssertionError would only be retried until the deadline.
+                pytest.fail(f"run {run_id} will never wait for review: {record}")
             return record if record["status"] == "needs_review" else None
 
-        conftest.wait_for(waiting, timeout_s=240, what=f"run {run_id} to wait for review")
+        eventually(
+            waiting,
+            ready=bool,
+            timeout_s=240,
+            interval_s=0.25,
+            what=f"run {run_id} to wait for review",
+        )
     return Held(name, run_id, manifest)
 
 
@@ -65,14 +75,14 @@ def test_the_overview_shows_every_stage_of_an_objective(
     held: Held,
     evaluate_api: httpx.Client,
     label_api: httpx.Client,
-    sign_in: conftest.SignIn,
+    sign_in: console.SignIn,
     screenshots: pathlib.Path,
 ) -> None:
     queue = label_api.get(f"/v1/queue/{held.objective}").json()["counts"]
     assert queue["open"] > 0, "the rules left conflicts and abstentions to people"
     page = sign_in(f"{stack.service_urls['evaluate']}/console/overview", name="rev-1")
     row = page.locator(f'tr[data-objective="{held.objective}"]')
-    expect(row.get_by_test_id("events")).to_contain_text(f"{conftest.TICKETS} in 7 days")
+    expect(row.get_by_test_id("events")).to_contain_text(f"{console.TICKETS} in 7 days")
     expect(row.get_by_test_id("queue")).to_contain_text(f"{queue['open']} open")
     snapshot = row.get_by_test_id("snapshot")
     expect(snapshot).to_contain_text(held.manifest["dataset_id"])
@@ -90,7 +100,7 @@ def test_the_overview_shows_every_stage_of_an_objective(
         "href",
         f"{stack.service_urls['label']}/console/annotate?objective={held.objective}",
     )
-    conftest.shot(page, screenshots / "overview.png")
+    console.shot(page, screenshots / "overview.png")
 
 
 def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
@@ -98,7 +108,7 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
     held: Held,
     evaluate_api: httpx.Client,
     serve_api: httpx.Client,
-    sign_in: conftest.SignIn,
+    sign_in: console.SignIn,
     screenshots: pathlib.Path,
 ) -> None:
     evaluation = evaluate_api.get(f"/v1/evaluations/{held.objective}/{held.run_id}").json()
@@ -109,7 +119,7 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
 
     # Base, champion and candidate side by side, as the evaluator measured them.
     metrics = card.get_by_test_id("metrics")
-    expect(metrics.locator("thead")).to_contain_text(conftest.SEEDED)
+    expect(metrics.locator("thead")).to_contain_text(console.SEEDED)
     accuracy = metrics.locator('tr[data-metric="accuracy"]')
     for model in ("base", "champion", "candidate"):
         value = measured[model]["values"]["accuracy"]
@@ -132,7 +142,7 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
 
     reason = card.get_by_test_id("reason")
     reason.fill(REASON)
-    conftest.shot(page, screenshots / "reviewer.png")
+    console.shot(page, screenshots / "reviewer.png")
 
     # A decision without a reason is refused before anything is sent.
     approve = card.get_by_test_id("approve")
@@ -153,16 +163,19 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
     assert registry["versions"][held.run_id]["decided_by"] == "rev-1"
     moves = [(e["action"], e["actor"], e["reason"], e["from_run_id"]) for e in registry["history"]]
     assert ("approved", "rev-1", REASON, None) in moves
-    assert ("promoted", "rev-1", REASON, conftest.SEEDED) in moves
+    assert ("promoted", "rev-1", REASON, console.SEEDED) in moves
 
-    deadline = time.monotonic() + 60
-    while serve_api.get("/v1/deployments").json()["aliases"].get(held.objective) != held.run_id:
-        assert time.monotonic() < deadline, "serve never moved the alias to the approved run"
-        time.sleep(0.5)
+    def alias_moved() -> None:
+        aliases = serve_api.get("/v1/deployments").json()["aliases"]
+        assert aliases.get(held.objective) == held.run_id, (
+            "serve never moved the alias to the approved run"
+        )
+
+    eventually(alias_moved, timeout_s=60, interval_s=0.5)
 
     page.goto(f"{stack.service_urls['evaluate']}/console/history")
     decided = page.locator(f'tr[data-run="{held.run_id}"][data-action="approved"]')
     expect(decided.get_by_test_id("actor")).to_have_text("rev-1")
     expect(decided.get_by_test_id("why")).to_have_text(REASON)
     promoted = page.locator(f'tr[data-run="{held.run_id}"][data-action="promoted"]')
-    expect(promoted).to_contain_text(f"(was {conftest.SEEDED})")
+    expect(promoted).to_contain_text(f"(was {console.SEEDED})")

@@ -13,6 +13,7 @@ import pytest
 from kafka.structs import TopicPartition
 
 from tests.support import kafka_io
+from tests.support.waiting import eventually
 from tunewire.core.base import errors, settings
 from tunewire.core.bus import consuming, producing
 from tunewire.stack import embedded
@@ -110,10 +111,8 @@ def _running(
         assert not thread.is_alive()
 
 
-def _wait(condition: object, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
-        time.sleep(0.05)
+HANDLED_S = 20
+"""How long a running loop gets to handle, flush or commit what the test produced."""
 
 
 def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
@@ -123,7 +122,13 @@ def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
     values = [b"a", b"poison", b"invalid", b"b"]
     kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
     for _ in _running(kafka_config, topic, f"g-{topic}", handler):
-        _wait(lambda: handler.handled == [b"a", b"b"])
+        eventually(
+            lambda: handler.handled,
+            ready=lambda handled: handled == [b"a", b"b"],
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="the good messages handled",
+        )
     assert handler.handled == [b"a", b"b"]
     assert handler.prefetched == values
     reader = kafka_io.TopicReader(stack.bootstrap_servers, topic + ".dlq")
@@ -146,15 +151,27 @@ def test_commits_only_after_flush_and_resumes_after_them(
     first = Recorder(flaky_flushes=3)
     kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", b"m%d" % n, []) for n in range(5)))
     for _ in _running(kafka_config, topic, group, first):
-        _wait(lambda: first.flushed >= 1)
+        eventually(
+            lambda: first.flushed,
+            ready=lambda flushed: flushed >= 1,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="a flush through the outage",
+        )
     assert first.flushed >= 1, "the flush was retried through the outage"
     assert first.handled == [b"m%d" % n for n in range(5)]
 
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"after", [])])
     second = Recorder()
     for _ in _running(kafka_config, topic, group, second):
-        _wait(lambda: second.handled)
-        time.sleep(1)
+        eventually(
+            lambda: second.handled,
+            ready=bool,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="the message produced after the commit",
+        )
+        time.sleep(1)  # time for a redelivery of the committed messages, which must not come
     assert second.handled == [b"after"], "committed messages are not delivered again"
 
 
@@ -166,13 +183,25 @@ def test_an_unflushed_batch_is_redelivered(
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
     stopped_at = time.monotonic()
     for stop in _running(kafka_config, topic, group, down):
-        _wait(lambda: down.handled)
+        eventually(
+            lambda: down.handled,
+            ready=bool,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="the message handled before the endless outage",
+        )
         stopped_at = time.monotonic()
         stop.set()
     assert time.monotonic() - stopped_at < 40, "stopping gives up on an endless outage"
     again = Recorder()
     for _ in _running(kafka_config, topic, group, again):
-        _wait(lambda: again.handled)
+        eventually(
+            lambda: again.handled,
+            ready=bool,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="the redelivered message",
+        )
     assert again.handled == [b"x"]
 
 
@@ -191,7 +220,13 @@ def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, flush_max_messages=2
     ):
-        _wait(lambda: handler.handled == values and handler.flushed >= 3)
+        eventually(
+            lambda: (handler.handled, handler.flushed),
+            ready=lambda seen: seen[0] == values and seen[1] >= 3,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="(handled, flushes) to reach all six and three",
+        )
     assert handler.handled == values
     first_flush = handler.events.index(("flush", b""))
     # Workers would prepare the second batch while the first is flushed and committed...
@@ -208,7 +243,13 @@ def test_a_loop_that_polls_ahead_prefetches_the_next_batch_before_handling_this_
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, poll_ahead=True
     ):
-        _wait(lambda: handler.handled == values and handler.flushed >= 1)
+        eventually(
+            lambda: (handler.handled, handler.flushed),
+            ready=lambda seen: seen[0] == values and seen[1] >= 1,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="(handled, flushes) to reach all six and one",
+        )
     assert handler.handled == values
     assert handler.prefetched == values, "each batch is prefetched once"
     # The second batch is already with the workers while the first is handled.
@@ -257,14 +298,26 @@ def test_a_sealed_batch_is_made_durable_while_the_next_is_handled_and_only_then_
         for _ in _running(
             kafka_config, topic, group, handler, max_poll_records=2, flush_max_messages=2
         ):
-            _wait(lambda: handler.handled == values)
+            eventually(
+                lambda: handler.handled,
+                ready=lambda handled: handled == values,
+                timeout_s=HANDLED_S,
+                interval_s=0.05,
+                what="all four messages handled",
+            )
             # The first batch is sealed and held; the loop went on with the second.
             assert handler.sealed[0] == [b"m0", b"m1"]
             assert handler.handled == values
             assert handler.durable == []
             assert not watcher.committed(partition), "nothing is committed before it is durable"
             handler.release.set()
-            _wait(lambda: (watcher.committed(partition) or 0) >= 4)
+            eventually(
+                lambda: watcher.committed(partition) or 0,
+                ready=lambda committed: committed >= 4,
+                timeout_s=HANDLED_S,
+                interval_s=0.05,
+                what="the commit of all four once durable",
+            )
             assert watcher.committed(partition) == 4
         assert handler.durable == handler.sealed
         assert [v for batch in handler.durable for v in batch] == values
@@ -280,10 +333,22 @@ def test_a_sealed_batch_that_never_becomes_durable_is_redelivered(
     held = SealingSequencer()
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
     for stop in _running(kafka_config, topic, group, held):
-        _wait(lambda: held.sealed)
+        eventually(
+            lambda: held.sealed,
+            ready=bool,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="a sealed batch",
+        )
         stop.set()  # S3 stays "down": the stop's grace runs out with the batch not durable
     assert held.durable == []
     again = Recorder()
     for _ in _running(kafka_config, topic, group, again):
-        _wait(lambda: again.handled)
+        eventually(
+            lambda: again.handled,
+            ready=bool,
+            timeout_s=HANDLED_S,
+            interval_s=0.05,
+            what="the redelivered message",
+        )
     assert again.handled == [b"x"]

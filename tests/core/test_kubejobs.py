@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.support import fake_workload, kube
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core.base import errors
 from tunewire.core.launchers import factory, kubejobs, launching
@@ -126,13 +127,13 @@ def wait_status(
     *,
     timeout_s: float = 15.0,
 ) -> launching.JobStatus:
-    deadline = time.monotonic() + timeout_s
-    status = launcher.status(name)
-    while not done(status):
-        assert time.monotonic() < deadline, f"{name} stayed {status}"
-        time.sleep(0.05)
+
+    def reached() -> launching.JobStatus:
         status = launcher.status(name)
-    return status
+        assert done(status), f"{name} stayed {status}"
+        return status
+
+    return eventually(reached, timeout_s=timeout_s, interval_s=0.05)
 
 
 def finished(status: launching.JobStatus) -> bool:
@@ -160,11 +161,13 @@ class Watching:
         return [s for s in list(self.seen) if s.name == name]
 
     def wait(self, name: str, phase: Phase, *, timeout_s: float = 15.0) -> launching.JobStatus:
-        deadline = time.monotonic() + timeout_s
-        while not (found := [s for s in self.of(name) if s.phase is phase]):
-            assert time.monotonic() < deadline, f"no {phase} for {name}: {self.of(name)}"
-            time.sleep(0.05)
-        return found[-1]
+
+        def reported() -> launching.JobStatus:
+            found = [s for s in self.of(name) if s.phase is phase]
+            assert found, f"no {phase} for {name}: {self.of(name)}"
+            return found[-1]
+
+        return eventually(reported, timeout_s=timeout_s, interval_s=0.05)
 
 
 def reconnects(cause: str) -> float:
@@ -522,7 +525,7 @@ def test_watch_reconnects_after_losing_the_api(
         direct.launch(spec("tw-train-meanwhile"))
         wait_status(direct, "tw-train-meanwhile", finished)
         direct.cancel("tw-train-doomed")
-        time.sleep(0.5)
+        time.sleep(0.5)  # the outage lasts a moment past the delete
         cluster.restore(endpoint)
 
         watching.wait("tw-train-meanwhile", Phase.SUCCEEDED)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import fake_workload
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core.launchers import factory, launching, localjobs
 from tunewire.stack import processes
@@ -45,13 +46,13 @@ def wait_for(
     *,
     timeout_s: float = 15.0,
 ) -> launching.JobStatus:
-    deadline = time.monotonic() + timeout_s
-    status = launcher.status(name)
-    while not done(status):
-        assert time.monotonic() < deadline, f"{name} stayed {status}"
-        time.sleep(0.05)
+
+    def reached() -> launching.JobStatus:
         status = launcher.status(name)
-    return status
+        assert done(status), f"{name} stayed {status}"
+        return status
+
+    return eventually(reached, timeout_s=timeout_s, interval_s=0.05)
 
 
 def finished(status: launching.JobStatus) -> bool:
@@ -63,19 +64,21 @@ def gone(pid: int) -> bool:
 
 
 def wait_gone(pid: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not gone(pid):
-        assert time.monotonic() < deadline, f"pid {pid} still runs"
-        time.sleep(0.05)
+    def ended() -> None:
+        assert gone(pid), f"pid {pid} still runs"
+
+    eventually(ended, timeout_s=timeout_s, interval_s=0.05)
 
 
 def log_pids(path: str, pattern: str, *, timeout_s: float = 10.0) -> int:
     """The pid a workload printed (``pattern`` has one group), once it is in the log."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := re.search(pattern, Path(path).read_text())):
-        assert time.monotonic() < deadline, f"{pattern!r} never appeared in {path}"
-        time.sleep(0.05)
-    return int(found.group(1))
+
+    def printed() -> int:
+        found = re.search(pattern, Path(path).read_text())
+        assert found, f"{pattern!r} never appeared in {path}"
+        return int(found.group(1))
+
+    return eventually(printed, timeout_s=timeout_s, interval_s=0.05)
 
 
 @pytest.fixture
@@ -221,13 +224,17 @@ def test_watch_reports_every_change(launcher: localjobs.LocalLauncher) -> None:
     try:
         launcher.launch(spec("tw-train-watched", "--sleep", "0.5", "--exit", "4"))
         deadline = time.monotonic() + 15
-        while not any(s.finished for s in seen):
-            assert time.monotonic() < deadline, seen
-            time.sleep(0.05)
+
+        def ended() -> None:
+            assert any(s.finished for s in seen), seen
+
+        def forgotten() -> None:
+            assert seen[-1].phase is Phase.MISSING, seen
+
+        eventually(ended, timeout_s=15, interval_s=0.05)
         launcher.cancel("tw-train-watched")
-        while seen[-1].phase is not Phase.MISSING:
-            assert time.monotonic() < deadline, seen
-            time.sleep(0.05)
+        # Within what is left of the same 15 s.
+        eventually(forgotten, timeout_s=deadline - time.monotonic(), interval_s=0.05)
     finally:
         stop.set()
         watcher.join()
@@ -245,16 +252,29 @@ def test_a_new_launcher_adopts_running_and_finished_workloads(tmp_path: Path) ->
     long_pid = log_pids(first.status("tw-train-long").logs, r"fake workload pid (\d+)")
     del first
     # The short one ends while no launcher looks: its supervisor records the outcome.
-    time.sleep(1.5)
+    outcome = tmp_path / "tw-train-short.exit.json"
+
+    def recorded() -> None:
+        assert outcome.is_file(), "the short one's supervisor recorded no outcome"
+
+    eventually(recorded, timeout_s=10, interval_s=0.05)
 
     second = make_launcher(tmp_path)
     seen: list[launching.JobStatus] = []
     stop = threading.Event()
     watcher = threading.Thread(target=second.watch, args=(seen.append, stop))
     watcher.start()
-    time.sleep(0.3)
-    stop.set()
-    watcher.join()
+    try:
+        eventually(
+            lambda: {s.name for s in seen},
+            ready=lambda names: names >= {"tw-train-long", "tw-train-short"},
+            timeout_s=10,
+            interval_s=0.05,
+            what="the new launcher's watch reporting both workloads",
+        )
+    finally:
+        stop.set()
+        watcher.join()
 
     by_name = {s.name: s for s in seen}
     assert by_name["tw-train-long"].phase is Phase.RUNNING

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import kafka_io
+from tests.support.waiting import eventually
 from tunewire.core.base import errors, settings
 from tunewire.core.bus import producer_process
 from tunewire.stack import broker, embedded
@@ -136,10 +137,11 @@ def test_the_child_ends_when_its_parent_is_killed(stack: embedded.EmbeddedStack)
         assert not _gone(child_pid)
         parent.kill()
         parent.wait()
-    deadline = time.monotonic() + 20
-    while not _gone(child_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _gone(child_pid), "the producer process outlived its parent"
+
+    def ended() -> None:
+        assert _gone(child_pid), "the producer process outlived its parent"
+
+    eventually(ended, timeout_s=20, interval_s=0.1)
 
 
 def test_a_flush_while_the_broker_is_down_fails_and_keeps_the_messages_for_the_next(

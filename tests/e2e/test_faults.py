@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TOKEN, artifact_store, client_of, service_specs
-from tests.ingest.conftest import events_for
 from tests.ingest.test_kafka_events import RAW, binary
 from tests.support import kafka_io, metrics, proxy, waiting
+from tests.support.events import events_for
+from tests.support.stacks import TOKEN, artifact_store, client_of, service_specs
 from tunewire import samples
 from tunewire.contracts.v1 import evaluations_pb2, records_pb2, training_pb2
 from tunewire.core.base import store
@@ -139,7 +139,7 @@ def stream(
                 RAW,
                 (binary(e) for e in events[start : start + chunk]),
             )
-            time.sleep(every_s)
+            time.sleep(every_s)  # a stream, not a burst: faults land mid-stream
 
     thread = threading.Thread(target=produce, name="stream-events", daemon=True)
     thread.start()
@@ -154,14 +154,15 @@ def label_handled(faults: FaultStack, objective: str) -> float:
     )
 
 
-def wait_until(probe: Callable[[], object], what: str, *, timeout_s: float = 120) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+def until_label_handled(faults: FaultStack, objective: str, count: int) -> None:
+    """Wait until label has decided on ``count`` records of ``objective``."""
+    waiting.eventually(
+        lambda: label_handled(faults, objective),
+        ready=lambda handled: handled >= count,
+        timeout_s=120,
+        interval_s=0.1,
+        what=f"label handling {count} records of {objective}",
+    )
 
 
 def first_snapshot(faults: FaultStack, objective: str) -> str:
@@ -316,7 +317,7 @@ def test_killed_services_lose_and_repeat_nothing(faults: FaultStack) -> None:
     events = events_for(spec, EVENTS, seed=501)
     producing = stream(faults, events)
 
-    wait_until(lambda: label_handled(faults, name) >= 60, "label handled 60 records")
+    until_label_handled(faults, name, 60)
     faults.stack.restart_service("label", kill=True)
     producing.join(timeout=60)
     dataset_id = first_snapshot(faults, name)
@@ -338,7 +339,7 @@ def test_s3_outages_delay_the_loop_and_lose_nothing(faults: FaultStack) -> None:
     events = events_for(spec, EVENTS, seed=502)
     producing = stream(faults, events, every_s=0.2)
 
-    wait_until(lambda: label_handled(faults, name) >= 60, "label handled 60 records")
+    until_label_handled(faults, name, 60)
     first = faults.outage()  # ingest's archive and label's flushes wait
     producing.join(timeout=60)
     first.join()
@@ -394,7 +395,7 @@ def test_memory_broker_restarts_lose_the_topics_and_the_services_carry_on_from_s
         stream(faults, before[:50] + after).join(timeout=60)
         records = records_of(faults, name, EVENTS)
         assert set(records.values()) == {e["id"] for e in after}, "replayed events came back"
-        wait_until(lambda: label_handled(faults, name) >= EVENTS, "label handled the new records")
+        until_label_handled(faults, name, EVENTS)
         with faults.client("label") as label:
             built = label.post(f"/v1/datasets/{name}")
         assert built.status_code == 201, built.text

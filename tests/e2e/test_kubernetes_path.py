@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import collections.abc
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -245,10 +244,12 @@ def test_a_cancelled_run_deletes_its_job(k8s_stack: Cluster) -> None:
             f"/v1/runs/{name}/{run_id}/cancel", json={"actor": "carol", "reason": "not needed"}
         )
     assert cancelled.json()["status"] == "cancelled"
-    deadline = time.monotonic() + 10
-    while any(j.metadata.name == running["workload"] for j in k8s_stack.jobs()):
-        assert time.monotonic() < deadline, "the Job was never deleted"
-        time.sleep(0.2)
+
+    def deleted() -> None:
+        jobs = [j.metadata.name for j in k8s_stack.jobs()]
+        assert running["workload"] not in jobs, "the Job was never deleted"
+
+    waiting.eventually(deleted, timeout_s=10, interval_s=0.2)
     deletes = k8s_stack.cluster.requests("DELETE", "jobs")
     assert {request.params.get("propagationPolicy") for request in deletes} == {"Background"}
     assert [e.WhichOneof("phase") for e in _events(k8s_stack, run_id)][-1] == "cancelled"

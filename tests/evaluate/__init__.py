@@ -1,0 +1,1 @@
+"""Tests of the evaluate service: gates, decisions and the launch path."""

@@ -13,7 +13,7 @@ import fastapi.testclient
 import pytest
 from pydantic import SecretStr
 
-from tests.evaluate import conftest
+from tests.support import evaluation
 from tunewire.contracts.v1 import evaluations_pb2, training_pb2
 from tunewire.core.base import errors
 from tunewire.core.bus import envelope, producing, topics
@@ -27,7 +27,7 @@ GATES = [{"metric": "accuracy", "min": 0.6}, {"metric": "accuracy", "beat_champi
 
 @pytest.fixture
 def client(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> collections.abc.Iterator[fastapi.testclient.TestClient]:
     """The evaluate service's HTTP API, built in-process around the harness's controller."""
     app = http.create_app(
@@ -48,7 +48,7 @@ def client(
 
 
 def _evaluate(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
     objective: str,
     run_id: str,
     *,
@@ -64,7 +64,7 @@ def _evaluate(
 
 
 def test_a_succeeded_run_launches_one_evaluator_with_the_champion(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     objective = harness.objective(gates=GATES).name
     message = harness.succeeded(objective, "run-1")
@@ -96,7 +96,7 @@ def test_a_succeeded_run_launches_one_evaluator_with_the_champion(
         objective=objective,
         progress=training_pb2.TrainingEvent.Progress(step=3),
     )
-    assert harness.controller.accept(conftest.message(progress, event_id="p-1")) is None
+    assert harness.controller.accept(evaluation.message(progress, event_id="p-1")) is None
     assert len(harness.launcher.created) == 1
 
     # Once run-1 is champion, the next evaluation measures it beside the candidate.
@@ -118,7 +118,7 @@ def test_a_succeeded_run_launches_one_evaluator_with_the_champion(
 
 
 def test_events_that_can_never_start_an_evaluation_are_invalid(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     with pytest.raises(errors.InvalidEvent) as malformed:
         harness.controller.accept(
@@ -139,7 +139,7 @@ def test_events_that_can_never_start_an_evaluation_are_invalid(
 
 
 def test_an_approval_moves_the_champion_and_is_published_once(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     objective = harness.objective(gates=GATES).name
     record = _evaluate(harness, objective, "run-1", candidate={"accuracy": 0.9, "macro_f1": 0.8})
@@ -180,7 +180,7 @@ def test_an_approval_moves_the_champion_and_is_published_once(
     assert "no champion yet" in result.reason
 
 
-def test_a_failing_gate_rejects_with_the_reason(harness: conftest.Harness) -> None:
+def test_a_failing_gate_rejects_with_the_reason(harness: evaluation.Harness) -> None:
     objective = harness.objective(gates=GATES).name
     _evaluate(harness, objective, "run-1", candidate={"accuracy": 0.80})
     rejected = _evaluate(
@@ -204,7 +204,7 @@ def test_a_failing_gate_rejects_with_the_reason(harness: conftest.Harness) -> No
 
 
 def test_a_failed_evaluator_is_retried_then_rejected_with_the_launchers_reason(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     objective = harness.objective(gates=GATES).name
     first = harness.controller.accept(harness.succeeded(objective, "run-1"))
@@ -246,7 +246,7 @@ def test_a_failed_evaluator_is_retried_then_rejected_with_the_launchers_reason(
     assert not result.HasField("candidate")
 
 
-def test_an_evaluator_that_wrote_no_metrics_counts_as_failed(harness: conftest.Harness) -> None:
+def test_an_evaluator_that_wrote_no_metrics_counts_as_failed(harness: evaluation.Harness) -> None:
     objective = harness.objective(gates=GATES).name
     record = harness.controller.accept(harness.succeeded(objective, "run-1"))
     assert record is not None
@@ -257,7 +257,7 @@ def test_an_evaluator_that_wrote_no_metrics_counts_as_failed(harness: conftest.H
 
 
 def test_manual_approval_holds_for_a_person_who_decides_over_http(
-    harness: conftest.Harness, client: fastapi.testclient.TestClient
+    harness: evaluation.Harness, client: fastapi.testclient.TestClient
 ) -> None:
     objective = harness.objective(approval="manual", gates=GATES).name
     held = _evaluate(harness, objective, "run-a", candidate={"accuracy": 0.9})
@@ -333,7 +333,7 @@ def test_manual_approval_holds_for_a_person_who_decides_over_http(
 
 
 def test_the_reconciler_launches_what_could_not_be_and_fails_what_vanished(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     objective = harness.objective(gates=GATES).name
     harness.launcher.unreachable = True
@@ -357,7 +357,7 @@ def test_the_reconciler_launches_what_could_not_be_and_fails_what_vanished(
 
 
 def test_a_decision_the_registry_already_holds_is_completed_not_refused(
-    harness: conftest.Harness,
+    harness: evaluation.Harness,
 ) -> None:
     """A crash after the registry write and before the event: the repeat finishes the job."""
     objective = harness.objective(gates=GATES).name

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import time
 from pathlib import Path
 
-from tests.evaluate import conftest, fake_evaluator
+from tests.evaluate import fake_evaluator
+from tests.support import evaluation
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import evaluations_pb2
 from tunewire.core.launchers import following, launching, localjobs
 from tunewire.stack import embedded
@@ -36,7 +37,7 @@ class StandInEvaluator:
 
 
 def test_a_local_evaluator_is_followed_to_a_published_decision(
-    harness: conftest.Harness, stack: embedded.EmbeddedStack, tmp_path: Path
+    harness: evaluation.Harness, stack: embedded.EmbeddedStack, tmp_path: Path
 ) -> None:
     env = {
         **os.environ,
@@ -67,10 +68,13 @@ def test_a_local_evaluator_is_followed_to_a_published_decision(
     try:
         record = controller.accept(harness.succeeded(objective, "run-1"))
         assert record is not None
-        deadline = time.monotonic() + 30
-        while controller.records.get(objective, "run-1").status == "evaluating":
-            assert time.monotonic() < deadline, launcher.status(record.workload)
-            time.sleep(0.1)
+        workload = record.workload
+
+        def evaluated() -> None:
+            status = controller.records.get(objective, "run-1").status
+            assert status != "evaluating", launcher.status(workload)
+
+        eventually(evaluated, timeout_s=30, interval_s=0.1)
     finally:
         stop.set()
         watcher.join(10)

@@ -23,13 +23,3 @@ def objective(api: httpx.Client) -> collections.abc.Iterator[dict[str, Any]]:
     response = api.post("/v1/objectives", json=spec)
     assert response.status_code == 201, response.text
     yield spec
-
-
-def events_for(spec: dict[str, Any], count: int, *, seed: int = 1) -> list[dict[str, Any]]:
-    """Sample tickets retyped for an objective, with ids unique to it."""
-    found = []
-    for event in samples.tickets(count, seed=seed):
-        event["type"] = spec["source"]["event_type"]
-        event["id"] = f"{spec['name']}-{event['id']}"
-        found.append(event)
-    return found

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TOKEN
-from tests.ingest.conftest import events_for
 from tests.ingest.test_kafka_events import RAW, binary
 from tests.support import kafka_io
+from tests.support.events import events_for
+from tests.support.stacks import TOKEN
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded, processes

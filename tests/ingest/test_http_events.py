@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.ingest.conftest import events_for
 from tests.support import kafka_io
+from tests.support.events import events_for
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TOKEN
-from tests.ingest.conftest import events_for
 from tests.ingest.test_kafka_events import RAW, binary
 from tests.support import kafka_io, proxy
+from tests.support.events import events_for
+from tests.support.stacks import TOKEN
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded, ports, processes
 
@@ -74,7 +75,7 @@ def test_kafka_events_survive_an_s3_outage(
     cut.cut()
     events = events_for(objective, 40, seed=78)
     kafka_io.produce(stack.bootstrap_servers, RAW, (binary(e) for e in events))
-    time.sleep(5)
+    time.sleep(5)  # the outage: S3 stays cut while the events arrive
     cut.restore()
     name = objective["name"].encode()
     reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records")
@@ -90,10 +91,11 @@ def test_kafka_events_survive_an_s3_outage(
     finally:
         reader.close()
     assert ids == {e["id"] for e in events}
-    deadline = time.monotonic() + 60
-    while _archived_ids(s3, objective["name"]) != ids and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert _archived_ids(s3, objective["name"]) == ids
+
+    def archived() -> None:
+        assert _archived_ids(s3, objective["name"]) == ids
+
+    eventually(archived, timeout_s=60, interval_s=0.5)
 
 
 def _archived_ids(s3: Any, objective: str) -> set[str]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import TOKEN
-from tests.ingest.conftest import events_for
+from tests.support.events import events_for
+from tests.support.stacks import TOKEN
 from tunewire.stack import embedded, ports, processes
 
 

@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import kafka_io
+from tests.support.waiting import eventually
 from tunewire import samples
 from tunewire.contracts.v1 import datasets_pb2, examples_pb2, records_pb2
 from tunewire.stack import embedded, ports, processes
 
-
-def _wait(check: Callable[[], Any], *, timeout_s: float = 90, every_s: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found or time.monotonic() > deadline:
-            return found
-        time.sleep(every_s)
+LABELLED_S = 90
+"""How long the label service gets to act on what a test sent."""
 
 
 @pytest.fixture
@@ -62,14 +55,14 @@ def test_records_become_examples_tasks_and_a_snapshot(
     name = labelled_objective["name"]
     truth = _send(api, labelled_objective, 60, seed=501)
 
-    def settled() -> dict[str, Any] | None:
-        status = label_api.get(f"/v1/queue/{name}").json()
+    def settled() -> dict[str, Any]:
+        status: dict[str, Any] = label_api.get(f"/v1/queue/{name}").json()
         queued = status["counts"].get("open", 0)
         # Examples count as they are labelled; queued tasks appear at the next flush.
-        return status if queued and status["examples"] + queued >= 55 else None
+        assert queued and status["examples"] + queued >= 55, status
+        return status
 
-    status = _wait(settled)
-    assert status, label_api.get(f"/v1/queue/{name}").json()
+    status = eventually(settled, timeout_s=LABELLED_S, interval_s=0.3)
     assert status["counts"]["open"] >= 1, "conflicts and abstentions wait for a human"
 
     # An annotator works the queue; each resolved task becomes an example.
@@ -106,7 +99,13 @@ def test_records_become_examples_tasks_and_a_snapshot(
     assert after["annotators"] == {"ann-1": answered}
 
     # The first snapshot is built by the trigger (min_examples=30) and announced.
-    snapshots = _wait(lambda: label_api.get(f"/v1/datasets/{name}").json()["snapshots"])
+    snapshots = eventually(
+        lambda: label_api.get(f"/v1/datasets/{name}").json()["snapshots"],
+        ready=bool,
+        what=f"a snapshot of {name}",
+        timeout_s=LABELLED_S,
+        interval_s=0.3,
+    )
     assert snapshots, "no snapshot after the trigger"
     first = snapshots[0]
     assert first["examples"] >= 30
@@ -131,7 +130,13 @@ def test_records_become_examples_tasks_and_a_snapshot(
 
     # More events, a snapshot on request: an item never changes split between snapshots.
     _send(api, labelled_objective, 40, seed=502)
-    _wait(lambda: label_api.get(f"/v1/queue/{name}").json()["examples"] >= first["examples"] + 30)
+    eventually(
+        lambda: label_api.get(f"/v1/queue/{name}").json()["examples"],
+        ready=lambda examples: examples >= first["examples"] + 30,
+        what=f"30 more examples of {name}",
+        timeout_s=LABELLED_S,
+        interval_s=0.3,
+    )
     built = label_api.post(f"/v1/datasets/{name}")
     assert built.status_code == 201, built.text
     second = built.json()
@@ -222,10 +227,13 @@ def test_the_queue_lives_in_s3_so_a_new_replica_sees_it(
 ) -> None:
     name = labelled_objective["name"]
     _send(api, labelled_objective, 40, seed=504)
-    status = _wait(
-        lambda: (s := label_api.get(f"/v1/queue/{name}").json())["counts"].get("open") and s
-    )
-    assert status, "some tasks wait for a human"
+
+    def waiting_tasks() -> dict[str, Any]:
+        found: dict[str, Any] = label_api.get(f"/v1/queue/{name}").json()
+        assert found["counts"].get("open"), "some tasks wait for a human"
+        return found
+
+    status = eventually(waiting_tasks, timeout_s=LABELLED_S, interval_s=0.3)
     port = ports.free_port()
     spec = processes.ServiceSpec(
         name="label-replica", module="tunewire.label", port=port, env=stack.service_env(port)
@@ -267,7 +275,14 @@ def test_metrics_count_what_happened(
             and 'outcome="labelled"' in line
         )
 
-    assert _wait(labelled) > 0
+    count = eventually(
+        labelled,
+        ready=lambda found: found > 0,
+        what=f"labelled records of {name} in /metrics",
+        timeout_s=LABELLED_S,
+        interval_s=0.3,
+    )
+    assert count > 0
     text = label_api.get("/metrics").text
     for metric in (
         "tunewire_label_rule_decisions_total",

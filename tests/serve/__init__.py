@@ -1,0 +1,1 @@
+"""Tests of the serve service: request parsing, backends, replicas and the API."""

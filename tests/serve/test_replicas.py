@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CLIENTS
-from tests.serve.test_service import ask, eventually, serving
+from tests.serve.test_service import ask, serving
 from tests.support import adapters, datasets, vllm_double
+from tests.support.stacks import CLIENTS
+from tests.support.waiting import eventually
 from tunewire.core.base import store
 from tunewire.core.state import objectives
 from tunewire.stack import embedded, ports, processes

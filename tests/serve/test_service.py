@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import CLIENTS
 from tests.support import adapters, datasets, kafka_io
+from tests.support.stacks import CLIENTS
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import deployments_pb2
 from tunewire.core.base import store
 from tunewire.core.bus import topics
@@ -38,19 +37,6 @@ def ask(url: str, model: str, *, who: str = "app", **extra: Any) -> httpx.Respon
         json={"model": model, "messages": QUESTION, "max_tokens": 8, **extra},
         timeout=60,
     )
-
-
-def eventually(check: Callable[[], Any], *, timeout_s: float = 60) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-            continue
-        return result
 
 
 def deployment_events(stack: embedded.EmbeddedStack, objective: str, count: int) -> list[Any]:

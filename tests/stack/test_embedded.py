@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import kafka
 import pytest
 
 from tests.support import fake_workload
+from tests.support.waiting import eventually
 from tunewire.core.launchers import launching, localjobs
 from tunewire.stack import embedded, objectstore, ports, processes
 from tunewire.stack.embedded import EmbeddedStack
@@ -79,10 +79,14 @@ def test_kafka_roundtrip_with_headers(stack: EmbeddedStack) -> None:
     )
     try:
         records: list[Any] = []
-        deadline = time.monotonic() + 15
-        while not records and time.monotonic() < deadline:
+
+        def received() -> list[Any]:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
+            return records
+
+        # The poll itself waits up to half a second for records: no pause between polls.
+        eventually(received, ready=bool, timeout_s=15, interval_s=0, what=f"a record on {topic}")
     finally:
         consumer.close()
     assert [(r.key, r.value) for r in records] == [(b"support-intent", b"hello")]
@@ -117,11 +121,21 @@ def _consume_all(bootstrap_servers: str, topic: str, *, expected: int) -> list[b
         **FAST_GROUPS,
     )
     values: list[bytes] = []
+
+    def received() -> list[bytes]:
+        for batch in consumer.poll(timeout_ms=500).values():
+            values.extend(record.value for record in batch)
+        return values
+
     try:
-        deadline = time.monotonic() + 15
-        while len(values) < expected and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                values.extend(record.value for record in batch)
+        # The poll itself waits up to half a second for records: no pause between polls.
+        eventually(
+            received,
+            ready=lambda found: len(found) >= expected,
+            timeout_s=15,
+            interval_s=0,
+            what=f"{expected} records on {topic}",
+        )
     finally:
         consumer.close()
     return values
@@ -259,10 +273,12 @@ def test_down_stops_the_workloads_the_local_launcher_left_running(tmp_path: Path
         )
         assert launcher.launch(spec)
         log = workdir / f"{spec.name}.log"
-        deadline = time.monotonic() + 10
-        while "running" not in (log.read_text() if log.exists() else ""):
-            assert time.monotonic() < deadline, launcher.status(spec.name)
-            time.sleep(0.1)
+
+        def logged_running() -> None:
+            text = log.read_text() if log.exists() else ""
+            assert "running" in text, launcher.status(spec.name)
+
+        eventually(logged_running, timeout_s=10, interval_s=0.1)
         assert launcher.status(spec.name).phase is launching.JobPhase.RUNNING
         pid = int(log.read_text().split("pid ")[1].split()[0])
         started = {pid: processes.process_identity(pid) or ""}

@@ -1,0 +1,1 @@
+"""Helpers the tests share: doubles, stacks, waiting and fixture-free utilities."""

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterable, Sequence
 import kafka
 from kafka.structs import TopicPartition
 
+from tests.support.waiting import eventually
+
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -44,14 +46,14 @@ class TopicReader:
         self.messages: list[kafka.consumer.fetcher.ConsumerRecord] = []
 
     def _wait_partitions(self) -> list[TopicPartition]:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        def partitions() -> list[TopicPartition]:
             found = self._consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            self._consumer.topics()
-            time.sleep(0.2)
-        raise AssertionError(f"topic {self.topic} never appeared")
+            if not found:
+                self._consumer.topics()  # refreshes the metadata for the next look
+            assert found, f"topic {self.topic} never appeared"
+            return [TopicPartition(self.topic, p) for p in sorted(found)]
+
+        return eventually(partitions, timeout_s=15, interval_s=0.2)
 
     def read_until(
         self,
@@ -59,15 +61,33 @@ class TopicReader:
         *,
         timeout_s: float = 30,
     ) -> list[kafka.consumer.fetcher.ConsumerRecord]:
-        """Poll until ``done(all messages so far)`` or time out (then return what was read)."""
-        deadline = time.monotonic() + timeout_s
-        while not done(self.messages) and time.monotonic() < deadline:
-            for batch in self._consumer.poll(timeout_ms=200).values():
-                self.messages.extend(batch)
+        """Poll until ``done(all messages so far)``; all messages so far.
+
+        Fails after ``timeout_s`` with how many messages were read by then.
+        """
+
+        def read() -> str:
+            if not done(self.messages):
+                for batch in self._consumer.poll(timeout_ms=200).values():
+                    self.messages.extend(batch)
+            return f"{len(self.messages)} messages read"
+
+        # The poll itself waits up to 200 ms for messages: no pause between polls.
+        eventually(
+            read,
+            ready=lambda _: done(self.messages),
+            timeout_s=timeout_s,
+            interval_s=0,
+            what=f"the messages awaited on {self.topic}",
+        )
         return self.messages
 
     def drain(self, *, quiet_s: float = 1.5) -> list[kafka.consumer.fetcher.ConsumerRecord]:
-        """Read until nothing new arrives for ``quiet_s``."""
+        """Read until nothing new arrives for ``quiet_s``.
+
+        Not an ``eventually``: there is nothing to fail on and no deadline, only a quiet
+        period to see out (a duplicate would arrive within it).
+        """
         last = time.monotonic()
         while time.monotonic() - last < quiet_s:
             polled = self._consumer.poll(timeout_ms=200)

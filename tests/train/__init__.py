@@ -1,0 +1,1 @@
+"""Tests of the train service: scheduling and runs on the embedded stack."""

@@ -1,0 +1,1 @@
+"""Tests of the workloads: the trainer and evaluator processes, models and scoring."""

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 import uuid
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support import datasets, kafka_io, proxy
+from tests.support.waiting import eventually
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core.base import store
 from tunewire.core.bus import envelope, topics
@@ -211,11 +211,15 @@ def test_a_killed_trainer_resumes_from_its_last_checkpoint(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not list(artifacts.list_keys(pointer)):
-            assert first.poll() is None, "the trainer ended before its first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.05)
+
+        def checkpointed() -> None:
+            written = list(artifacts.list_keys(pointer))
+            if not written and first.poll() is not None:
+                # Not an AssertionError, which eventually() would retry until the deadline.
+                pytest.fail("the trainer ended before its first checkpoint")
+            assert written, "no checkpoint was written"
+
+        eventually(checkpointed, timeout_s=90, interval_s=0.05)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -258,10 +262,15 @@ def test_s3_out_of_reach_leaves_the_run_to_another_attempt(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not list(artifacts.list_keys(f"checkpoints/{name}/{run_id}/latest.json")):
-            assert trainer.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+
+        def checkpointed() -> None:
+            written = list(artifacts.list_keys(f"checkpoints/{name}/{run_id}/latest.json"))
+            if not written and trainer.poll() is not None:
+                # Not an AssertionError, which eventually() would retry until the deadline.
+                pytest.fail(f"the trainer ended (exit {trainer.returncode}) before a checkpoint")
+            assert written, "no checkpoint was written"
+
+        eventually(checkpointed, timeout_s=90, interval_s=0.05)
         cut.cut()
         _, logged = trainer.communicate(timeout=120)
     finally:
@@ -296,10 +305,15 @@ def test_sigterm_checkpoints_and_leaves_the_run_open(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 90
-        while not list(artifacts.list_keys(f"runs/{name}/{run_id}/progress.json")):
-            assert trainer.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+
+        def progressed() -> None:
+            written = list(artifacts.list_keys(f"runs/{name}/{run_id}/progress.json"))
+            if not written and trainer.poll() is not None:
+                # Not an AssertionError, which eventually() would retry until the deadline.
+                pytest.fail(f"the trainer ended (exit {trainer.returncode}) before any progress")
+            assert written, "no progress was written"
+
+        eventually(progressed, timeout_s=90, interval_s=0.05)
         trainer.send_signal(signal.SIGTERM)
         assert trainer.wait(30) == 143
     finally:

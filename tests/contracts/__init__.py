@@ -1,0 +1,1 @@
+"""Tests of the wire contracts: generated code, round trips and field numbers."""

@@ -1,0 +1,1 @@
+"""Tests of the embedded stack and its process supervision."""
