@@ -17,6 +17,19 @@ from tests.support import stacks
 from tunewire.core.base import store
 from tunewire.stack import embedded
 
+STACK_FIXTURES = {"stack", "memory_broker"}
+"""Fixtures that start the embedded stack or a broker: a test using one is a stack test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a stack fixture ``stack``, so ``make check`` can leave it out.
+
+    Modules that start processes themselves carry ``pytestmark = pytest.mark.stack``.
+    """
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
 
 @pytest.fixture(scope="session")
 def stack(

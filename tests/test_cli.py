@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,23 @@ import yaml
 from tests.support import datasets
 from tests.support.stacks import TOKEN
 from tests.support.waiting import eventually
-from tunewire import samples
+from tunewire import cli, samples
 from tunewire.core.base import store
 from tunewire.stack import embedded
 
 
 def tunewire(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tunewire.cli", *args, "--url", url, "--token", TOKEN],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run the command in this process, as its console script would: its output and status."""
+    argv = [*args, "--url", url, "--token", TOKEN]
+    out, err = io.StringIO(), io.StringIO()
+    status: int | str | None = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main(argv)
+        except SystemExit as exc:
+            status = exc.code
+    code = status if isinstance(status, int) else (0 if status is None else 1)
+    return subprocess.CompletedProcess(["tunewire", *argv], code, out.getvalue(), err.getvalue())
 
 
 def test_objectives_register_list_get_and_errors(

@@ -42,17 +42,23 @@ def test_pages_are_shells_with_a_strict_content_security_policy(
 
 
 def test_static_files_are_only_the_consoles_own(stack: embedded.EmbeddedStack) -> None:
-    url = stack.service_urls["label"]
-    for name in ("console", "annotate", "review", "history", "overview"):
-        script = httpx.get(f"{url}/console/static/{name}.js")
-        assert script.status_code == 200
-        assert script.headers["content-type"].startswith("text/javascript")
-        for markup_sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
-            assert markup_sink not in script.text, f"{name}.js uses {markup_sink}"
-    style = httpx.get(f"{url}/console/static/console.css")
-    assert style.headers["content-type"].startswith("text/css")
-    for name in ("nope.js", "..%2Fpages.py", "%2E%2E%2Fconfig.py", "annotate.html", "console.JS"):
-        assert httpx.get(f"{url}/console/static/{name}").status_code == 404, name
+    # The shell's script and stylesheet come with every service; a page's script only with
+    # the service that owns the page.
+    scripts = {"label": ("annotate",), "evaluate": ("review", "history", "overview")}
+    for service, own in scripts.items():
+        url = stack.service_urls[service]
+        for name in ("console", *own):
+            script = httpx.get(f"{url}/console/static/{name}.js")
+            assert script.status_code == 200, (service, name)
+            assert script.headers["content-type"].startswith("text/javascript")
+            for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+                assert sink not in script.text, f"{name}.js uses {sink}"
+        style = httpx.get(f"{url}/console/static/console.css")
+        assert style.headers["content-type"].startswith("text/css")
+        others = [name for other, names in scripts.items() if other != service for name in names]
+        refused = ["nope.js", "..%2Fpages.py", "%2E%2E%2Fconfig.py", "annotate.html"]
+        for name in [*refused, "console.JS", *(f"{other}.js" for other in others)]:
+            assert httpx.get(f"{url}/console/static/{name}").status_code == 404, (service, name)
 
 
 def test_console_data_needs_a_token(stack: embedded.EmbeddedStack) -> None:

@@ -21,6 +21,8 @@ from tunewire.contracts.v1 import training_pb2
 from tunewire.core.launchers import factory, launching, localjobs
 from tunewire.stack import processes
 
+pytestmark = pytest.mark.stack
+
 REPO = Path(__file__).resolve().parents[2]
 Phase = launching.JobPhase
 

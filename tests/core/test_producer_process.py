@@ -21,6 +21,8 @@ from tunewire.core.base import errors, settings
 from tunewire.core.bus import producer_process
 from tunewire.stack import broker, embedded
 
+pytestmark = pytest.mark.stack
+
 
 def _read(bootstrap: str, topic: str, count: int) -> list[bytes]:
     reader = kafka_io.TopicReader(bootstrap, topic)

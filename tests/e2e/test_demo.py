@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import metrics
 from tunewire.stack import embedded
+
+pytestmark = pytest.mark.stack
 
 
 def tunewire(state: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:

@@ -41,6 +41,8 @@ from tunewire.label import examples
 from tunewire.stack import embedded, processes
 from tunewire.train import runs
 
+pytestmark = pytest.mark.stack
+
 OUTAGE_S = 10.0
 EVENTS = 300
 REPEAT_SOON = {

@@ -27,6 +27,8 @@ from tunewire.core.bus import topics
 from tunewire.stack import embedded, processes
 from tunewire.train import runs
 
+pytestmark = pytest.mark.stack
+
 TOKEN = "k8s-test-" + uuid.uuid4().hex[:8]
 CONFIG_MAP = "tunewire-workloads"
 SECRET = "tunewire-workload-credentials"

@@ -1,5 +1,7 @@
 """No planted PII survives into any S3 object or any record.
 
+pytestmark = pytest.mark.stack
+
 Tickets full of PII go in over both ways in (Kafka binary mode and HTTP); then every object in
 the bucket (gzip ones decompressed) and every message on the records topic (all objectives,
 key, value and headers) is searched for each planted value. The raw topic and its DLQ are not

@@ -11,12 +11,15 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support import datasets, waiting
 from tunewire import samples
 from tunewire.core.base import store
 from tunewire.stack import embedded
 from tunewire.train import runs
+
+pytestmark = pytest.mark.stack
 
 
 def wait_for_decision(evaluate_api: httpx.Client, objective: str, run_id: str) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.stack import embedded, processes
 
+pytestmark = pytest.mark.stack
+
 OUTAGE_S = 4.0
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,8 @@ from tunewire.stack import embedded, objectstore, ports, processes
 from tunewire.stack.embedded import EmbeddedStack
 from tunewire.stack.processes import ServiceSpec
 
+pytestmark = pytest.mark.stack
+
 HERE = Path(__file__).parent
 FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
 """tansu holds a JoinGroup for half the session timeout; kafka-python's default makes it ~25 s."""

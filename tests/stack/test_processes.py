@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 from tunewire.stack import processes
+
+pytestmark = pytest.mark.stack
 
 
 def _start(tmp_path: Path, name: str, code: str) -> processes.ManagedProcess:
