@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from tunewire import samples
-from tunewire.core.base import errors
-from tunewire.core.state import objectives
+from tunewire.core.base import errors, settings, store
+from tunewire.core.state import layout, objectives
+from tunewire.stack import embedded
 
 Spec = dict[str, Any]
 
@@ -302,3 +304,47 @@ def test_a_parsed_spec_is_immutable() -> None:
 
     with pytest.raises(ValueError, match="frozen"):
         spec.name = "other"
+
+
+class CountingStore(store.ArtifactStore):
+    """The stack's bucket, counting the objects read."""
+
+    reads: list[str]
+
+    def get_json(self, key: str) -> Any:
+        self.reads.append(key)
+        return super().get_json(key)
+
+
+def test_a_reload_lists_once_and_reads_only_versions_it_has_not_read(
+    stack: embedded.EmbeddedStack, artifacts: store.ArtifactStore
+) -> None:
+    # ``artifacts`` puts the stack's credentials in the environment.
+    assert artifacts.bucket == stack.bucket
+    counting = CountingStore(
+        settings.S3Settings(bucket=stack.bucket, endpoint_url=stack.s3_endpoint_url)
+    )
+    counting.reads = []
+    prefix = f"cat-{uuid.uuid4().hex[:6]}"
+    catalog = objectives.ObjectiveCatalog(counting, cache_seconds=0)
+    for n in range(3):
+        spec = sample()
+        spec["name"] = f"{prefix}-{n}"
+        catalog.register(objectives.parse_spec(spec), actor="test")
+    first = {v.name: v.version for v in catalog.latest_all() if v.name.startswith(prefix)}
+    assert first == {f"{prefix}-0": 1, f"{prefix}-1": 1, f"{prefix}-2": 1}
+
+    counting.reads.clear()
+    catalog.retire(f"{prefix}-1", actor="test")
+    counting.reads.clear()
+    again = {v.name: v for v in catalog.latest_all() if v.name.startswith(prefix)}
+    assert {name: v.version for name, v in again.items()} == {
+        f"{prefix}-0": 1,
+        f"{prefix}-1": 2,
+        f"{prefix}-2": 1,
+    }
+    assert again[f"{prefix}-1"].status == "retired"
+    # Only the new version was read; the others are immutable and known.
+    assert [key for key in counting.reads if prefix in key] == [
+        layout.objective_version(f"{prefix}-1", 2)
+    ]

@@ -97,6 +97,9 @@ class LabelPipeline:
         self._pending_events: list[examples.Encoded] = []
         self._pending_tasks: list[queue.Task] = []
         self._example_counts: collections.Counter[str] = collections.Counter()
+        self._not_due: dict[str, tuple[int, objectives.DatasetPolicy]] = {}
+        """Per objective, the example count and dataset policy of the last check that found
+        no snapshot due."""
         self._sealed: collections.deque[_Sealed] = collections.deque()
         self._seal_numbers = itertools.count()
         self._durability_lock = threading.Lock()
@@ -286,16 +289,24 @@ class LabelPipeline:
     def maybe_snapshot(
         self, objective: objectives.ObjectiveVersion
     ) -> snapshots.SnapshotInfo | None:
-        """Build a snapshot when the objective's trigger fires (min_examples, retrain_every)."""
+        """Build a snapshot when the objective's trigger fires (min_examples, retrain_every).
+
+        A check that found nothing due is not repeated (no S3 listing) until the objective has
+        gained examples or changed its dataset policy: a snapshot another replica built in
+        the meantime could only make one less due.
+        """
         self.restore(objective.name)
         policy = objective.spec.dataset
         total = self._example_counts[objective.name]
+        if self._not_due.get(objective.name) == (total, policy):
+            return None
         latest = self.builder.latest(objective.name)
         if latest is None:
             due = total >= policy.min_examples
         else:
             due = total - int(latest.get("examples", 0)) >= policy.retrain_every
         if not due:
+            self._not_due[objective.name] = (total, policy)
             return None
         return self.snapshot(objective, reason="trigger")
 

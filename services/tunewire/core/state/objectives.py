@@ -258,6 +258,8 @@ class ObjectiveCatalog:
         self._store = artifacts
         self._cache_seconds = cache_seconds
         self._current: Mapping[str, ObjectiveVersion] = types.MappingProxyType({})
+        self._documents: dict[str, ObjectiveVersion] = {}
+        """The newest version of each objective by its key, as last read."""
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
@@ -336,11 +338,27 @@ class ObjectiveCatalog:
         return ObjectiveVersion.model_validate(document)
 
     def latest_all(self) -> list[ObjectiveVersion]:
-        """The newest version of every objective."""
-        names = [
-            p[len(layout.OBJECTIVES) : -1] for p in self._store.list_prefixes(layout.OBJECTIVES)
-        ]
-        return [self.get(name) for name in sorted(names)]
+        """The newest version of every objective, by name.
+
+        One listing finds every objective's newest version key (versions are zero-padded, so
+        the last key of a name is its newest); only a version not read before is fetched, as
+        a stored version never changes. A reload costs one listing, not two requests an
+        objective.
+        """
+        newest: dict[str, str] = {}
+        for key in self._store.list_keys(layout.OBJECTIVES):
+            name, _, leaf = key[len(layout.OBJECTIVES) :].partition("/")
+            if leaf.startswith("v") and leaf.endswith(".json"):
+                newest[name] = max(newest.get(name, ""), key)
+        with self._lock:
+            known = self._documents
+        found = {
+            key: known.get(key) or ObjectiveVersion.model_validate(self._store.get_json(key))
+            for key in (newest[name] for name in sorted(newest))
+        }
+        with self._lock:
+            self._documents = found
+        return list(found.values())
 
     def current(self, *, fresher_than: float | None = None) -> Mapping[str, ObjectiveVersion]:
         """Every objective's newest version, reloaded when older than the cache period.
