@@ -11,11 +11,14 @@ import json
 import math
 import threading
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
-from tunewire.core.base import errors, store
+from tunewire.core.base import errors, settings, store
+from tunewire.core.state import layout
 from tunewire.label import agreement, queue, queue_records
+from tunewire.stack import embedded
 
 LABELS = ("billing", "bug", "other")
 START = 1_800_000_000.123_456_7  # sub-microsecond: ISO round trips are not exact
@@ -527,3 +530,36 @@ def test_a_task_stored_twice_is_one_task_and_every_replica_keeps_the_first_copy(
     for replica in (one, two, three, new_queue(artifacts, clock)):
         assert replica.counts(objective)["open"] == 2
         assert [r.task.text for r in replica.unfinished_resolutions(objective)] == ["single"]
+
+
+class ListingStore(store.ArtifactStore):
+    """The stack's bucket, noting every prefix listed."""
+
+    listed: list[str]
+
+    def list_keys(self, prefix: str, *, start_after: str | None = None) -> Iterator[str]:
+        self.listed.append(prefix)
+        return super().list_keys(prefix, start_after=start_after)
+
+
+def test_a_refresh_lists_the_whole_queue_once(
+    stack: embedded.EmbeddedStack,
+    artifacts: store.ArtifactStore,
+    clock: Clock,
+    objective: str,
+) -> None:
+    # ``artifacts`` puts the stack's credentials in the environment.
+    listing = ListingStore(
+        settings.S3Settings(bucket=artifacts.bucket, endpoint_url=stack.s3_endpoint_url)
+    )
+    listing.listed = []
+    writer = new_queue(artifacts, clock)
+    writer.enqueue_many([task(objective, n) for n in range(3)])
+    claim = writer.claim(objective, "a1")
+    assert claim is not None
+    submit(writer, claim, "billing")
+
+    reader = queue.HumanQueue(listing, lease_seconds=300.0, clock=clock)
+    reader.refresh(objective)
+    assert listing.listed == [layout.label_queue(objective)]
+    assert reader.counts(objective) == writer.counts(objective)

@@ -166,9 +166,13 @@ class HumanQueue:
                 {(t, a) for t, by in known.answers.items() for a in by} if known else set()
             )
 
+        # One listing of the whole queue, split by folder (not one listing a folder).
+        listed: dict[str, list[str]] = collections.defaultdict(list)
+        for key in self._artifacts.list_keys(prefix):
+            listed[key[len(prefix) :].partition("/")[0]].append(key)
         task_keys = [
             key
-            for key in self._artifacts.list_keys(f"{prefix}tasks/")
+            for key in listed["tasks"]
             if (task_id := queue_records.key_name(key, f"{prefix}tasks/")) is not None
             and task_id not in known_tasks
         ]
@@ -176,12 +180,12 @@ class HumanQueue:
             (queue_records.task_from_json(body), _SINGLE)
             for body in _read_all(self._artifacts.get_json, task_keys)
         ]
-        batch_keys, batch_tasks = self._read_batches(objective)
+        batch_keys, batch_tasks = self._read_batches(objective, listed=listed["batches"])
         tasks += batch_tasks
 
         answer_keys = {
             key: pair
-            for key in self._artifacts.list_keys(f"{prefix}answers/")
+            for key in listed["answers"]
             if (pair := queue_records.key_pair(key, f"{prefix}answers/")) is not None
             and pair not in known_answers
         }
@@ -196,16 +200,16 @@ class HumanQueue:
 
         skips = [
             pair
-            for key in self._artifacts.list_keys(f"{prefix}skips/")
+            for key in listed["skips"]
             if (pair := queue_records.key_pair(key, f"{prefix}skips/")) is not None
         ]
         done = {
             task_id
-            for key in self._artifacts.list_keys(f"{prefix}done/")
+            for key in listed["done"]
             if (task_id := queue_records.key_name(key, f"{prefix}done/")) is not None
         }
         leases: dict[str, queue_records.Lease] = {}
-        for key in self._artifacts.list_keys(f"{prefix}claims/"):
+        for key in listed["claims"]:
             task_id = queue_records.key_name(key, f"{prefix}claims/")
             if task_id is None:
                 continue
@@ -228,12 +232,21 @@ class HumanQueue:
             for task_id in {t for t, _ in answers} | done:
                 self._update_resolution(state, task_id)
 
-    def _read_batches(self, objective: str) -> tuple[list[str], list[tuple[Task, _Rank]]]:
-        """The task batches not read yet: their keys, and their tasks with their ranks."""
+    def _read_batches(
+        self, objective: str, *, listed: Sequence[str] | None = None
+    ) -> tuple[list[str], list[tuple[Task, _Rank]]]:
+        """The task batches not read yet: their keys, and their tasks with their ranks.
+
+        ``listed`` are batch keys a listing of the whole queue found; without it, the batches
+        are listed from a little before the newest one read.
+        """
         prefix = f"{layout.label_queue(objective)}batches/"
         with self._lock:
             state = self._objectives.get(objective)
             known = set(state.batches) if state else set()
+        if listed is not None:
+            keys = [k for k in listed if k.endswith(queue_records.BATCH_SUFFIX) and k not in known]
+            return keys, self._batch_tasks(keys)
         # Batch keys start with their UTC time: list only from a little before the newest
         # one read (replicas' clocks and slow writes), not every batch ever written.
         start_after = None
@@ -246,12 +259,16 @@ class HumanQueue:
             for key in self._artifacts.list_keys(prefix, start_after=start_after)
             if key.endswith(queue_records.BATCH_SUFFIX) and key not in known
         ]
+        return keys, self._batch_tasks(keys)
+
+    def _batch_tasks(self, keys: Sequence[str]) -> list[tuple[Task, _Rank]]:
+        """The tasks of the batches at ``keys``, with their ranks (batch key, line)."""
         found: list[tuple[Task, _Rank]] = []
         for key, data in zip(keys, _read_all(self._artifacts.get_bytes, keys), strict=True):
             found += [
                 (task, (1, key, line)) for line, task in enumerate(queue_records.decode_batch(data))
             ]
-        return keys, found
+        return found
 
     def _load_batches(self, objective: str, state: _Objective) -> None:
         """Read the batches written since the last load into the cache."""
