@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import kafka
 import pytest
@@ -111,8 +111,15 @@ def _running(
         assert not thread.is_alive()
 
 
+T = TypeVar("T")
 HANDLED_S = 20
 """How long a running loop gets to handle, flush or commit what the test produced."""
+
+
+def until(check: Callable[[], T], what: str, *, ready: Callable[[T], object] = bool) -> None:
+    """Wait until ``ready`` accepts what ``check`` gives, polling as fast as the consumer
+    loop changes things."""
+    eventually(check, ready=ready, timeout_s=HANDLED_S, interval_s=0.05, what=what)
 
 
 def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
@@ -122,12 +129,10 @@ def test_poison_is_retried_then_dead_lettered_and_the_partition_moves_on(
     values = [b"a", b"poison", b"invalid", b"b"]
     kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", v, []) for v in values))
     for _ in _running(kafka_config, topic, f"g-{topic}", handler):
-        eventually(
+        until(
             lambda: handler.handled,
+            "the good messages handled",
             ready=lambda handled: handled == [b"a", b"b"],
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="the good messages handled",
         )
     assert handler.handled == [b"a", b"b"]
     assert handler.prefetched == values
@@ -151,12 +156,10 @@ def test_commits_only_after_flush_and_resumes_after_them(
     first = Recorder(flaky_flushes=3)
     kafka_io.produce(stack.bootstrap_servers, topic, ((b"k", b"m%d" % n, []) for n in range(5)))
     for _ in _running(kafka_config, topic, group, first):
-        eventually(
+        until(
             lambda: first.flushed,
+            "a flush through the outage",
             ready=lambda flushed: flushed >= 1,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="a flush through the outage",
         )
     assert first.flushed >= 1, "the flush was retried through the outage"
     assert first.handled == [b"m%d" % n for n in range(5)]
@@ -164,13 +167,7 @@ def test_commits_only_after_flush_and_resumes_after_them(
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"after", [])])
     second = Recorder()
     for _ in _running(kafka_config, topic, group, second):
-        eventually(
-            lambda: second.handled,
-            ready=bool,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="the message produced after the commit",
-        )
+        until(lambda: second.handled, "the message produced after the commit")
         time.sleep(1)  # time for a redelivery of the committed messages, which must not come
     assert second.handled == [b"after"], "committed messages are not delivered again"
 
@@ -183,25 +180,13 @@ def test_an_unflushed_batch_is_redelivered(
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
     stopped_at = time.monotonic()
     for stop in _running(kafka_config, topic, group, down):
-        eventually(
-            lambda: down.handled,
-            ready=bool,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="the message handled before the endless outage",
-        )
+        until(lambda: down.handled, "the message handled before the endless outage")
         stopped_at = time.monotonic()
         stop.set()
     assert time.monotonic() - stopped_at < 40, "stopping gives up on an endless outage"
     again = Recorder()
     for _ in _running(kafka_config, topic, group, again):
-        eventually(
-            lambda: again.handled,
-            ready=bool,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="the redelivered message",
-        )
+        until(lambda: again.handled, "the redelivered message")
     assert again.handled == [b"x"]
 
 
@@ -220,12 +205,10 @@ def test_the_next_batch_is_prefetched_before_the_last_is_made_durable(
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, flush_max_messages=2
     ):
-        eventually(
+        until(
             lambda: (handler.handled, handler.flushed),
+            "(handled, flushes) to reach all six and three",
             ready=lambda seen: seen[0] == values and seen[1] >= 3,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="(handled, flushes) to reach all six and three",
         )
     assert handler.handled == values
     first_flush = handler.events.index(("flush", b""))
@@ -243,12 +226,10 @@ def test_a_loop_that_polls_ahead_prefetches_the_next_batch_before_handling_this_
     for _ in _running(
         kafka_config, topic, f"g-{topic}", handler, max_poll_records=2, poll_ahead=True
     ):
-        eventually(
+        until(
             lambda: (handler.handled, handler.flushed),
+            "(handled, flushes) to reach all six and one",
             ready=lambda seen: seen[0] == values and seen[1] >= 1,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="(handled, flushes) to reach all six and one",
         )
     assert handler.handled == values
     assert handler.prefetched == values, "each batch is prefetched once"
@@ -298,12 +279,10 @@ def test_a_sealed_batch_is_made_durable_while_the_next_is_handled_and_only_then_
         for _ in _running(
             kafka_config, topic, group, handler, max_poll_records=2, flush_max_messages=2
         ):
-            eventually(
+            until(
                 lambda: handler.handled,
+                "all four messages handled",
                 ready=lambda handled: handled == values,
-                timeout_s=HANDLED_S,
-                interval_s=0.05,
-                what="all four messages handled",
             )
             # The first batch is sealed and held; the loop went on with the second.
             assert handler.sealed[0] == [b"m0", b"m1"]
@@ -311,12 +290,10 @@ def test_a_sealed_batch_is_made_durable_while_the_next_is_handled_and_only_then_
             assert handler.durable == []
             assert not watcher.committed(partition), "nothing is committed before it is durable"
             handler.release.set()
-            eventually(
+            until(
                 lambda: watcher.committed(partition) or 0,
+                "the commit of all four once durable",
                 ready=lambda committed: committed >= 4,
-                timeout_s=HANDLED_S,
-                interval_s=0.05,
-                what="the commit of all four once durable",
             )
             assert watcher.committed(partition) == 4
         assert handler.durable == handler.sealed
@@ -333,22 +310,10 @@ def test_a_sealed_batch_that_never_becomes_durable_is_redelivered(
     held = SealingSequencer()
     kafka_io.produce(stack.bootstrap_servers, topic, [(b"k", b"x", [])])
     for stop in _running(kafka_config, topic, group, held):
-        eventually(
-            lambda: held.sealed,
-            ready=bool,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="a sealed batch",
-        )
+        until(lambda: held.sealed, "a sealed batch")
         stop.set()  # S3 stays "down": the stop's grace runs out with the batch not durable
     assert held.durable == []
     again = Recorder()
     for _ in _running(kafka_config, topic, group, again):
-        eventually(
-            lambda: again.handled,
-            ready=bool,
-            timeout_s=HANDLED_S,
-            interval_s=0.05,
-            what="the redelivered message",
-        )
+        until(lambda: again.handled, "the redelivered message")
     assert again.handled == [b"x"]
