@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -525,7 +524,14 @@ def test_watch_reconnects_after_losing_the_api(
         direct.launch(spec("tw-train-meanwhile"))
         wait_status(direct, "tw-train-meanwhile", finished)
         direct.cancel("tw-train-doomed")
-        time.sleep(0.5)  # the outage lasts a moment past the delete
+        # The outage lasts until the watch has lost the API, so it must catch up on both.
+        eventually(
+            lambda: reconnects("error"),
+            ready=lambda seen: seen > errors_before,
+            timeout_s=15,
+            interval_s=0.05,
+            what="the watch noticing the API is gone",
+        )
         cluster.restore(endpoint)
 
         watching.wait("tw-train-meanwhile", Phase.SUCCEEDED)
