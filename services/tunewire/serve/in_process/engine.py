@@ -83,7 +83,11 @@ class Engine:
             if wrapped is None:
                 config.inference_mode = True
                 wrapped = peft.PeftModelForCausalLM(self.base, config, adapter_name=name)
-            result = wrapped.load_adapter(str(path), adapter_name=name, torch_device=device)
+            # _check_keys judges the keys by exact segment; peft's own check (a substring
+            # match) would only warn.
+            result = wrapped.load_adapter(
+                str(path), adapter_name=name, torch_device=device, strict_adapter_check="ignore"
+            )
             _check_keys(result, name=name, path=path)
         except backend.AdapterLoadError:
             self._take_back(wrapped, name)
