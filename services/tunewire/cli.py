@@ -182,12 +182,10 @@ def cmd_queue(args: argparse.Namespace) -> None:
                 f"Fleiss' kappa {agreement.get('fleiss_kappa', 0):.2f}"
             )
         return
-    if not args.annotator:
-        raise CliError(f"queue {args.action} needs --annotator NAME")
     if args.action == "claim":
         try:
             with _client(args) as client:
-                response = client.post(f"{path}/claim", json={"annotator": args.annotator})
+                response = client.post(f"{path}/claim")
         except httpx.HTTPError as exc:
             raise CliError(f"cannot reach the service: {exc}") from None
         if response.status_code == 204:
@@ -207,7 +205,7 @@ def cmd_queue(args: argparse.Namespace) -> None:
         return
     if not args.task:
         raise CliError(f"queue {args.action} needs --task TASK_ID")
-    body = {"annotator": args.annotator, "claim_id": args.claim}
+    body = {"claim_id": args.claim}
     if args.action == "submit":
         if not args.label:
             raise CliError("queue submit needs --label LABEL")
@@ -289,7 +287,6 @@ def cmd_runs(args: argparse.Namespace) -> None:
             json={
                 "objective": args.objective,
                 "dataset_id": args.dataset,
-                "actor": args.actor,
                 "overrides": overrides,
             },
         )
@@ -306,7 +303,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
             args,
             "POST",
             f"/v1/runs/{args.objective}/{args.run}/cancel",
-            json={"actor": args.actor, "reason": args.reason},
+            json={"reason": args.reason},
         )
         print(f"{run['run_id']} {run['status']}")
 
@@ -335,7 +332,7 @@ def cmd_decide(args: argparse.Namespace) -> None:
         args,
         "POST",
         f"/v1/evaluations/{args.objective}/{args.run}/{args.command}",
-        json={"actor": args.actor, "reason": args.reason},
+        json={"reason": args.reason},
     )
     print(f"{args.run}: {result.get('decision', args.command)}")
 
@@ -371,8 +368,36 @@ def cmd_deployments(args: argparse.Namespace) -> None:
         print(f"failed {name}: {why}")
 
 
+def cmd_principal(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from tunewire.core.base import principals
+
+    token = principals.new_token()
+    try:
+        principal = principals.Principal(
+            name=args.name,
+            token_sha256=principals.token_digest(token),
+            roles=frozenset(args.role),
+            objectives=frozenset(args.objective) if args.objective else None,
+            requests_per_minute=args.requests_per_minute,
+        )
+    except ValidationError as exc:
+        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CliError("; ".join(problems)) from None
+    entry = principal.model_dump(mode="json", exclude_defaults=True)
+    entry["roles"] = sorted(entry["roles"])
+    if args.json:
+        _print({"token": token, "principal": entry}, as_json=True)
+        return
+    print(f"token for {principal.name} (shown once; hand it over, store it nowhere else):")
+    print(f"  {token}")
+    print("add this entry to the TUNEWIRE_PRINCIPALS list (the principals Secret):")
+    print(f"  {json.dumps(entry, sort_keys=True)}")
+
+
 def cmd_rollback(args: argparse.Namespace) -> None:
-    body = {"actor": args.actor, "reason": args.reason, "to_run_id": args.to}
+    body = {"reason": args.reason, "to_run_id": args.to}
     result = _call(args, "POST", f"/v1/deployments/{args.objective}/rollback", json=body)
     print(f"{args.objective} now serves {args.objective}@{result['serving']}")
 
@@ -537,7 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument("action", choices=["status", "claim", "submit", "skip"])
     queue.add_argument("objective", help="objective name")
-    queue.add_argument("--annotator", help="who is labelling (claim, submit, skip)")
     queue.add_argument("--task", help="task id (submit, skip)")
     queue.add_argument("--claim", help="claim id from `queue claim` (submit, skip)")
     queue.add_argument("--label", help="the label to submit")
@@ -578,7 +602,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--overrides",
         help='JSON of lora/training settings for this run, e.g. \'{"training": {"epochs": 5}}\'',
     )
-    runs.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who is asking")
     runs.add_argument("--reason", help="why the run is cancelled (cancel)")
     client_options(runs)
     runs.set_defaults(func=cmd_runs, service="train")
@@ -603,7 +626,6 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("objective", help="objective name")
         decide.add_argument("run", help="run id of the held adapter")
         decide.add_argument("--reason", required=True, help="why; recorded in the registry")
-        decide.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who decides")
         client_options(decide)
         decide.set_defaults(func=cmd_decide, service="evaluate")
 
@@ -629,9 +651,30 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("objective", help="objective name (its alias)")
     rollback.add_argument("--to", help="run id to serve (default: the previous champion)")
     rollback.add_argument("--reason", required=True, help="why; recorded in the registry")
-    rollback.add_argument("--actor", default=os.environ.get("USER", "cli"), help="who decides")
     client_options(rollback)
     rollback.set_defaults(func=cmd_rollback, service="serve")
+
+    roles = ["producer", "annotator", "reviewer", "operator", "admin", "viewer", "client"]
+    principal = sub.add_parser(
+        "principal",
+        help="make a new principal: a random token and the entry for TUNEWIRE_PRINCIPALS",
+        description="Services keep only a token's sha256; this prints the token once and the "
+        "entry to add to the principals Secret. Roles: producer (send events), annotator (the "
+        "queue), reviewer (approve, reject), operator (runs, snapshots, rollback), admin "
+        "(objectives), viewer (read only), client (the model API).",
+    )
+    principal.add_argument("name", help="recorded as the actor of what it does")
+    principal.add_argument(
+        "--role", action="append", required=True, choices=roles, help="a role (repeatable)"
+    )
+    principal.add_argument(
+        "--objective", action="append", help="a client's scope: an objective (repeatable)"
+    )
+    principal.add_argument(
+        "--requests-per-minute", type=int, default=600, help="a client's rate limit (default 600)"
+    )
+    principal.add_argument("--json", action="store_true", help="print JSON")
+    principal.set_defaults(func=cmd_principal)
 
     status = sub.add_parser(
         "status",

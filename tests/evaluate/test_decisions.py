@@ -11,17 +11,27 @@ import collections.abc
 
 import fastapi.testclient
 import pytest
-from pydantic import SecretStr
 
 from tests.support import evaluation
 from tunewire.contracts.v1 import evaluations_pb2, training_pb2
-from tunewire.core.base import errors
+from tunewire.core.base import errors, principals
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.launchers import launching
-from tunewire.core.process import http
+from tunewire.core.process import authorization, http
 from tunewire.evaluate import api, records
 
-TOKEN = "evaluate-test-token"
+TOKENS = {name: f"{name}-evaluate-test-token-0123456789" for name in ("alice", "bob", "vic")}
+PRINCIPALS = principals.Principals(
+    [
+        principals.Principal(
+            name=name,
+            token_sha256=principals.token_digest(TOKENS[name]),
+            roles=frozenset({principals.Role.VIEWER if name == "vic" else principals.Role.REVIEWER}),
+        )
+        for name in TOKENS
+    ]
+)
+"""Two reviewers and a viewer."""
 GATES = [{"metric": "accuracy", "min": 0.6}, {"metric": "accuracy", "beat_champion_by": 0.01}]
 
 
@@ -37,14 +47,19 @@ def client(
             api.router(
                 controller=harness.controller,
                 catalog=harness.catalog,
-                auth=http.BearerAuth([SecretStr(TOKEN)]),
+                auth=authorization.Authority(PRINCIPALS, authorization.POLICY["evaluate"]),
             )
         ],
     )
     with fastapi.testclient.TestClient(
-        app, headers={"Authorization": f"Bearer {TOKEN}"}
+        app, headers=as_("alice")
     ) as test_client:
         yield test_client
+
+
+def as_(name: str) -> dict[str, str]:
+    """The headers of a request by ``name``."""
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
 
 
 def _evaluate(
@@ -274,32 +289,32 @@ def test_manual_approval_holds_for_a_person_who_decides_over_http(
     assert [e["run_id"] for e in listed["evaluations"]] == ["run-a"]
 
     url = f"/v1/evaluations/{objective}/run-a"
-    assert client.post(f"{url}/approve", json={"actor": "alice"}).status_code == 422
-    assert client.post(f"{url}/approve", json={"actor": "alice", "reason": "  "}).status_code == 422
+    assert client.post(f"{url}/approve", json={}).status_code == 422
+    assert client.post(f"{url}/approve", json={"reason": "  "}).status_code == 422
     unauthenticated = client.post(
-        f"{url}/approve",
-        json={"actor": "alice", "reason": "ok"},
-        headers={"Authorization": "Bearer wrong"},
+        f"{url}/approve", json={"reason": "ok"}, headers={"Authorization": "Bearer wrong"}
     )
     assert unauthenticated.status_code == 401
+    viewer = client.post(f"{url}/approve", json={"reason": "ok"}, headers=as_("vic"))
+    assert viewer.status_code == 403 and "reviewer" in viewer.json()["message"]
     assert harness.records_of(objective, "run-a").status == "needs_review"
 
-    approved = client.post(f"{url}/approve", json={"actor": "alice", "reason": "spot-checked"})
+    # The reviewer is whoever the token names; an actor in the body changes nothing.
+    approved = client.post(f"{url}/approve", json={"actor": "bob", "reason": "spot-checked"})
     assert approved.status_code == 200, approved.text
     assert (approved.json()["decision"], approved.json()["decided_by"]) == ("approved", "alice")
-    again = client.post(f"{url}/approve", json={"actor": "alice", "reason": "spot-checked"})
+    again = client.post(f"{url}/approve", json={"reason": "spot-checked"})
     assert again.status_code == 409
     assert "approved by alice" in again.json()["message"]
-    assert client.post(f"{url}/reject", json={"actor": "bob", "reason": "no"}).status_code == 409
-    missing = client.post(
-        f"/v1/evaluations/{objective}/run-zzz/approve", json={"actor": "a", "reason": "b"}
-    )
+    refused = client.post(f"{url}/reject", json={"reason": "no"}, headers=as_("bob"))
+    assert refused.status_code == 409
+    missing = client.post(f"/v1/evaluations/{objective}/run-zzz/approve", json={"reason": "b"})
     assert missing.status_code == 404
 
     # A second candidate, rejected by a person: the champion stays.
     _evaluate(harness, objective, "run-b", candidate={"accuracy": 0.95}, champion={"accuracy": 0.9})
     rejected = client.post(
-        f"/v1/evaluations/{objective}/run-b/reject", json={"actor": "bob", "reason": "bias"}
+        f"/v1/evaluations/{objective}/run-b/reject", json={"reason": "bias"}, headers=as_("bob")
     )
     assert rejected.status_code == 200, rejected.text
 

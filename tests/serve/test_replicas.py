@@ -17,7 +17,6 @@ import pytest
 
 from tests.serve.test_service import ask, serving
 from tests.support import adapters, datasets, vllm_double
-from tests.support.stacks import CLIENTS
 from tests.support.waiting import eventually
 from tunewire.core.base import store
 from tunewire.core.state import objectives
@@ -34,7 +33,6 @@ def start_replica(
         port=port,
         env={
             **stack.service_env(port),
-            "TUNEWIRE_CLIENTS": json.dumps(CLIENTS),
             "TUNEWIRE_CONSUMER_GROUP": f"tunewire-serve-{name}-{uuid.uuid4().hex[:6]}",
             **env,
         },

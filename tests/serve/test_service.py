@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import adapters, datasets, kafka_io
-from tests.support.stacks import CLIENTS
+from tests.support.stacks import TOKENS
 from tests.support.waiting import eventually
 from tunewire.contracts.v1 import deployments_pb2
 from tunewire.core.base import store
@@ -24,16 +24,12 @@ from tunewire.stack import embedded
 QUESTION = [{"role": "user", "content": "My parcel never arrived, where is it?"}]
 
 
-def token(name: str) -> str:
-    return next(c["token"] for c in CLIENTS if c["name"] == name)
-
-
 def ask(url: str, model: str, *, who: str = "app", **extra: Any) -> httpx.Response:
     """A chat request; greedy unless ``extra`` says otherwise, so answers are comparable."""
     extra.setdefault("temperature", 0)
     return httpx.post(
         url + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {token(who)}"},
+        headers={"Authorization": f"Bearer {TOKENS[who]}"},
         json={"model": model, "messages": QUESTION, "max_tokens": 8, **extra},
         timeout=60,
     )
@@ -100,7 +96,7 @@ def test_approval_rollback_and_a_broken_adapter(
     assert {objective, f"{objective}@{second}", "base"} <= models
 
     rolled = serve_api.post(
-        f"/v1/deployments/{objective}/rollback", json={"actor": "sre", "reason": "bad answers"}
+        f"/v1/deployments/{objective}/rollback", json={"reason": "bad answers"}
     )
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["serving"] == first
@@ -223,4 +219,4 @@ def test_streaming_answers_match_and_completions_work(stack: embedded.EmbeddedSt
 
 
 def _app() -> dict[str, str]:
-    return {"Authorization": f"Bearer {token('app')}"}
+    return {"Authorization": f"Bearer {TOKENS['app']}"}

@@ -1,28 +1,47 @@
-"""The embedded stack as the tests run it: the API token, serve's clients, the five services'
-specs, and authenticated clients of its APIs and bucket."""
+"""The embedded stack as the tests run it: the owner's token, principals with one role each
+(serve's clients among them), the five services' specs, and authenticated clients of its
+APIs and bucket."""
 
 from __future__ import annotations
 
-import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
 
 from tunewire.core.base import settings, store
+from tunewire.core.base.principals import Principal, Role, token_digest
 from tunewire.stack import embedded, processes
 
-TOKEN = "test-token-" + uuid.uuid4().hex[:8]
-CLIENTS = [
-    {"name": "app", "token": "app-" + uuid.uuid4().hex[:8]},
-    {"name": "slow", "token": "slow-" + uuid.uuid4().hex[:8], "requests_per_minute": 2},
-    {"name": "scoped", "token": "scoped-" + uuid.uuid4().hex[:8], "objectives": ["nothing-here"]},
+TOKEN = "test-owner-" + uuid.uuid4().hex
+"""The owner's token: the principal ``local``, with every role."""
+
+
+def _principal(name: str, *roles: Role, **limits: Any) -> tuple[Principal, str]:
+    token = f"{name}-" + uuid.uuid4().hex
+    principal = Principal(
+        name=name, token_sha256=token_digest(token), roles=frozenset(roles), **limits
+    )
+    return principal, token
+
+
+_MADE = [
+    *(_principal(f"only-{role}", role) for role in Role),
+    *(_principal(name, Role.ANNOTATOR) for name in ("a1", "a2", "a3")),
+    _principal("app", Role.CLIENT),
+    _principal("slow", Role.CLIENT, requests_per_minute=2),
+    _principal("scoped", Role.CLIENT, objectives=frozenset({"nothing-here"})),
 ]
-"""Applications of the serve service: unlimited, rate-limited, and scoped to one objective."""
+PRINCIPALS = [principal for principal, _ in _MADE]
+"""Beside the owner: ``only-<role>`` for every role, annotators ``a1``-``a3``, and serve's
+clients ``app`` (600 a minute), ``slow`` (2 a minute) and ``scoped`` (one objective)."""
+TOKENS = {principal.name: token for principal, token in _MADE}
+"""Each principal's bearer token, by name."""
 
 
 def service_specs() -> list[processes.ServiceSpec]:
-    """The five services as the test stacks run them: short intervals, the test clients."""
+    """The five services as the test stacks run them: short intervals, small limits."""
     return [
         processes.ServiceSpec(name="ingest", module="tunewire.ingest"),
         processes.ServiceSpec(
@@ -52,7 +71,6 @@ def service_specs() -> list[processes.ServiceSpec]:
             name="serve",
             module="tunewire.serve",
             env={
-                "TUNEWIRE_CLIENTS": json.dumps(CLIENTS),
                 "TUNEWIRE_SERVE__MAX_PROMPT_CHARS": "2000",
                 "TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS": "32",
             },
@@ -60,9 +78,9 @@ def service_specs() -> list[processes.ServiceSpec]:
     ]
 
 
-def client_of(url: str) -> httpx.Client:
-    """An authenticated client of a service's API."""
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+def client_of(url: str, *, token: str = TOKEN) -> httpx.Client:
+    """An authenticated client of a service's API (the owner's, unless ``token``)."""
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 
 def artifact_store(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tunewire.core.base import store
 from tunewire.core.bus import producing
 from tunewire.core.launchers import factory
-from tunewire.core.process import assembly, http, runner
+from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives
 from tunewire.evaluate import api, config, console, consumer
 from tunewire.evaluate.controller import EvaluationController
@@ -24,7 +24,7 @@ def build(settings: config.EvaluateSettings) -> runner.Service:
         producer=producer,
         launcher=launcher,
     )
-    auth = http.BearerAuth(settings.api_tokens)
+    auth = authorization.authority("evaluate", settings)
     return assembly.assemble(
         assembly.Parts(
             name="evaluate",

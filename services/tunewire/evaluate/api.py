@@ -1,8 +1,9 @@
 """HTTP routes of the evaluate service: evaluations, reviews and the adapter registry.
 
-Every route needs a bearer token. A reviewer names themself in ``actor`` and must give a
-``reason`` (422 without one); only a candidate held for review can be approved or rejected
-(409 otherwise, including a second approval), and an unknown evaluation is 404.
+The policy table says which roles call each route; the reviewer is the principal whose
+token approves or rejects, and must give a ``reason`` (422 without one). Only a candidate
+held for review can be approved or rejected (409 otherwise, including a second approval),
+and an unknown evaluation is 404.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from fastapi import concurrency
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunewire.core.base import errors
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 from tunewire.core.state import objectives
 from tunewire.evaluate import records
 from tunewire.evaluate.controller import EvaluationController
@@ -26,7 +28,6 @@ class ReviewRequest(BaseModel):
 
     model_config = ConfigDict(str_strip_whitespace=True)
 
-    actor: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
     reason: str = Field(min_length=1, max_length=2000)
     """Why; recorded in the registry's history and published with the decision."""
 
@@ -35,14 +36,14 @@ def router(
     *,
     controller: EvaluationController,
     catalog: objectives.ObjectiveCatalog,
-    auth: http.BearerAuth,
+    auth: authorization.Authority,
 ) -> fastapi.APIRouter:
     """Routes under ``/v1/evaluations`` and ``/v1/registry``."""
     routes = fastapi.APIRouter(prefix="/v1", tags=["evaluate"])
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
 
     @routes.get("/evaluations", summary="Evaluations, oldest first, optionally of one objective")
-    def list_evaluations(objective: str | None = None, _: str = Actor) -> dict[str, Any]:
+    def list_evaluations(objective: str | None = None, _: Principal = Caller) -> dict[str, Any]:
         found = controller.records.list_records(objective)
         return {"evaluations": [shown(r.model_dump(mode="json")) for r in found]}
 
@@ -50,39 +51,39 @@ def router(
         "/evaluations/{objective}/{run_id}",
         summary="One evaluation: its record, the gates and the evaluator's metrics",
     )
-    def show(objective: str, run_id: str, _: str = Actor) -> dict[str, Any]:
+    def show(objective: str, run_id: str, _: Principal = Caller) -> dict[str, Any]:
         record = controller.records.get(objective, run_id)
         report = controller.report(record)  # None while measuring, or if the evaluator failed
         metrics = report.model_dump(mode="json") if report else None
         return shown({**record.model_dump(mode="json"), "metrics": metrics})
 
     async def review(
-        objective: str, run_id: str, body: ReviewRequest, *, approve: bool
+        objective: str, run_id: str, body: ReviewRequest, *, approve: bool, actor: str
     ) -> dict[str, Any]:
         record: records.EvaluationRecord = await concurrency.run_in_threadpool(
             controller.review,
             objective,
             run_id,
             approve=approve,
-            actor=body.actor,
+            actor=actor,
             reason=body.reason,
         )
         return shown(record.model_dump(mode="json"))
 
     @routes.post("/evaluations/{objective}/{run_id}/approve", summary="Approve a held candidate")
     async def approve(
-        objective: str, run_id: str, body: ReviewRequest, _: str = Actor
+        objective: str, run_id: str, body: ReviewRequest, caller: Principal = Caller
     ) -> dict[str, Any]:
-        return await review(objective, run_id, body, approve=True)
+        return await review(objective, run_id, body, approve=True, actor=caller.name)
 
     @routes.post("/evaluations/{objective}/{run_id}/reject", summary="Reject a held candidate")
     async def reject(
-        objective: str, run_id: str, body: ReviewRequest, _: str = Actor
+        objective: str, run_id: str, body: ReviewRequest, caller: Principal = Caller
     ) -> dict[str, Any]:
-        return await review(objective, run_id, body, approve=False)
+        return await review(objective, run_id, body, approve=False, actor=caller.name)
 
     @routes.get("/registry", summary="Every objective's champion and number of versions")
-    def registries(_: str = Actor) -> dict[str, Any]:
+    def registries(_: Principal = Caller) -> dict[str, Any]:
         found = []
         for name in controller.registry.objectives():
             document = controller.registry.get(name)
@@ -96,7 +97,7 @@ def router(
         return {"objectives": found}
 
     @routes.get("/registry/{objective}", summary="An objective's versions, champion, history")
-    def registry_of(objective: str, _: str = Actor) -> dict[str, Any]:
+    def registry_of(objective: str, _: Principal = Caller) -> dict[str, Any]:
         document = controller.registry.get(objective)
         if not document.versions and not catalog.versions(objective):
             raise errors.NotFound(f"no objective named {objective!r}")

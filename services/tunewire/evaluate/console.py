@@ -14,8 +14,9 @@ from typing import Any
 import fastapi
 
 from tunewire.core.base import errors, store
+from tunewire.core.base.principals import Principal
 from tunewire.core.console import pages
-from tunewire.core.process import http
+from tunewire.core.process import authorization
 from tunewire.core.state import layout, objectives, registry
 from tunewire.evaluate import api, config, overview, records
 from tunewire.evaluate.controller import EvaluationController
@@ -32,7 +33,7 @@ def router(
     controller: EvaluationController,
     catalog: objectives.ObjectiveCatalog,
     artifacts: store.ArtifactStore,
-    auth: http.BearerAuth,
+    auth: authorization.Authority,
     settings: config.ConsoleSettings,
 ) -> fastapi.APIRouter:
     """The pages under ``/console`` and their JSON under ``/console/api``."""
@@ -40,13 +41,13 @@ def router(
     routes.include_router(
         pages.router(service="evaluate", package="tunewire.evaluate", views=VIEWS, auth=auth)
     )
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
     board = overview.Overview(
         catalog=catalog, adapters=controller.registry, artifacts=artifacts, settings=settings
     )
 
     @routes.get("/console/api/reviews")
-    def reviews(_: str = Actor) -> dict[str, Any]:
+    def reviews(_: Principal = Caller) -> dict[str, Any]:
         found = []
         for name in controller.registry.objectives():
             document = controller.registry.get(name)
@@ -61,7 +62,7 @@ def router(
         return {"reviews": found}
 
     @routes.get("/console/api/history")
-    def history(_: str = Actor) -> dict[str, Any]:
+    def history(_: Principal = Caller) -> dict[str, Any]:
         events = [
             (event, name)
             for name in controller.registry.objectives()
@@ -75,7 +76,7 @@ def router(
         }
 
     @routes.get("/console/api/overview")
-    def pipeline(request: fastapi.Request, _: str = Actor) -> dict[str, Any]:
+    def pipeline(request: fastapi.Request, _: Principal = Caller) -> dict[str, Any]:
         return board.build(authorization=request.headers["authorization"])
 
     return routes

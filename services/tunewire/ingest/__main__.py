@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tunewire.core.base import store
 from tunewire.core.bus import pooling, producing
-from tunewire.core.process import assembly, http, runner
+from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives
 from tunewire.ingest import api, config, consumer, objectives_api, parallel, pipeline
 
@@ -29,7 +29,7 @@ def build(settings: config.IngestSettings) -> runner.Service:
         if workers
         else None
     )
-    auth = http.BearerAuth(settings.api_tokens)
+    auth = authorization.authority("ingest", settings)
     return assembly.assemble(
         assembly.Parts(
             name="ingest",

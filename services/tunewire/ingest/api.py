@@ -13,20 +13,20 @@ from typing import Any
 import fastapi
 
 from tunewire.core.base import errors
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization, http
 from tunewire.ingest import config, normalising, pipeline
 
 
 def router(
-    *, flow: pipeline.Pipeline, limits: config.IngestLimits, auth: http.BearerAuth
+    *, flow: pipeline.Pipeline, limits: config.IngestLimits, auth: authorization.Authority
 ) -> fastapi.APIRouter:
     """Routes under ``/v1/events``."""
     routes = fastapi.APIRouter(prefix="/v1/events", tags=["events"])
+    Caller = fastapi.Depends(auth)
 
     @routes.post("", status_code=202, summary="Send a batch of events (all or nothing)")
-    async def post_events(
-        request: fastapi.Request, _: str = fastapi.Depends(auth)
-    ) -> dict[str, Any]:
+    async def post_events(request: fastapi.Request, _: Principal = Caller) -> dict[str, Any]:
         body = await http.read_body(request, limit=limits.max_body_bytes)
         try:
             document = normalising.parse_json_body(body)

@@ -14,8 +14,9 @@ import yaml
 
 from tunewire.contracts.v1 import objectives_pb2
 from tunewire.core.base import errors
+from tunewire.core.base.principals import Principal, Role
 from tunewire.core.bus import envelope, producing, topics
-from tunewire.core.process import http
+from tunewire.core.process import authorization, http
 from tunewire.core.state import objectives
 
 MAX_SPEC_BYTES = 256 * 1024
@@ -25,12 +26,13 @@ def router(
     *,
     catalog: objectives.ObjectiveCatalog,
     producer: producing.Producer,
-    auth: http.BearerAuth,
+    auth: authorization.Authority,
     source: str,
 ) -> fastapi.APIRouter:
-    """Routes under ``/v1/objectives``; every route needs a bearer token."""
+    """Routes under ``/v1/objectives``; the policy table says which roles call each, and a
+    change to :data:`ADMIN_FIELDS` needs the admin role as well."""
     routes = fastapi.APIRouter(prefix="/v1/objectives", tags=["objectives"])
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
 
     def announce(stored: objectives.ObjectiveVersion) -> dict[str, Any]:
         changed = objectives_pb2.ObjectiveChanged(
@@ -56,35 +58,54 @@ def router(
         return stored.model_dump(mode="json")
 
     @routes.post("", status_code=201, summary="Register a new objective (version 1)")
-    async def register(request: fastapi.Request, actor: str = Actor) -> dict[str, Any]:
+    async def register(request: fastapi.Request, caller: Principal = Caller) -> dict[str, Any]:
         spec = objectives.parse_spec(await _document(request))
-        return announce(catalog.register(spec, actor=actor))
+        return announce(catalog.register(spec, actor=caller.name))
 
     @routes.get("", summary="The current version of every objective")
-    def list_objectives(_: str = Actor) -> dict[str, Any]:
+    def list_objectives(_: Principal = Caller) -> dict[str, Any]:
         return {"objectives": [o.model_dump(mode="json") for o in catalog.latest_all()]}
 
     @routes.get("/{name}", summary="One objective (newest version unless ?version=N)")
-    def get(name: str, version: int | None = None, _: str = Actor) -> dict[str, Any]:
+    def get(name: str, version: int | None = None, _: Principal = Caller) -> dict[str, Any]:
         return catalog.get(name, version).model_dump(mode="json")
 
     @routes.get("/{name}/versions", summary="Version numbers of one objective")
-    def versions(name: str, _: str = Actor) -> dict[str, Any]:
+    def versions(name: str, _: Principal = Caller) -> dict[str, Any]:
         found = catalog.versions(name)
         if not found:
             raise errors.NotFound(f"no objective named {name!r}")
         return {"name": name, "versions": found}
 
     @routes.put("/{name}", summary="Store a new version of an objective")
-    async def update(name: str, request: fastapi.Request, actor: str = Actor) -> dict[str, Any]:
+    async def update(
+        name: str, request: fastapi.Request, caller: Principal = Caller
+    ) -> dict[str, Any]:
         spec = objectives.parse_spec(await _document(request))
-        return announce(catalog.update(name, spec, actor=actor))
+        if Role.ADMIN not in caller.roles:
+            guarded = _guarded_changes(catalog.get(name).spec, spec)
+            if guarded:
+                raise errors.Forbidden(
+                    f"{caller.name} may not change {', '.join(guarded)} of an objective; "
+                    "that needs the admin role"
+                )
+        return announce(catalog.update(name, spec, actor=caller.name))
 
     @routes.post("/{name}/retire", summary="Retire an objective (a new, retired version)")
-    def retire(name: str, actor: str = Actor) -> dict[str, Any]:
-        return announce(catalog.retire(name, actor=actor))
+    def retire(name: str, caller: Principal = Caller) -> dict[str, Any]:
+        return announce(catalog.retire(name, actor=caller.name))
 
     return routes
+
+
+ADMIN_FIELDS = ("approval", "gates", "redaction", "base_model")
+"""What decides whether a model is trusted and what it may see: only an admin changes them."""
+
+
+def _guarded_changes(
+    current: objectives.ObjectiveSpec, proposed: objectives.ObjectiveSpec
+) -> list[str]:
+    return [f for f in ADMIN_FIELDS if getattr(current, f) != getattr(proposed, f)]
 
 
 async def _document(request: fastapi.Request) -> Any:

@@ -6,7 +6,7 @@ import pathlib
 
 from tunewire.core.base import store
 from tunewire.core.bus import pooling, producer_process, producing
-from tunewire.core.process import assembly, http, runner
+from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives
 from tunewire.label import (
     api,
@@ -46,7 +46,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
     )
     flow.seen.refresh()
     pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
-    auth = http.BearerAuth(settings.api_tokens)
+    auth = authorization.authority("label", settings)
     return assembly.assemble(
         assembly.Parts(
             name="label",

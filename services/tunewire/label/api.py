@@ -1,7 +1,7 @@
 """HTTP routes of the label service: the human queue and dataset snapshots.
 
-Annotators are identified by the ``annotator`` field they send (the console signs them in);
-every route needs a bearer token. Wrong labels are 422, a lost or expired lease is 409.
+The annotator is the principal whose token makes the request (the policy table says which
+roles call each route). Wrong labels are 422, a lost or expired lease is 409.
 """
 
 from __future__ import annotations
@@ -14,31 +14,24 @@ from fastapi import concurrency
 from pydantic import BaseModel, Field
 
 from tunewire.core.base import errors
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 from tunewire.label import pipeline
-
-_ANNOTATOR = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
-
-
-class ClaimRequest(BaseModel):
-    annotator: str = _ANNOTATOR
 
 
 class AnswerRequest(BaseModel):
-    annotator: str = _ANNOTATOR
     label: str = Field(min_length=1)
     claim_id: str | None = None
 
 
-class SkipRequest(BaseModel):
-    annotator: str = _ANNOTATOR
+class LeaseRequest(BaseModel):
     claim_id: str
 
 
-def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.APIRouter:
+def router(*, flow: pipeline.LabelPipeline, auth: authorization.Authority) -> fastapi.APIRouter:
     """Routes under ``/v1/queue`` and ``/v1/datasets``."""
     routes = fastapi.APIRouter(prefix="/v1", tags=["label"])
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
 
     def restored(name: str) -> str:
         objective = flow.objective(name)
@@ -46,7 +39,7 @@ def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.AP
         return objective.name
 
     @routes.get("/queue/{objective}", summary="Queue counts, per-annotator counts, agreement")
-    def queue_status(objective: str, _: str = Actor) -> dict[str, Any]:
+    def queue_status(objective: str, _: Principal = Caller) -> dict[str, Any]:
         name = restored(objective)
         return {
             "objective": name,
@@ -57,40 +50,46 @@ def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.AP
         }
 
     @routes.post("/queue/{objective}/claim", summary="Claim the next task (a lease)")
-    def claim(objective: str, body: ClaimRequest, _: str = Actor) -> fastapi.Response:
-        claimed = flow.queue.claim(restored(objective), body.annotator)
+    def claim(objective: str, caller: Principal = Caller) -> fastapi.Response:
+        claimed = flow.queue.claim(restored(objective), caller.name)
         if claimed is None:
             return fastapi.Response(status_code=204)
         return fastapi.responses.JSONResponse(dataclasses.asdict(claimed))
 
     @routes.post("/queue/{objective}/tasks/{task_id}/renew", summary="Extend a lease")
-    def renew(objective: str, task_id: str, body: SkipRequest, _: str = Actor) -> dict[str, Any]:
-        renewed = flow.queue.renew(restored(objective), task_id, body.annotator, body.claim_id)
+    def renew(
+        objective: str, task_id: str, body: LeaseRequest, caller: Principal = Caller
+    ) -> dict[str, Any]:
+        renewed = flow.queue.renew(restored(objective), task_id, caller.name, body.claim_id)
         return dataclasses.asdict(renewed)
 
     @routes.post("/queue/{objective}/tasks/{task_id}/answer", summary="Submit a label")
-    def answer(objective: str, task_id: str, body: AnswerRequest, _: str = Actor) -> dict[str, Any]:
-        return flow.submit(objective, task_id, body.annotator, body.label, body.claim_id)
+    def answer(
+        objective: str, task_id: str, body: AnswerRequest, caller: Principal = Caller
+    ) -> dict[str, Any]:
+        return flow.submit(objective, task_id, caller.name, body.label, body.claim_id)
 
     @routes.post("/queue/{objective}/tasks/{task_id}/skip", summary="Skip a task")
-    def skip(objective: str, task_id: str, body: SkipRequest, _: str = Actor) -> dict[str, Any]:
-        flow.queue.skip(restored(objective), task_id, body.annotator, body.claim_id)
+    def skip(
+        objective: str, task_id: str, body: LeaseRequest, caller: Principal = Caller
+    ) -> dict[str, Any]:
+        flow.queue.skip(restored(objective), task_id, caller.name, body.claim_id)
         return {"status": "skipped"}
 
     @routes.get("/datasets/{objective}", summary="Snapshots of an objective, oldest first")
-    def datasets(objective: str, _: str = Actor) -> dict[str, Any]:
+    def datasets(objective: str, _: Principal = Caller) -> dict[str, Any]:
         name = restored(objective)
         return {"objective": name, "snapshots": flow.builder.manifests(name)}
 
     @routes.get("/datasets/{objective}/{dataset_id}", summary="One snapshot's manifest")
-    def dataset(objective: str, dataset_id: str, _: str = Actor) -> dict[str, Any]:
+    def dataset(objective: str, dataset_id: str, _: Principal = Caller) -> dict[str, Any]:
         for manifest in flow.builder.manifests(restored(objective)):
             if manifest.get("dataset_id") == dataset_id:
                 return manifest
         raise errors.NotFound(f"objective {objective!r} has no snapshot {dataset_id!r}")
 
     @routes.post("/datasets/{objective}", status_code=201, summary="Build a snapshot now")
-    async def build(objective: str, _: str = Actor) -> dict[str, Any]:
+    async def build(objective: str, _: Principal = Caller) -> dict[str, Any]:
         version = flow.objective(objective)
         info = await concurrency.run_in_threadpool(flow.snapshot, version, reason="request")
         return {"created": info.created, **info.manifest}

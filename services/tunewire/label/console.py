@@ -12,22 +12,24 @@ from typing import Any
 
 import fastapi
 
+from tunewire.core.base.principals import Principal
 from tunewire.core.console import pages
-from tunewire.core.process import http
+from tunewire.core.process import authorization
 from tunewire.label import pipeline
 
 VIEWS = (pages.View(slug="annotate", title="Annotate"),)
 
 
-def router(*, flow: pipeline.LabelPipeline, auth: http.BearerAuth) -> fastapi.APIRouter:
+def router(*, flow: pipeline.LabelPipeline, auth: authorization.Authority) -> fastapi.APIRouter:
     """The annotator page under ``/console`` and ``/console/api/objectives``."""
     routes = fastapi.APIRouter()
+    Caller = fastapi.Depends(auth)
     routes.include_router(
         pages.router(service="label", package="tunewire.label", views=VIEWS, auth=auth)
     )
 
     @routes.get("/console/api/objectives", include_in_schema=False)
-    def objectives(_: str = fastapi.Depends(auth)) -> dict[str, Any]:
+    def objectives(_: Principal = Caller) -> dict[str, Any]:
         found = [
             {
                 "name": version.name,

@@ -7,7 +7,7 @@ import threading
 
 from tunewire.core.base import store
 from tunewire.core.bus import producing
-from tunewire.core.process import assembly, http, runner
+from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives, registry
 from tunewire.serve import access, api, backend, config, consumer, deployments, gateway
 
@@ -58,6 +58,7 @@ def build(settings: config.ServeSettings) -> runner.Service:
         finally:
             await server.close()
 
+    authority = authorization.authority("serve", settings)
     return assembly.assemble(
         assembly.Parts(
             name="serve",
@@ -68,13 +69,13 @@ def build(settings: config.ServeSettings) -> runner.Service:
                 gateway.router(
                     deployed=deployed,
                     server=server,
-                    gatekeeper=access.Gatekeeper(settings.clients, settings.api_tokens),
+                    gatekeeper=access.Gatekeeper(authority),
                     limits=settings.serve,
                 ),
                 api.router(
                     deployed=deployed,
                     registry_=adapter_registry,
-                    auth=http.BearerAuth(settings.api_tokens),
+                    auth=authority,
                 ),
             ],
             async_workers={"reconciler": reconcile},

@@ -1,22 +1,23 @@
 """Who may call the OpenAI-compatible API, for which models, and how often.
 
-Clients present a bearer token; a client may be scoped to some objectives and has a
-requests-per-minute budget kept as a token bucket per client (per replica: a cluster of N
-replicas admits up to N times the rate, as with vLLM's own API keys).
+Callers are principals with the ``client`` role (the policy table says which routes need
+it); a client may be scoped to some objectives and has a requests-per-minute budget kept as
+a token bucket per client (per replica: a cluster of N replicas admits up to N times the
+rate, as with vLLM's own API keys). Nobody calls the model unmetered.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import math
 import threading
 import time
-from collections.abc import Sequence
 
-from pydantic import SecretStr
+import fastapi
 
-from tunewire.serve import config
+from tunewire.core.base import errors
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 
 
 class Denied(Exception):
@@ -37,58 +38,33 @@ class _Bucket:
     updated: float
 
 
-@dataclasses.dataclass(frozen=True)
-class Caller:
-    """An authenticated caller."""
-
-    name: str
-    objectives: frozenset[str] | None
-    """None: every objective."""
-
-    def may_use(self, objective: str | None) -> bool:
-        """Whether the caller may use a model of ``objective`` (None: the base model)."""
-        return objective is None or self.objectives is None or objective in self.objectives
+def may_use(principal: Principal, objective: str | None) -> bool:
+    """Whether ``principal`` may use a model of ``objective`` (None: the base model)."""
+    return objective is None or principal.objectives is None or objective in principal.objectives
 
 
 class Gatekeeper:
-    """Authenticates bearer tokens and applies each client's rate limit."""
+    """Applies the route's policy (in OpenAI's error shape) and each client's rate limit."""
 
-    def __init__(self, clients: Sequence[config.Client], admin_tokens: Sequence[SecretStr]):
-        self._clients = [(c.token.get_secret_value().encode(), c) for c in clients]
-        self._admins = [t.get_secret_value().encode() for t in admin_tokens]
+    def __init__(self, authority: authorization.Authority) -> None:
+        self._authority = authority
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, authorization: str | None) -> Caller:
-        """The caller behind an ``Authorization`` header; :class:`Denied` (401) otherwise."""
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Denied(401, "send 'Authorization: Bearer <token>'")
-        candidate = token.strip().encode()
-        found: config.Client | None = None
-        admin = False
-        for known, client in self._clients:  # compare with every token: constant time
-            if hmac.compare_digest(candidate, known):
-                found = client
-        for known in self._admins:
-            admin |= hmac.compare_digest(candidate, known)
-        if found is not None:
-            scope = frozenset(found.objectives) if found.objectives is not None else None
-            return Caller(name=found.name, objectives=scope)
-        if admin:
-            return Caller(name="admin", objectives=None)
-        raise Denied(401, "the bearer token is not valid")
+    def authenticate(self, request: fastapi.Request) -> Principal:
+        """The caller, if the route's policy admits it; :class:`Denied` (401, 403) otherwise."""
+        try:
+            return self._authority.check(request)
+        except errors.TunewireError as refused:
+            raise Denied(refused.status, refused.message) from None
 
-    def admit(self, caller: Caller) -> None:
+    def admit(self, caller: Principal) -> None:
         """Take one request from the caller's budget; :class:`Denied` (429) when empty."""
-        client = next((c for _, c in self._clients if c.name == caller.name), None)
-        if client is None:
-            return  # admin tokens are not rate limited
         now = time.monotonic()
         with self._lock:
             bucket = self._buckets.get(caller.name)
             if bucket is None:
-                capacity = float(client.requests_per_minute)
+                capacity = float(caller.requests_per_minute)
                 bucket = _Bucket(capacity, capacity / 60.0, capacity, now)
                 self._buckets[caller.name] = bucket
             bucket.tokens = min(
@@ -99,7 +75,7 @@ class Gatekeeper:
                 wait = math.ceil((1.0 - bucket.tokens) / bucket.per_second)
                 raise Denied(
                     429,
-                    f"rate limit of {client.requests_per_minute} requests per minute reached",
+                    f"rate limit of {caller.requests_per_minute} requests per minute reached",
                     retry_after_s=max(1, wait),
                 )
             bucket.tokens -= 1.0

@@ -14,13 +14,13 @@ from fastapi import concurrency
 from pydantic import BaseModel, Field
 
 from tunewire.core.base import errors
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 from tunewire.core.state import registry
 from tunewire.serve import deployments
 
 
 class RollbackRequest(BaseModel):
-    actor: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
     reason: str = Field(min_length=1, max_length=1000)
     to_run_id: str | None = None
     """The approved version to serve; default: the champion before the current one."""
@@ -30,22 +30,24 @@ def router(
     *,
     deployed: deployments.Deployments,
     registry_: registry.Registry,
-    auth: http.BearerAuth,
+    auth: authorization.Authority,
 ) -> fastapi.APIRouter:
     """Routes under ``/v1/deployments``."""
     routes = fastapi.APIRouter(prefix="/v1/deployments", tags=["serve"])
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
 
     @routes.get("", summary="Aliases, loaded adapters and load failures on this replica")
-    def status(_: str = Actor) -> dict[str, Any]:
+    def status(_: Principal = Caller) -> dict[str, Any]:
         return deployed.status()
 
     @routes.post("/{objective}/rollback", summary="Serve an earlier approved version now")
-    async def rollback(objective: str, body: RollbackRequest, _: str = Actor) -> dict[str, Any]:
+    async def rollback(
+        objective: str, body: RollbackRequest, caller: Principal = Caller
+    ) -> dict[str, Any]:
         document = await concurrency.run_in_threadpool(registry_.get, objective)
         target = body.to_run_id or previous_champion(document)
         await concurrency.run_in_threadpool(
-            lambda: registry_.set_champion(objective, target, actor=body.actor, reason=body.reason)
+            lambda: registry_.set_champion(objective, target, actor=caller.name, reason=body.reason)
         )
         await deployed.reconcile()
         name = deployments.served_name(objective, target)

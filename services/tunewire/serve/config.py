@@ -10,21 +10,6 @@ from pydantic import BaseModel, Field, SecretStr
 from tunewire.core.base import settings
 
 
-class Client(BaseModel):
-    """An application allowed to call the OpenAI-compatible API."""
-
-    name: str = Field(min_length=1)
-    """Shown in logs and metrics instead of the token."""
-    token: SecretStr
-    """The bearer token the application sends; never logged."""
-    objectives: list[str] | None = None
-    """Objectives (aliases and pinned versions) it may use; None means all. The base model
-    is open to every client."""
-    requests_per_minute: int = Field(default=600, ge=1)
-    """Its rate limit, a token bucket per replica (N replicas admit up to N times this);
-    over it a request gets 429 with ``Retry-After``."""
-
-
 class VllmSettings(BaseModel):
     """The vLLM server this replica drives (on localhost in the same pod)."""
 
@@ -72,8 +57,5 @@ class ServeSettings(settings.ServiceSettings):
     """The backend, request limits and adapter handling (``TUNEWIRE_SERVE__*``)."""
     vllm: VllmSettings = VllmSettings()
     """The vLLM server, used with the ``vllm`` backend (``TUNEWIRE_VLLM__*``)."""
-    clients: list[Client] = []
-    """Applications and their tokens (a JSON list). The admin API tokens may call the
-    OpenAI API too, without a scope or a rate limit."""
     consumer_group: str = Field(default_factory=lambda: f"tunewire-serve-{_replica()}")
     """One group per replica: every replica hears every approval and rollback."""

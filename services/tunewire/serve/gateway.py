@@ -21,6 +21,7 @@ import prometheus_client
 from fastapi import responses
 
 from tunewire.core.base import errors, metrics
+from tunewire.core.base.principals import Principal
 from tunewire.core.process import http
 from tunewire.serve import access, backend, config, deployments, openai_request
 
@@ -73,7 +74,7 @@ def router(
     @routes.get("/models", summary="Aliases, pinned versions and the base model")
     async def list_models(request: fastapi.Request) -> responses.JSONResponse:
         try:
-            gatekeeper.authenticate(request.headers.get("authorization"))
+            gatekeeper.authenticate(request)
         except access.Denied as denied:
             return _error(denied.status, denied.message)
         return responses.JSONResponse({"object": "list", "data": deployed.models()})
@@ -87,7 +88,7 @@ def router(
             asked = openai_request.parse(endpoint, body, limits=limits)
             route = await deployed.route(asked.model)
             label = asked.model
-            if not caller.may_use(route.objective):
+            if not access.may_use(caller, route.objective):
                 raise openai_request.RequestError(
                     403, f"this token may not use the model `{asked.model}`", param="model"
                 )
@@ -133,8 +134,8 @@ def router(
     return routes
 
 
-def _admitted(gatekeeper: access.Gatekeeper, request: fastapi.Request) -> access.Caller:
-    caller = gatekeeper.authenticate(request.headers.get("authorization"))
+def _admitted(gatekeeper: access.Gatekeeper, request: fastapi.Request) -> Principal:
+    caller = gatekeeper.authenticate(request)
     gatekeeper.admit(caller)
     return caller
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from tunewire.core.base.principals import Principal, Role, token_digest
 from tunewire.core.launchers import launching, localjobs
 from tunewire.stack import broker, objectstore, ports, processes
 from tunewire.stack.processes import ServiceSpec, StackError
@@ -73,7 +74,7 @@ def service_env(
     s3_endpoint_url: str,
     bucket: str,
     http_port: int,
-    api_tokens: Sequence[str],
+    principals: Sequence[Principal],
 ) -> dict[str, str]:
     """The settings a service process needs to run against the embedded stack.
 
@@ -95,7 +96,7 @@ def service_env(
         "AWS_DEFAULT_REGION": objectstore.CREDENTIALS["region"],
         "TUNEWIRE_HTTP__HOST": ports.LOOPBACK,
         "TUNEWIRE_HTTP__PORT": str(http_port),
-        "TUNEWIRE_API_TOKENS": json.dumps(list(api_tokens)),
+        "TUNEWIRE_PRINCIPALS": json.dumps([p.model_dump(mode="json") for p in principals]),
     }
 
 
@@ -118,6 +119,7 @@ class EmbeddedStack:
         broker_port: int = 0,
         s3_port: int = 0,
         api_tokens: Sequence[str] | None = None,
+        principals: Sequence[Principal] = (),
         persist_kafka: bool = False,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         stop_grace: float = processes.DEFAULT_STOP_GRACE_S,
@@ -125,8 +127,10 @@ class EmbeddedStack:
         """Configure a stack; nothing starts until :meth:`up`.
 
         Ports 0 mean "pick a free one" (what tests want); ``tunewire up`` may pin them.
-        Without ``api_tokens``, a random token is generated once and kept in
-        ``<state_dir>/api-token``, so it stays valid across restarts.
+        ``api_tokens`` are the owner's: each is a principal with every role (``local``,
+        ``local-2``, ...). Without them, a random token is generated once and kept in
+        ``<state_dir>/api-token``, so it stays valid across restarts. ``principals`` are
+        further principals with roles of their own (their tokens as hashes).
 
         ``persist_kafka`` stores the broker's topics, records and committed offsets in the
         ``<bucket>-kafka`` bucket of the embedded S3, so they survive ``down``/``up`` with the
@@ -140,6 +144,7 @@ class EmbeddedStack:
         self._broker_port = broker_port
         self._s3_port = s3_port
         self._api_tokens = list(api_tokens) if api_tokens is not None else None
+        self._principals = list(principals)
         self.persist_kafka = persist_kafka
         self._broker: broker.Broker | None = None
         self._store: objectstore.ObjectStore | None = None
@@ -194,8 +199,22 @@ class EmbeddedStack:
         return dict(self._service_urls)
 
     @property
+    def principals(self) -> list[Principal]:
+        """Who may call the services: the owner (every role, one principal per API token)
+        and the principals the stack was given."""
+        owners = [
+            Principal(
+                name="local" if index == 0 else f"local-{index + 1}",
+                token_sha256=token_digest(token),
+                roles=frozenset(Role),
+            )
+            for index, token in enumerate(self.api_tokens)
+        ]
+        return owners + self._principals
+
+    @property
     def api_tokens(self) -> list[str]:
-        """The bearer tokens every service accepts on its mutating endpoints."""
+        """The owner's bearer tokens: each is a principal with every role."""
         if self._api_tokens is None:
             self._api_tokens = [self._load_or_create_token()]
         return list(self._api_tokens)
@@ -217,7 +236,7 @@ class EmbeddedStack:
                 s3_endpoint_url=self.s3_endpoint_url,
                 bucket=self.bucket,
                 http_port=http_port,
-                api_tokens=self.api_tokens,
+                principals=self.principals,
             ),
             "TUNEWIRE_LAUNCHER__KIND": "local",
             "TUNEWIRE_LAUNCHER__LOCAL__WORKDIR": str(state / "workloads"),

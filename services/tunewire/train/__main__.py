@@ -5,7 +5,7 @@ from __future__ import annotations
 from tunewire.core.base import store
 from tunewire.core.bus import producing
 from tunewire.core.launchers import factory
-from tunewire.core.process import assembly, http, runner
+from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives
 from tunewire.train import api, config, consumer
 from tunewire.train.controller import RunController
@@ -30,7 +30,9 @@ def build(settings: config.TrainSettings) -> runner.Service:
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, controller, producer),
-            routers=[api.router(controller=controller, auth=http.BearerAuth(settings.api_tokens))],
+            routers=[
+                api.router(controller=controller, auth=authorization.authority("train", settings))
+            ],
             workers=consumer.workers(settings, controller, launcher),
             on_exit=[producer.close],
         )

@@ -1,6 +1,7 @@
 """HTTP routes of the train service: list, show, submit and cancel training runs.
 
-Every route needs a bearer token. A run shows its record, the trainer's latest progress
+The policy table says which roles call each route; the principal who submits or cancels a
+run is recorded as its actor. A run shows its record, the trainer's latest progress
 (step, loss, tokens/s, ETA) and where its logs are.
 """
 
@@ -12,30 +13,27 @@ import fastapi
 from fastapi import concurrency
 from pydantic import BaseModel, Field
 
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 from tunewire.train import runs
 from tunewire.train.controller import RunController
-
-_ACTOR = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@-]+$")
 
 
 class SubmitRequest(BaseModel):
     objective: str = Field(min_length=1)
     dataset_id: str = Field(min_length=1)
-    actor: str = _ACTOR
     overrides: dict[str, dict[str, Any]] = {}
     """Optional ``lora`` and ``training`` settings that replace the objective's."""
 
 
 class CancelRequest(BaseModel):
-    actor: str = _ACTOR
     reason: str = Field(min_length=1, max_length=1000)
 
 
-def router(*, controller: RunController, auth: http.BearerAuth) -> fastapi.APIRouter:
+def router(*, controller: RunController, auth: authorization.Authority) -> fastapi.APIRouter:
     """Routes under ``/v1/runs``."""
     routes = fastapi.APIRouter(prefix="/v1/runs", tags=["train"])
-    Actor = fastapi.Depends(auth)
+    Caller = fastapi.Depends(auth)
 
     def shown(run: runs.Run) -> dict[str, Any]:
         return {
@@ -45,7 +43,7 @@ def router(*, controller: RunController, auth: http.BearerAuth) -> fastapi.APIRo
 
     @routes.get("", summary="Runs, oldest first, optionally of one objective or status")
     def list_runs(
-        objective: str | None = None, status: str | None = None, _: str = Actor
+        objective: str | None = None, status: str | None = None, _: Principal = Caller
     ) -> dict[str, Any]:
         found = controller.runs.list(objective)
         if status:
@@ -53,27 +51,27 @@ def router(*, controller: RunController, auth: http.BearerAuth) -> fastapi.APIRo
         return {"runs": [shown(r) for r in found]}
 
     @routes.get("/{objective}/{run_id}", summary="One run with its progress")
-    def show(objective: str, run_id: str, _: str = Actor) -> dict[str, Any]:
+    def show(objective: str, run_id: str, _: Principal = Caller) -> dict[str, Any]:
         return shown(controller.runs.get(objective, run_id))
 
     @routes.post("", status_code=202, summary="Queue a run of an existing dataset snapshot")
-    async def submit(body: SubmitRequest, _: str = Actor) -> dict[str, Any]:
+    async def submit(body: SubmitRequest, caller: Principal = Caller) -> dict[str, Any]:
         run = await concurrency.run_in_threadpool(
             lambda: controller.submit_by_hand(
                 objective_name=body.objective,
                 dataset_id=body.dataset_id,
                 overrides=body.overrides,
-                actor=body.actor,
+                actor=caller.name,
             )
         )
         return shown(run)
 
     @routes.post("/{objective}/{run_id}/cancel", summary="Cancel a queued or running run")
     async def cancel(
-        objective: str, run_id: str, body: CancelRequest, _: str = Actor
+        objective: str, run_id: str, body: CancelRequest, caller: Principal = Caller
     ) -> dict[str, Any]:
         run = await concurrency.run_in_threadpool(
-            lambda: controller.cancel(objective, run_id, actor=body.actor, reason=body.reason)
+            lambda: controller.cancel(objective, run_id, actor=caller.name, reason=body.reason)
         )
         return shown(run)
 

@@ -64,6 +64,13 @@ class Unauthorized(TunewireError):
     code = "unauthorized"
 
 
+class Forbidden(TunewireError):
+    """An authenticated principal without a role the request needs."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(TunewireError):
     status = 404
     code = "not_found"

@@ -13,8 +13,7 @@ import enum
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Token values that must never protect a production install.
-PLACEHOLDER_TOKENS = frozenset({"dev-token", "changeme", "change-me", "secret", "token", ""})
+from tunewire.core.base import principals as principals_
 
 
 class Environment(enum.StrEnum):
@@ -110,7 +109,7 @@ class WorkloadSettings(BaseSettings):
     )
 
     environment: Environment = Environment.PRODUCTION
-    """Production refuses placeholder API tokens."""
+    """Production refuses placeholder tokens and an install without principals."""
     kafka: KafkaSettings = KafkaSettings()
     """The brokers and the client's behaviour (``TUNEWIRE_KAFKA__*``)."""
     s3: S3Settings = S3Settings()
@@ -127,19 +126,21 @@ class ServiceSettings(WorkloadSettings):
 
     http: HttpSettings = HttpSettings()
     """The HTTP listener (``TUNEWIRE_HTTP__*``)."""
-    api_tokens: list[SecretStr] = []
-    """Bearer tokens accepted by the HTTP API (a JSON list in the environment)."""
+    principals: list[principals_.Principal] = []
+    """Who may call the HTTP APIs, with which roles (``TUNEWIRE_PRINCIPALS``, a JSON list of
+    ``{"name", "token_sha256", "roles", ...}`` from a Secret)."""
 
     @model_validator(mode="after")
     def _refuse_placeholder_tokens(self) -> ServiceSettings:
         if self.environment is Environment.PRODUCTION:
-            if not self.api_tokens:
-                raise ValueError("TUNEWIRE_API_TOKENS must list at least one token in production")
-            weak = [
-                t
-                for t in self.api_tokens
-                if t.get_secret_value().strip().lower() in PLACEHOLDER_TOKENS
-            ]
+            if not self.principals:
+                raise ValueError(
+                    "TUNEWIRE_PRINCIPALS must name at least one principal in production"
+                )
+            weak = principals_.placeholder_principals(self.principals)
             if weak:
-                raise ValueError("TUNEWIRE_API_TOKENS holds a placeholder token; set real secrets")
+                raise ValueError(
+                    f"TUNEWIRE_PRINCIPALS: the token of {', '.join(weak)} is a placeholder; "
+                    "make real ones with `tunewire principal NAME --role ROLE`"
+                )
         return self

@@ -16,12 +16,14 @@ import dataclasses
 import importlib.resources
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import fastapi
 import jinja2
 from fastapi import responses
 
-from tunewire.core.process import http
+from tunewire.core.base.principals import Principal
+from tunewire.core.process import authorization
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -49,15 +51,15 @@ class View:
 
 
 def router(
-    *, service: str, package: str, views: Sequence[View], auth: http.BearerAuth
+    *, service: str, package: str, views: Sequence[View], auth: authorization.Authority
 ) -> fastapi.APIRouter:
     """The pages of ``views``, the static files and ``/console/api/session``.
 
     ``package`` owns the views: its ``templates/`` holds ``{slug}.html`` and its ``static/``
     the page scripts; the shell (base template, stylesheet, sign-in script) comes from here.
 
-    ``/console`` redirects to the first view. The session route answers 200 for a valid
-    token (the sign-in form's check) and 401 otherwise, like every JSON route.
+    ``/console`` redirects to the first view. The session route answers the principal's
+    name and roles for a valid token (the sign-in form's check) and 401 otherwise.
     """
     if not views:
         raise ValueError("a console needs at least one view")
@@ -86,9 +88,11 @@ def router(
             resource.read_bytes(), media_type=media_type, headers=SECURITY_HEADERS
         )
 
+    Caller = fastapi.Depends(auth)
+
     @routes.get("/api/session")
-    def session(actor: str = fastapi.Depends(auth)) -> dict[str, str]:
-        return {"service": service, "token": actor}
+    def session(caller: Principal = Caller) -> dict[str, Any]:
+        return {"service": service, "name": caller.name, "roles": sorted(caller.roles)}
 
     return routes
 

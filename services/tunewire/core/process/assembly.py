@@ -1,7 +1,8 @@
 """How a service process is put together, once for all five.
 
 Every service is the same shape: one consumer loop of its input topic, the HTTP app with the
-probes every service has (S3, the broker, that consumer) and the service's own routers, a
+probes every service has (S3, the broker, that consumer) and the service's own routers
+(each route in the policy table, or the service refuses to start), a
 few more named workers, and things to close on exit. A service's ``__main__`` builds its
 domain objects and hands them here as :class:`Parts`; :func:`main` reads the settings,
 configures logs and runs the result until SIGTERM.
@@ -18,7 +19,7 @@ import fastapi
 
 from tunewire.core.base import logs, settings, store
 from tunewire.core.bus import consuming
-from tunewire.core.process import http, runner
+from tunewire.core.process import authorization, http, runner
 
 S = TypeVar("S", bound=settings.ServiceSettings)
 
@@ -54,6 +55,9 @@ def assemble(parts: Parts) -> runner.Service:
     )
     probes.checks.update(parts.checks)
     app = http.create_app(title=f"tunewire {parts.name}", probes=probes, routers=parts.routers)
+    authorization.check_routes(
+        parts.name, authorization.routes_of(app), authorization.POLICY[parts.name]
+    )
     service = runner.Service(
         app=app,
         host=parts.settings.http.host,

@@ -1,4 +1,4 @@
-"""The HTTP surface every service shares: probes, metrics, auth and error mapping.
+"""The HTTP surface every service shares: probes, metrics and error mapping.
 
 ``/healthz`` says the process and its root tasks are alive (no calls out); ``/readyz`` runs
 the service's readiness checks (broker, S3, consumer assigned), cached briefly so a busy
@@ -9,7 +9,6 @@ errors (:class:`errors.TunewireError`) become JSON 4xx bodies here, once.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +16,6 @@ from collections.abc import Callable, Sequence
 import fastapi
 import prometheus_client
 from fastapi import responses
-from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunewire.core.base import errors, settings
@@ -78,26 +76,6 @@ def service_probes(
         },
         alive=alive,
     )
-
-
-class BearerAuth:
-    """A FastAPI dependency that admits only requests carrying one of the API tokens."""
-
-    def __init__(self, tokens: Sequence[SecretStr]) -> None:
-        self._tokens = [t.get_secret_value().encode() for t in tokens]
-
-    def __call__(self, request: fastapi.Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise errors.Unauthorized("send 'Authorization: Bearer <token>' with an API token")
-        candidate = token.strip().encode()
-        matched = False
-        for known in self._tokens:
-            matched |= hmac.compare_digest(candidate, known)
-        if not matched:
-            raise errors.Unauthorized("the bearer token is not valid")
-        return "token:" + hmac.new(b"tunewire", candidate, "sha256").hexdigest()[:12]
 
 
 def create_app(
