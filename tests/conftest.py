@@ -36,9 +36,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> collections.abc.Iterator[embedded.EmbeddedStack]:
     state = tmp_path_factory.mktemp("stack")
-    running = embedded.EmbeddedStack(
-        state, api_tokens=[stacks.TOKEN], principals=stacks.PRINCIPALS
-    )
+    running = embedded.EmbeddedStack(state, api_tokens=[stacks.TOKEN], principals=stacks.PRINCIPALS)
     running.up(stacks.service_specs())
     try:
         yield running

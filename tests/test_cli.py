@@ -14,16 +14,16 @@ from typing import Any
 import yaml
 
 from tests.support import datasets
-from tests.support.stacks import TOKEN
+from tests.support.stacks import TOKEN, TOKENS
 from tests.support.waiting import eventually
 from tunewire import cli, samples
-from tunewire.core.base import store
+from tunewire.core.base import principals, store
 from tunewire.stack import embedded
 
 
-def tunewire(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+def tunewire(*args: str, url: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
     """Run the command in this process, as its console script would: its output and status."""
-    argv = [*args, "--url", url, "--token", TOKEN]
+    argv = [*args, "--url", url, "--token", token] if url else list(args)
     out, err = io.StringIO(), io.StringIO()
     status: int | str | None = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -73,11 +73,11 @@ def test_queue_status_and_an_empty_claim(stack: embedded.EmbeddedStack, tmp_path
     status = tunewire("queue", "status", spec["name"], url=label)
     assert status.returncode == 0, status.stderr
     assert "0 open" in status.stdout
-    claim = tunewire("queue", "claim", spec["name"], "--annotator", "ana", url=label)
+    claim = tunewire("queue", "claim", spec["name"], url=label, token=TOKENS["a1"])
     assert claim.returncode == 0
     assert "nothing for you" in claim.stdout
-    no_annotator = tunewire("queue", "claim", spec["name"], url=label)
-    assert no_annotator.returncode == 2 and "--annotator" in no_annotator.stderr
+    viewer = tunewire("queue", "claim", spec["name"], url=label, token=TOKENS["only-viewer"])
+    assert viewer.returncode == 2 and "403" in viewer.stderr and "annotator" in viewer.stderr
 
 
 def test_runs_evaluations_and_the_registry(
@@ -94,11 +94,10 @@ def test_runs_evaluations_and_the_registry(
         name,
         "--dataset",
         snapshot.dataset_id,
-        "--actor",
-        "erin",
         "--overrides",
         '{"training": {"epochs": 1}}',
         url=train,
+        token=TOKENS["only-operator"],
     )
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.split()[0]
@@ -119,7 +118,7 @@ def test_runs_evaluations_and_the_registry(
     listed = tunewire("runs", "list", name, url=train)
     assert run_id in listed.stdout and "succeeded" in listed.stdout
     shown_run = json.loads(tunewire("runs", "show", name, run_id, "--json", url=train).stdout)
-    assert shown_run["requested_by"] == "erin"
+    assert shown_run["requested_by"] == "only-operator"
     assert shown_run["config"]["training"]["epochs"] == 1
     evals = tunewire("evals", "list", name, url=evaluate)
     assert run_id in evals.stdout and decided["decision"] in evals.stdout
@@ -131,3 +130,21 @@ def test_runs_evaluations_and_the_registry(
     assert cancel.returncode == 2 and "already ended" in cancel.stderr
     bad = tunewire("runs", "submit", name, "--dataset", "ds-nope", url=train)
     assert bad.returncode == 2 and "ds-nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_principal_prints_a_token_once_and_an_entry_holding_only_its_hash() -> None:
+    made = tunewire("principal", "ana", "--role", "annotator", "--role", "viewer", "--json", url="")
+    assert made.returncode == 0, made.stderr
+    printed = json.loads(made.stdout)
+    token, entry = printed["token"], printed["principal"]
+    assert entry == {
+        "name": "ana",
+        "token_sha256": principals.token_digest(token),
+        "roles": ["annotator", "viewer"],
+    }
+    assert len(token) >= principals.MIN_TOKEN_LENGTH
+    reserved = tunewire("principal", "evaluator", "--role", "admin", url="")
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
+    assert "Traceback" not in reserved.stderr
+    no_role = tunewire("principal", "ana", url="")
+    assert no_role.returncode == 2 and "--role" in no_role.stderr

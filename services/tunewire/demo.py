@@ -224,7 +224,7 @@ def _label_stage(
     _say(f"6/{STAGES} a simulated annotator works the queue (it knows the true intent)")
     answered = 0
     while True:
-        claim = label.post(f"{path}/claim", json={"annotator": "demo-annotator"})
+        claim = label.post(f"{path}/claim")
         if claim.status_code == 204:
             break
         claim.raise_for_status()
@@ -232,11 +232,7 @@ def _label_stage(
         answer = truth.get(task["source_id"], "refund")
         label.post(
             f"{path}/tasks/{task['task_id']}/answer",
-            json={
-                "annotator": "demo-annotator",
-                "label": answer,
-                "claim_id": claim.json()["claim_id"],
-            },
+            json={"label": answer, "claim_id": claim.json()["claim_id"]},
         ).raise_for_status()
         answered += 1
         if answered <= 2:

@@ -36,12 +36,15 @@ def browser() -> collections.abc.Iterator[sync_api.Browser]:
 
 @pytest.fixture
 def sign_in(browser: sync_api.Browser) -> collections.abc.Iterator[console.SignIn]:
-    """Open a console page in a fresh context and sign in there as ``name``."""
+    """Open a console page in a fresh context and sign in there as the principal ``name``
+    (the owner ``local`` unless told), with its token unless ``token`` says otherwise."""
     contexts: list[sync_api.BrowserContext] = []
 
     def open_as(
-        url: str, *, name: str, token: str = stacks.TOKEN, clock: bool = False
+        url: str, *, name: str = "local", token: str | None = None, clock: bool = False
     ) -> sync_api.Page:
+        if token is None:
+            token = stacks.TOKEN if name == "local" else stacks.TOKENS[name]
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(console.TIMEOUT_MS)
         contexts.append(context)
@@ -49,7 +52,6 @@ def sign_in(browser: sync_api.Browser) -> collections.abc.Iterator[console.SignI
         if clock:
             page.clock.install()
         page.goto(url)
-        page.get_by_label("Your name").fill(name)
         page.get_by_label("API token").fill(token)
         page.get_by_role("button", name="Sign in").click()
         return page

@@ -53,8 +53,8 @@ def test_an_annotator_works_the_queue_by_keyboard(
     console.send_tickets(api, spec, [CONFLICT, ABSTAIN, ABSTAIN_2, CONFLICT[::-1]])
     console.queued(label_api, spec["name"], 4)
 
-    page = sign_in(annotate_url(stack, spec["name"]), name="ann-a", clock=True)
-    expect(page.get_by_test_id("who")).to_have_text("ann-a")
+    page = sign_in(annotate_url(stack, spec["name"]), name="a1", clock=True)
+    expect(page.get_by_test_id("who")).to_have_text("a1")
     expect(page.get_by_test_id("objective")).to_have_value(spec["name"])
     buttons = page.get_by_test_id("labels").get_by_role("button")
     expect(buttons).to_have_text(["1 refund", "2 shipping", "3 account", "4 warranty", "s skip"])
@@ -87,11 +87,11 @@ def test_an_annotator_works_the_queue_by_keyboard(
 
     progress = page.get_by_test_id("counts")
     expect(progress).to_contain_text("your answers3")
-    expect(page.get_by_test_id("annotators")).to_contain_text("ann-a3")
+    expect(page.get_by_test_id("annotators")).to_contain_text("a13")
     assert page.evaluate("window.__samePage") is True
 
     status = label_api.get(f"/v1/queue/{spec['name']}").json()
-    assert status["annotators"] == {"ann-a": 3}
+    assert status["annotators"] == {"a1": 3}
     assert status["counts"]["done"] == 3, "each answer resolved its task (one label per item)"
 
 
@@ -108,21 +108,21 @@ def test_a_second_annotator_disagreement_appears(
     console.send_tickets(api, spec, [ABSTAIN, ABSTAIN_2, CONFLICT])
     console.queued(label_api, spec["name"], 3)
 
-    first = sign_in(annotate_url(stack, spec["name"]), name="ann-a")
+    first = sign_in(annotate_url(stack, spec["name"]), name="a1")
     for key in ("1", "1", "s"):  # refund, refund, skip the last (oldest first)
         press_and_wait(first, key)
     expect(first.get_by_test_id("empty")).to_be_visible()
     expect(first.get_by_test_id("agreement")).to_contain_text("items with 2+ answers0")
 
-    second = sign_in(annotate_url(stack, spec["name"]), name="ann-b")
+    second = sign_in(annotate_url(stack, spec["name"]), name="a2")
     for key in ("2", "2"):  # shipping twice: both items now disagree
         press_and_wait(second, key)
     agreement = second.get_by_test_id("agreement")
     expect(agreement).to_contain_text("items with 2+ answers2")
     expect(agreement).to_contain_text("percent agreement0.0%")
-    expect(second.get_by_test_id("annotators")).to_contain_text("ann-a2")
-    expect(second.get_by_test_id("annotators")).to_contain_text("ann-b2")
-    assert current_task(second), "the item ann-a skipped is still ann-b's to label"
+    expect(second.get_by_test_id("annotators")).to_contain_text("a12")
+    expect(second.get_by_test_id("annotators")).to_contain_text("a22")
+    assert current_task(second), "the item a1 skipped is still a2's to label"
     console.shot(second, screenshots / "annotator.png")
 
     # The first annotator's page shows the disagreement on its own (it refreshes).
@@ -146,7 +146,7 @@ def test_markup_in_an_event_is_shown_as_text(
     console.send_tickets(api, spec, [(subject, body)])
     console.queued(label_api, spec["name"], 1)
 
-    page = sign_in(annotate_url(stack, spec["name"]), name="ann-x")
+    page = sign_in(annotate_url(stack, spec["name"]), name="a3")
     text = page.get_by_test_id("task-text")
     expect(text).to_have_text(shown(subject, body))
     assert text.locator("*").count() == 0, "the event's markup became elements"
@@ -157,7 +157,7 @@ def test_markup_in_an_event_is_shown_as_text(
 def test_a_wrong_token_is_refused_and_nothing_is_shown(
     stack: embedded.EmbeddedStack, sign_in: console.SignIn
 ) -> None:
-    page = sign_in(f"{stack.service_urls['label']}/console/annotate", name="ann-a", token="nope")
+    page = sign_in(f"{stack.service_urls['label']}/console/annotate", name="a1", token="nope")
     expect(page.get_by_test_id("notice")).to_contain_text("The token was refused")
     expect(page.get_by_test_id("signin")).to_be_visible()
     expect(page.locator(".app")).to_be_hidden()

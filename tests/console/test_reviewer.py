@@ -80,7 +80,7 @@ def test_the_overview_shows_every_stage_of_an_objective(
 ) -> None:
     queue = label_api.get(f"/v1/queue/{held.objective}").json()["counts"]
     assert queue["open"] > 0, "the rules left conflicts and abstentions to people"
-    page = sign_in(f"{stack.service_urls['evaluate']}/console/overview", name="rev-1")
+    page = sign_in(f"{stack.service_urls['evaluate']}/console/overview", name="only-reviewer")
     row = page.locator(f'tr[data-objective="{held.objective}"]')
     expect(row.get_by_test_id("events")).to_contain_text(f"{console.TICKETS} in 7 days")
     expect(row.get_by_test_id("queue")).to_contain_text(f"{queue['open']} open")
@@ -113,7 +113,7 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
 ) -> None:
     evaluation = evaluate_api.get(f"/v1/evaluations/{held.objective}/{held.run_id}").json()
     measured = evaluation["metrics"]
-    page = sign_in(f"{stack.service_urls['evaluate']}/console/review", name="rev-1")
+    page = sign_in(f"{stack.service_urls['evaluate']}/console/review", name="only-reviewer")
     card = page.locator(f'[data-testid="review"][data-run="{held.run_id}"]')
     expect(card).to_be_visible()
 
@@ -156,14 +156,14 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
 
     reason.fill(REASON)
     approve.click()
-    expect(card.get_by_test_id("decided")).to_have_text(f"approved by rev-1: {REASON}")
+    expect(card.get_by_test_id("decided")).to_have_text(f"approved by only-reviewer: {REASON}")
 
     registry = evaluate_api.get(f"/v1/registry/{held.objective}").json()
     assert registry["champion"] == held.run_id
-    assert registry["versions"][held.run_id]["decided_by"] == "rev-1"
+    assert registry["versions"][held.run_id]["decided_by"] == "only-reviewer"
     moves = [(e["action"], e["actor"], e["reason"], e["from_run_id"]) for e in registry["history"]]
-    assert ("approved", "rev-1", REASON, None) in moves
-    assert ("promoted", "rev-1", REASON, console.SEEDED) in moves
+    assert ("approved", "only-reviewer", REASON, None) in moves
+    assert ("promoted", "only-reviewer", REASON, console.SEEDED) in moves
 
     def alias_moved() -> None:
         aliases = serve_api.get("/v1/deployments").json()["aliases"]
@@ -175,7 +175,7 @@ def test_a_reviewer_approves_a_held_run_and_the_alias_moves(
 
     page.goto(f"{stack.service_urls['evaluate']}/console/history")
     decided = page.locator(f'tr[data-run="{held.run_id}"][data-action="approved"]')
-    expect(decided.get_by_test_id("actor")).to_have_text("rev-1")
+    expect(decided.get_by_test_id("actor")).to_have_text("only-reviewer")
     expect(decided.get_by_test_id("why")).to_have_text(REASON)
     promoted = page.locator(f'tr[data-run="{held.run_id}"][data-action="promoted"]')
     expect(promoted).to_contain_text(f"(was {console.SEEDED})")

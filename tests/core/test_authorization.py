@@ -16,7 +16,6 @@ from starlette.exceptions import StarletteDeprecationWarning
 
 from tunewire.core.base import principals
 from tunewire.core.base.principals import Principal, Principals, Role
-from tunewire.core.base.settings import Environment, ServiceSettings
 from tunewire.core.process import authorization, http
 
 with warnings.catch_warnings():
@@ -134,25 +133,6 @@ def test_names_and_tokens_are_unique() -> None:
         Principals([principal("rita"), principal("rita", "another-token-long-enough-here")])
     with pytest.raises(ValueError, match="share a token"):
         Principals([principal("rita"), principal("vera", TOKENS["rita"])])
-
-
-def test_production_needs_principals_and_refuses_placeholder_tokens() -> None:
-    with pytest.raises(pydantic.ValidationError, match="must name at least one principal"):
-        ServiceSettings(environment=Environment.PRODUCTION)
-    weak = principal("ops", "changeme")
-    with pytest.raises(pydantic.ValidationError, match="ops is a placeholder"):
-        ServiceSettings(environment=Environment.PRODUCTION, principals=[principal("rita"), weak])
-    assert ServiceSettings(environment=Environment.DEVELOPMENT, principals=[weak]).principals
-    assert ServiceSettings(environment=Environment.PRODUCTION, principals=[principal("rita")])
-
-
-def test_principals_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = principal("olga").model_dump(mode="json")
-    monkeypatch.setenv(
-        "TUNEWIRE_PRINCIPALS", pydantic.TypeAdapter(list).dump_json([entry]).decode()
-    )
-    loaded = ServiceSettings()
-    assert [(p.name, p.roles) for p in loaded.principals] == [("olga", ROLES["olga"])]
 
 
 # -- the policy --------------------------------------------------------------------------

@@ -1,13 +1,16 @@
-"""Service settings: read from TUNEWIRE_* variables, and refusing weak tokens in production."""
+"""Service settings: read from TUNEWIRE_* variables, and refusing weak tokens in production
+(principals themselves: tests/core/test_authorization.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pydantic
 import pytest
 from pydantic import SecretStr
 
+from tunewire.core.base.principals import Principal, Role, token_digest
 from tunewire.core.base.settings import Environment, KafkaSettings, ServiceSettings
 
 
@@ -19,47 +22,47 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_production_is_the_default_and_refuses_running_without_tokens() -> None:
-    with pytest.raises(pydantic.ValidationError, match="at least one token in production"):
+def principal(name: str, token: str) -> Principal:
+    return Principal(name=name, token_sha256=token_digest(token), roles=frozenset({Role.VIEWER}))
+
+
+REAL = principal("ops", "a7f3c1d9e2-a-real-token-of-some-length")
+
+
+def test_production_is_the_default_and_refuses_running_without_principals() -> None:
+    with pytest.raises(pydantic.ValidationError, match="at least one principal in production"):
         ServiceSettings()
 
 
 @pytest.mark.parametrize("token", ["dev-token", "changeme", "change-me", "secret", ""])
 def test_production_refuses_a_placeholder_token(token: str) -> None:
-    with pytest.raises(pydantic.ValidationError, match="placeholder token"):
+    with pytest.raises(pydantic.ValidationError, match="the token of weak is a placeholder"):
         ServiceSettings(
-            environment=Environment.PRODUCTION,
-            api_tokens=[SecretStr("s3cr3t-real"), SecretStr(token)],
+            environment=Environment.PRODUCTION, principals=[REAL, principal("weak", token)]
         )
 
 
 def test_production_accepts_real_tokens() -> None:
-    config = ServiceSettings(api_tokens=[SecretStr("a7f3c1d9e2")])
+    config = ServiceSettings(principals=[REAL])
 
     assert config.environment is Environment.PRODUCTION
-    assert [t.get_secret_value() for t in config.api_tokens] == ["a7f3c1d9e2"]
+    assert config.principals == [REAL]
 
 
-def test_development_accepts_no_tokens_and_placeholders() -> None:
-    assert ServiceSettings(environment=Environment.DEVELOPMENT).api_tokens == []
-    config = ServiceSettings(
-        environment=Environment.DEVELOPMENT, api_tokens=[SecretStr("dev-token")]
-    )
-    assert config.api_tokens[0].get_secret_value() == "dev-token"
-
-
-def test_tokens_are_hidden_from_repr() -> None:
-    config = ServiceSettings(api_tokens=[SecretStr("a7f3c1d9e2")])
-
-    assert "a7f3c1d9e2" not in repr(config)
+def test_development_accepts_no_principals_and_placeholders() -> None:
+    assert ServiceSettings(environment=Environment.DEVELOPMENT).principals == []
+    weak = principal("weak", "dev-token")
+    config = ServiceSettings(environment=Environment.DEVELOPMENT, principals=[weak])
+    assert config.principals == [weak]
 
 
 def test_placeholder_tokens_in_the_environment_stop_production(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("TUNEWIRE_API_TOKENS", '["changeme"]')
+    weak = principal("weak", "changeme").model_dump(mode="json")
+    monkeypatch.setenv("TUNEWIRE_PRINCIPALS", json.dumps([weak]))
 
-    with pytest.raises(pydantic.ValidationError, match="placeholder token"):
+    with pytest.raises(pydantic.ValidationError, match="placeholder"):
         ServiceSettings()
 
 
@@ -67,7 +70,7 @@ def test_values_come_from_prefixed_and_nested_environment_variables(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TUNEWIRE_ENVIRONMENT", "production")
-    monkeypatch.setenv("TUNEWIRE_API_TOKENS", '["tok-one", "tok-two"]')
+    monkeypatch.setenv("TUNEWIRE_PRINCIPALS", json.dumps([REAL.model_dump(mode="json")]))
     monkeypatch.setenv("TUNEWIRE_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
     monkeypatch.setenv("TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS", "2000")
@@ -78,7 +81,7 @@ def test_values_come_from_prefixed_and_nested_environment_variables(
 
     config = ServiceSettings()
 
-    assert [t.get_secret_value() for t in config.api_tokens] == ["tok-one", "tok-two"]
+    assert config.principals == [REAL]
     assert config.log_level == "DEBUG"
     assert config.kafka.bootstrap_servers == "k1:9092,k2:9092"
     assert config.kafka.session_timeout_ms == 2000

@@ -29,7 +29,7 @@ from tunewire.train import runs
 
 pytestmark = pytest.mark.stack
 
-TOKEN = "k8s-test-" + uuid.uuid4().hex[:8]
+TOKEN = "k8s-test-" + uuid.uuid4().hex
 CONFIG_MAP = "tunewire-workloads"
 SECRET = "tunewire-workload-credentials"
 OOM_OBJECTIVE = "k8s-oom"
@@ -233,7 +233,6 @@ def test_a_cancelled_run_deletes_its_job(k8s_stack: Cluster) -> None:
             json={
                 "objective": name,
                 "dataset_id": snapshot.dataset_id,
-                "actor": "carol",
                 "overrides": {"training": {"epochs": 100}},
             },
         )
@@ -242,9 +241,7 @@ def test_a_cancelled_run_deletes_its_job(k8s_stack: Cluster) -> None:
         running = waiting.poll_json(
             train, f"/v1/runs/{name}/{run_id}", lambda r: bool(r["progress"])
         )
-        cancelled = train.post(
-            f"/v1/runs/{name}/{run_id}/cancel", json={"actor": "carol", "reason": "not needed"}
-        )
+        cancelled = train.post(f"/v1/runs/{name}/{run_id}/cancel", json={"reason": "not needed"})
     assert cancelled.json()["status"] == "cancelled"
 
     def deleted() -> None:
@@ -309,7 +306,6 @@ def test_a_job_deleted_by_hand_fails_its_run_as_cancelled_outside(k8s_stack: Clu
             json={
                 "objective": name,
                 "dataset_id": snapshot.dataset_id,
-                "actor": "dave",
                 "overrides": {"training": {"epochs": 100}},
             },
         )

@@ -26,7 +26,9 @@ PRINCIPALS = principals.Principals(
         principals.Principal(
             name=name,
             token_sha256=principals.token_digest(TOKENS[name]),
-            roles=frozenset({principals.Role.VIEWER if name == "vic" else principals.Role.REVIEWER}),
+            roles=frozenset(
+                {principals.Role.VIEWER if name == "vic" else principals.Role.REVIEWER}
+            ),
         )
         for name in TOKENS
     ]
@@ -51,9 +53,7 @@ def client(
             )
         ],
     )
-    with fastapi.testclient.TestClient(
-        app, headers=as_("alice")
-    ) as test_client:
+    with fastapi.testclient.TestClient(app, headers=as_("alice")) as test_client:
         yield test_client
 
 

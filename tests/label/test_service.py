@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.support import kafka_io
+from tests.support.stacks import TOKENS
 from tests.support.waiting import eventually
 from tunewire import samples
 from tunewire.contracts.v1 import datasets_pb2, examples_pb2, records_pb2
@@ -65,38 +66,41 @@ def test_records_become_examples_tasks_and_a_snapshot(
     status = eventually(settled, timeout_s=LABELLED_S, interval_s=0.3)
     assert status["counts"]["open"] >= 1, "conflicts and abstentions wait for a human"
 
-    # An annotator works the queue; each resolved task becomes an example.
+    # An annotator works the queue; each resolved task becomes an example. Who answers is
+    # whoever the token names: a name in the body counts for nothing, and a viewer may not.
+    a1 = {"Authorization": f"Bearer {TOKENS['a1']}"}
+    viewer = {"Authorization": f"Bearer {TOKENS['only-viewer']}"}
+    assert label_api.post(f"/v1/queue/{name}/claim", headers=viewer).status_code == 403
     answered = 0
     while True:
-        claim = label_api.post(f"/v1/queue/{name}/claim", json={"annotator": "ann-1"})
+        claim = label_api.post(f"/v1/queue/{name}/claim", json={"annotator": "a2"}, headers=a1)
         if claim.status_code == 204:
             break
         task = claim.json()["task"]
         intent = truth[task["source_id"]]
         wrong = label_api.post(
             f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
-            json={
-                "annotator": "ann-1",
-                "label": "not-a-label",
-                "claim_id": claim.json()["claim_id"],
-            },
+            json={"label": "not-a-label", "claim_id": claim.json()["claim_id"]},
+            headers=a1,
         )
         assert wrong.status_code == 422
         result = label_api.post(
             f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
-            json={"annotator": "ann-1", "label": intent, "claim_id": claim.json()["claim_id"]},
+            json={"label": intent, "claim_id": claim.json()["claim_id"]},
+            headers=a1,
         )
         assert result.status_code == 200, result.text
         assert result.json()["resolved"]["label"] == intent
         again = label_api.post(
             f"/v1/queue/{name}/tasks/{task['task_id']}/answer",
-            json={"annotator": "ann-1", "label": intent},
+            json={"label": intent},
+            headers=a1,
         )
         assert again.json()["status"] == "unchanged"
         answered += 1
     assert answered == status["counts"]["open"]
     after = label_api.get(f"/v1/queue/{name}").json()
-    assert after["annotators"] == {"ann-1": answered}
+    assert after["annotators"] == {"a1": answered}
 
     # The first snapshot is built by the trigger (min_examples=30) and announced.
     snapshots = eventually(
@@ -247,13 +251,14 @@ def test_the_queue_lives_in_s3_so_a_new_replica_sees_it(
         assert seen["counts"]["open"] == status["counts"]["open"]
         claim = httpx.post(
             f"{spec.url}/v1/queue/{name}/claim",
-            json={"annotator": "ann-r"},
-            headers=label_api.headers,
+            headers={"Authorization": f"Bearer {TOKENS['a1']}"},
             timeout=60,
         )
         assert claim.status_code == 200
         # The lease is in S3: the first replica does not offer the same task to anyone.
-        other = label_api.post(f"/v1/queue/{name}/claim", json={"annotator": "ann-s"})
+        other = label_api.post(
+            f"/v1/queue/{name}/claim", headers={"Authorization": f"Bearer {TOKENS['a2']}"}
+        )
         if other.status_code == 200:
             assert other.json()["task"]["task_id"] != claim.json()["task"]["task_id"]
     finally:

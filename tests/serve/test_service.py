@@ -95,9 +95,7 @@ def test_approval_rollback_and_a_broken_adapter(
     models = {m["id"] for m in httpx.get(url + "/v1/models", headers=_app()).json()["data"]}
     assert {objective, f"{objective}@{second}", "base"} <= models
 
-    rolled = serve_api.post(
-        f"/v1/deployments/{objective}/rollback", json={"reason": "bad answers"}
-    )
+    rolled = serve_api.post(f"/v1/deployments/{objective}/rollback", json={"reason": "bad answers"})
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["serving"] == first
     serving(url, objective, first)  # at once: no waiting

@@ -22,6 +22,7 @@ import pytest
 
 from tests.support import fake_workload
 from tests.support.waiting import eventually
+from tunewire.core.base.principals import Role, token_digest
 from tunewire.core.launchers import launching, localjobs
 from tunewire.stack import embedded, objectstore, ports, processes
 from tunewire.stack.embedded import EmbeddedStack
@@ -213,7 +214,8 @@ def test_down_from_another_process_and_refusal_while_running(tmp_path: Path) -> 
 
 def test_service_becomes_healthy_gets_settings_and_is_stopped(tmp_path: Path) -> None:
     specs = [_stand_in("hello", HEALTHZ_SPAWN_CHILD="1")]
-    with EmbeddedStack(tmp_path, startup_timeout=20, api_tokens=["t1"]).up(specs) as stack:
+    owner = "owner-token-" + "x" * 20
+    with EmbeddedStack(tmp_path, startup_timeout=20, api_tokens=[owner]).up(specs) as stack:
         url = stack.service_urls["hello"]
         info = httpx.get(url + "/env").json()
         expected = embedded.service_env(
@@ -221,10 +223,14 @@ def test_service_becomes_healthy_gets_settings_and_is_stopped(tmp_path: Path) ->
             s3_endpoint_url=stack.s3_endpoint_url,
             bucket="tunewire",
             http_port=int(url.rsplit(":", 1)[1]),
-            api_tokens=["t1"],
+            principals=stack.principals,
         )
         assert {key: info["env"].get(key) for key in expected} == expected
-        assert json.loads(info["env"]["TUNEWIRE_API_TOKENS"]) == ["t1"]
+        # The owner is a principal with every role, and only its token's hash leaves here.
+        [local] = json.loads(info["env"]["TUNEWIRE_PRINCIPALS"])
+        assert local["name"] == "local" and set(local["roles"]) == set(Role)
+        assert local["token_sha256"] == token_digest(owner)
+        assert owner not in json.dumps(info["env"])
         assert info["child_pid"] is not None
         child = int(info["child_pid"])
         pids = {**_recorded_pids(stack), child: processes.process_identity(child) or ""}
@@ -261,7 +267,9 @@ def test_failed_snapshot_keeps_the_previous_one(tmp_path: Path) -> None:
 
 
 def test_down_stops_the_workloads_the_local_launcher_left_running(tmp_path: Path) -> None:
-    with EmbeddedStack(tmp_path, startup_timeout=20, api_tokens=["t1"]).up([]) as stack:
+    with EmbeddedStack(tmp_path, startup_timeout=20, api_tokens=["owner-token-" + "x" * 20]).up(
+        []
+    ) as stack:
         workdir = Path(stack.service_env(0)["TUNEWIRE_LAUNCHER__LOCAL__WORKDIR"])
         launcher = localjobs.LocalLauncher(
             launching.LocalLauncherSettings(workdir=str(workdir)), kind="train"

@@ -11,11 +11,14 @@ import httpx
 import pytest
 
 from tests.support import datasets, kafka_io, waiting
+from tests.support.stacks import TOKENS
 from tunewire.contracts.v1 import training_pb2
 from tunewire.core.base import store
 from tunewire.core.bus import topics
 from tunewire.stack import embedded
 from tunewire.train import runs
+
+OPERATOR = {"Authorization": f"Bearer {TOKENS['only-operator']}"}
 
 
 def wait_for_run(
@@ -127,26 +130,32 @@ def test_a_run_submitted_by_hand_can_be_cancelled(
         json={
             "objective": name,
             "dataset_id": snapshot.dataset_id,
-            "actor": "alice",
             "overrides": {"training": {"epochs": 50}},
         },
+        headers=OPERATOR,
     )
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
     assert response.json()["config"]["training"]["epochs"] == 50
     wait_for_run(train_api, name, run_id, lambda r: bool(r["progress"]))
 
+    viewer = {"Authorization": f"Bearer {TOKENS['only-viewer']}"}
+    refused = train_api.post(
+        f"/v1/runs/{name}/{run_id}/cancel", json={"reason": "no"}, headers=viewer
+    )
+    assert refused.status_code == 403
     cancelled = train_api.post(
-        f"/v1/runs/{name}/{run_id}/cancel", json={"actor": "alice", "reason": "wrong data"}
+        f"/v1/runs/{name}/{run_id}/cancel",
+        json={"actor": "mallory", "reason": "wrong data"},
+        headers=OPERATOR,
     )
 
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
     events = training_events(stack, run_id)
-    assert [e.cancelled.actor for e in events if e.HasField("cancelled")] == ["alice"]
-    again = train_api.post(
-        f"/v1/runs/{name}/{run_id}/cancel", json={"actor": "alice", "reason": "twice"}
-    )
+    # The actor is the principal whose token cancelled, not a name in the body.
+    assert [e.cancelled.actor for e in events if e.HasField("cancelled")] == ["only-operator"]
+    again = train_api.post(f"/v1/runs/{name}/{run_id}/cancel", json={"reason": "twice"})
     assert again.status_code == 409
 
 
@@ -157,9 +166,7 @@ def test_the_api_refuses_what_it_cannot_do(
     stack: embedded.EmbeddedStack,
 ) -> None:
     name, version = objective
-    unknown = train_api.post(
-        "/v1/runs", json={"objective": name, "dataset_id": "ds-nope", "actor": "bob"}
-    )
+    unknown = train_api.post("/v1/runs", json={"objective": name, "dataset_id": "ds-nope"})
     assert unknown.status_code == 404
     assert "ds-nope" in unknown.json()["message"]
     snapshot = datasets.write_snapshot(artifacts, objective=name, version=version, train=8)
@@ -168,7 +175,6 @@ def test_the_api_refuses_what_it_cannot_do(
         json={
             "objective": name,
             "dataset_id": snapshot.dataset_id,
-            "actor": "bob",
             "overrides": {"training": {"epochs": 0}, "lora": {"rank": 4}},
         },
     )

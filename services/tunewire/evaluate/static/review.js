@@ -7,7 +7,6 @@
   const { h, $, api, notice, when, num, status } = window.tw;
   const SHOWN_DISAGREEMENTS = 5;
   const enc = encodeURIComponent;
-  let me = "";
 
   // Metric values always with three decimals: 1.0 arrives in JSON as the number 1.
   function metric(value) {
@@ -180,7 +179,7 @@
     try {
       const decided = await api(
         `/v1/evaluations/${enc(record.objective)}/${enc(record.run_id)}/${action}`,
-        { method: "POST", body: { actor: me, reason } },
+        { method: "POST", body: { reason } },
       );
       form.replaceWith(
         h(
@@ -232,8 +231,7 @@
     );
   }
 
-  window.tw.start(async (name) => {
-    me = name;
+  window.tw.start(async () => {
     const { reviews } = await api("/console/api/reviews");
     const list = $("reviews");
     list.replaceChildren(...reviews.map(card));

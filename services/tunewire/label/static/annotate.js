@@ -77,7 +77,7 @@
   async function next() {
     stopTimers();
     state.claim = null;
-    const claim = await api(queuePath("/claim"), { method: "POST", body: { annotator: state.me } });
+    const claim = await api(queuePath("/claim"), { method: "POST" });
     if (!claim) {
       showTask(null);
       timers.idle = setTimeout(() => {
@@ -134,7 +134,7 @@
     try {
       const renewed = await api(queuePath(`/tasks/${enc(claim.task.task_id)}/renew`), {
         method: "POST",
-        body: { annotator: state.me, claim_id: claim.claim_id },
+        body: { claim_id: claim.claim_id },
       });
       if (state.claim !== claim) return;
       claim.expires_at = renewed.expires_at;
@@ -157,7 +157,7 @@
     try {
       const result = await api(queuePath(`/tasks/${enc(claim.task.task_id)}/${action}`), {
         method: "POST",
-        body: { annotator: state.me, claim_id: claim.claim_id, ...body },
+        body: { claim_id: claim.claim_id, ...body },
       });
       notice(said(result));
     } catch (error) {

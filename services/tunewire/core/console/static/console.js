@@ -102,15 +102,16 @@
       notice(left, { error: true });
     }
     document.querySelector('[data-action="sign-out"]').addEventListener("click", () => signOut());
+    // The token names the principal: the session route says who it is and its roles.
     const begin = async () => {
-      await api("/console/api/session");
+      const session = await api("/console/api/session");
+      sessionStorage.setItem(NAME, session.name);
       showApp();
-      await run(sessionStorage.getItem(NAME));
+      await run(session.name, session.roles);
     };
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const fields = new FormData(form);
-      sessionStorage.setItem(NAME, String(fields.get("name")).trim());
       sessionStorage.setItem(TOKEN, String(fields.get("token")).trim());
       notice("");
       try {
@@ -119,7 +120,7 @@
         if (error.status !== 401) notice(error.message, { error: true });
       }
     });
-    if (sessionStorage.getItem(TOKEN) && sessionStorage.getItem(NAME)) {
+    if (sessionStorage.getItem(TOKEN)) {
       try {
         await begin();
       } catch (error) {
