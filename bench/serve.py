@@ -80,7 +80,7 @@ from typing import Any
 import httpx
 
 from tunewire.contracts.v1 import evaluations_pb2
-from tunewire.core.base import settings, store
+from tunewire.core.base import principals, settings, store
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.state import registry
 from tunewire.serve import in_process
@@ -92,8 +92,13 @@ from tests.serve import adapters as adapter_files
 from tests.support import adapters, datasets, vllm_double
 
 QUESTION = [{"role": "user", "content": "My parcel never arrived, where is it?"}]
-CLIENT_TOKEN = "bench-" + uuid.uuid4().hex[:12]
-CLIENTS = json.dumps([{"name": "bench", "token": CLIENT_TOKEN, "requests_per_minute": 10**9}])
+CLIENT_TOKEN = "bench-" + uuid.uuid4().hex
+CLIENT = principals.Principal(
+    name="bench",
+    token_sha256=principals.token_digest(CLIENT_TOKEN),
+    roles=frozenset({principals.Role.CLIENT}),
+    requests_per_minute=10**9,
+)
 """One application, with a rate limit out of reach: the bench measures latency, not limits."""
 WARM_UP = 30
 ADAPTERS = 10
@@ -216,11 +221,10 @@ def serve_stack(
 ) -> Iterator[tuple[embedded.EmbeddedStack, store.ArtifactStore, str]]:
     """An embedded stack with one serve replica: the stack, its S3 bucket and the serve URL,
     once the replica is ready."""
-    spec = processes.ServiceSpec(
-        name="serve", module="tunewire.serve", env={"TUNEWIRE_CLIENTS": CLIENTS, **env}
-    )
+    spec = processes.ServiceSpec(name="serve", module="tunewire.serve", env=dict(env))
     started = time.perf_counter()
-    with embedded.EmbeddedStack(root, api_tokens=["bench-admin"]).up([spec]) as stack:
+    owner = "bench-admin-" + uuid.uuid4().hex
+    with embedded.EmbeddedStack(root, api_tokens=[owner], principals=[CLIENT]).up([spec]) as stack:
         for key, value in stack.service_env(0).items():
             if key.startswith("AWS_"):
                 os.environ[key] = value

@@ -50,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -199,9 +200,9 @@ def measure_event_to_job_s(*, events: int = 10) -> dict[str, float]:
             "TUNEWIRE_LAUNCHER__KUBERNETES__NAMESPACE": cluster.namespace,
             "TUNEWIRE_TRAIN__MAX_RUNNING": str(events + 1),
         }
-        with embedded.EmbeddedStack(root / "stack", api_tokens=["bench-token"]).up(
-            [processes.ServiceSpec(name="train", module="tunewire.train", env=env)]
-        ) as stack:
+        with embedded.EmbeddedStack(
+            root / "stack", api_tokens=["bench-token-" + uuid.uuid4().hex]
+        ).up([processes.ServiceSpec(name="train", module="tunewire.train", env=env)]) as stack:
             for key, value in stack.service_env(0).items():
                 if key.startswith("AWS_"):
                     os.environ[key] = value

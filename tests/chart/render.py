@@ -64,8 +64,9 @@ regenerate; `make test` fails when this folder differs from a fresh render.
 
 ```sh
 kubectl create namespace tunewire
-kubectl -n tunewire create secret generic tunewire-api-tokens \\
-  --from-literal=tokens='["<a long random token>"]'
+tunewire principal ops --role admin --role operator --role reviewer --role viewer
+kubectl -n tunewire create secret generic tunewire-principals \\
+  --from-literal=principals='[<the entry it printed>]'
 kubectl apply -f k8s/tunewire.yaml
 ```
 

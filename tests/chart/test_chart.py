@@ -142,7 +142,7 @@ def test_default_pod_settings_are_production_ready(
     built = _settings_from(_pod_env(default_objects, service), service, monkeypatch)
     assert isinstance(built, core_settings.ServiceSettings)
     assert built.environment is core_settings.Environment.PRODUCTION
-    assert [t.get_secret_value() for t in built.api_tokens] == ["a-long-random-production-token"]
+    assert [p.name for p in built.principals] == ["ops", "support-bot"]
     assert built.kafka.bootstrap_servers == "kafka-bootstrap.kafka.svc:9092"
     assert built.s3.bucket == "tunewire"
     assert built.s3.endpoint_url is None
@@ -163,7 +163,7 @@ def test_default_pod_settings_are_production_ready(
         assert (serving.max_prompt_chars, serving.max_output_tokens) == (32000, 1024)
         assert serving.reconcile_every_s == 10
         assert built.vllm.base_url == "http://127.0.0.1:8000"
-        assert (built.vllm.api_key, built.clients) == (None, [])
+        assert built.vllm.api_key is None
     if isinstance(built, train_config.TrainSettings | evaluate_config.EvaluateSettings):
         launcher = built.launcher
         assert launcher.kind == "kubernetes"
@@ -334,12 +334,12 @@ def test_notes_name_the_services_and_what_is_missing() -> None:
         assert f"http://tunewire-{service}.tunewire.svc:8080" in notes
     assert "OpenAI API requests at http://tunewire-serve.tunewire.svc:8080/v1" in notes
     assert "docker.io/vllm/vllm-openai:v0.26.0 beside it with 1 nvidia.com/gpu" in notes
-    assert "tunewire-api-tokens" in notes
+    assert "tunewire-principals" in notes
     assert "ghcr.io/tunewire/trainer:0.1.0" in notes
     production = render.render(load_values("values-production.yaml"))
     production_notes = production["tunewire/templates/NOTES.txt"]
     assert "tunewire-workloads (keys TUNEWIRE_KAFKA__SASL_USERNAME" in production_notes
-    assert "tunewire-serve-clients (key clients: a JSON list" in production_notes
+    assert "tunewire-principals (key principals: a JSON list of principals" in production_notes
     assert "(from the claim tunewire-models, offline)" in production_notes
 
 

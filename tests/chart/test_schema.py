@@ -71,11 +71,11 @@ def test_lint_reports_the_wrong_values_file() -> None:
         ({"global": {"kafka": {"bootstrapServers": "kafka"}}}, "bootstrapServers"),
         ({"global": {"environment": "staging"}}, "at '/global/environment'"),
         ({"global": {"s3": {"bucket": "Not_A_Bucket"}}}, "at '/global/s3/bucket'"),
-        ({"global": {"api": {"tokens": {"existingSecret": ""}}}}, "existingSecret"),
+        ({"global": {"api": {"principals": {"existingSecret": ""}}}}, "existingSecret"),
         ({"global": {"kafka": {"password": "hunter2"}}}, "additional properties 'password'"),
         (
-            {"ingest": {"env": {"TUNEWIRE_API_TOKENS": '["t"]'}}},
-            "at '/ingest/env/TUNEWIRE_API_TOKENS'",
+            {"ingest": {"env": {"TUNEWIRE_PRINCIPALS": "[]"}}},
+            "at '/ingest/env/TUNEWIRE_PRINCIPALS'",
         ),
         ({"ingest": {"env": {"PATH": "/bin"}}}, "invalid propertyName 'PATH'"),
         ({"label": {"rbac": {"create": True}}}, "at '/label/rbac/create'"),
@@ -166,10 +166,10 @@ def test_lint_reports_the_wrong_values_file() -> None:
             {"global": {"networkPolicy": {"kubernetesApi": {"ports": []}}}},
             "at '/global/networkPolicy/kubernetesApi/ports'",
         ),
-        # serve: no Role, its clients only from a Secret, vLLM's port and flags the chart's.
+        # serve: no Role, principals only from a Secret, vLLM's port and flags the chart's.
         ({"serve": {"rbac": {"create": True}}}, "at '/serve/rbac/create'"),
-        ({"serve": {"clients": {"token": "s3cr3t"}}}, "additional properties 'token'"),
-        ({"serve": {"env": {"TUNEWIRE_CLIENTS": "[]"}}}, "at '/serve/env/TUNEWIRE_CLIENTS'"),
+        ({"serve": {"clients": {"existingSecret": "old"}}}, "additional properties 'clients'"),
+        ({"serve": {"env": {"TUNEWIRE_PRINCIPALS": "[]"}}}, "at '/serve/env/TUNEWIRE_PRINCIPALS'"),
         (
             {"serve": {"env": {"TUNEWIRE_CONSUMER_GROUP": "tunewire-serve"}}},
             "at '/serve/env/TUNEWIRE_CONSUMER_GROUP'",

@@ -178,7 +178,6 @@ def test_vllm_drains_within_the_pods_grace_period(rendered: list[dict[str, Any]]
 def test_secrets_reach_the_pod_by_reference_only(monkeypatch: pytest.MonkeyPatch) -> None:
     values = {
         "serve": {
-            "clients": {"existingSecret": "serve-clients"},
             "vllm": {
                 "hfToken": {"existingSecret": "hf", "key": "token"},
                 "apiKey": {"existingSecret": "vllm-key", "key": "api-key"},
@@ -189,24 +188,24 @@ def test_secrets_reach_the_pod_by_reference_only(monkeypatch: pytest.MonkeyPatch
     serve = service_container(named(objects, "Deployment", SERVE))
     vllm = _vllm(objects)
     serve_env, vllm_env = _env(serve), _env(vllm)
-    assert serve_env["TUNEWIRE_CLIENTS"] == {
-        "secretKeyRef": {"name": "serve-clients", "key": "clients"}
+    assert serve_env["TUNEWIRE_PRINCIPALS"] == {
+        "secretKeyRef": {"name": "tunewire-principals", "key": "principals"}
     }
     assert vllm_env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
     # The key vLLM requires is the key serve sends.
     assert vllm_env["VLLM_API_KEY"] == serve_env["TUNEWIRE_VLLM__API_KEY"]
     assert vllm_env["VLLM_API_KEY"] == {"secretKeyRef": {"name": "vllm-key", "key": "api-key"}}
-    assert "HF_TOKEN" not in serve_env and "TUNEWIRE_CLIENTS" not in vllm_env
+    assert "HF_TOKEN" not in serve_env and "TUNEWIRE_PRINCIPALS" not in vllm_env
     config = named(objects, "ConfigMap", SERVE)["data"]
-    assert not {"TUNEWIRE_CLIENTS", "TUNEWIRE_VLLM__API_KEY"} & set(config)
+    assert not {"TUNEWIRE_PRINCIPALS", "TUNEWIRE_VLLM__API_KEY"} & set(config)
     settings = _settings(objects, monkeypatch)
-    (client,) = settings.clients
-    assert (client.name, client.objectives, client.requests_per_minute) == (
-        "support-bot",
-        ["support-intent"],
+    client = next(p for p in settings.principals if p.name == "support-bot")
+    assert (client.roles, client.objectives, client.requests_per_minute) == (
+        {"client"},
+        {"support-intent"},
         120,
     )
-    assert client.token.get_secret_value() in SECRET_VALUES["clients"]
+    assert "a-long-random-client-token" not in SECRET_VALUES["principals"]
     assert settings.vllm.api_key is not None
     assert settings.vllm.api_key.get_secret_value() == "secret-api-key"
 
@@ -300,7 +299,7 @@ def test_the_install_guide_covers_serving() -> None:
     guide = (render.ROOT / "docs" / "install.md").read_text(encoding="utf-8")
     for topic in (
         "GPU nodes for serving",
-        "serve.clients.existingSecret",
+        "--role client",
         "serve.vllm.nodeSelector",
         "serve.vllm.securityContext",
         "serve.autoscaling",

@@ -3,6 +3,7 @@ Secrets, the settings a pod would build from it, and the chart tests' values fil
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from typing import Any, TypeVar
@@ -12,16 +13,27 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
+from tunewire.core.base.principals import token_digest
+
 VALUES_DIR = pathlib.Path(__file__).resolve().parent.parent / "chart"
 """Where the chart tests' values files (``values-production.yaml``, ...) live."""
 MONITORING = "monitoring.coreos.com/v1"
 #: What the fake Secrets hold when settings are built from a pod's environment.
 SECRET_VALUES = {
-    "tokens": '["a-long-random-production-token"]',
+    "principals": json.dumps(
+        [
+            {"name": "ops", "token_sha256": token_digest("ops-token"), "roles": ["admin"]},
+            {
+                "name": "support-bot",
+                "token_sha256": token_digest("a-long-random-client-token"),
+                "roles": ["client"],
+                "objectives": ["support-intent"],
+                "requests_per_minute": 120,
+            },
+        ]
+    ),
     "username": "tunewire",
     "password": "kafka-password",
-    "clients": '[{"name": "support-bot", "token": "a-long-random-client-token", '
-    '"objectives": ["support-intent"], "requests_per_minute": 120}]',
 }
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

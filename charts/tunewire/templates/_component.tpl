@@ -124,11 +124,11 @@ spec:
             - configMapRef:
                 name: {{ include "tunewire.componentName" . }}
           env:
-            - name: TUNEWIRE_API_TOKENS
+            - name: TUNEWIRE_PRINCIPALS
               valueFrom:
                 secretKeyRef:
-                  name: {{ $g.api.tokens.existingSecret }}
-                  key: {{ $g.api.tokens.key }}
+                  name: {{ $g.api.principals.existingSecret }}
+                  key: {{ $g.api.principals.key }}
             {{- with $g.kafka.sasl.existingSecret }}
             - name: TUNEWIRE_KAFKA__SASL_USERNAME
               valueFrom:

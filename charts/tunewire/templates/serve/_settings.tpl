@@ -33,8 +33,7 @@ TUNEWIRE_SERVE__RECONCILE_EVERY_S: {{ $s.limits.reconcileEverySeconds | toString
 TUNEWIRE_VLLM__BASE_URL: {{ printf "http://127.0.0.1:%s" (include "tunewire.serve.vllmPort" .) | quote }}
 {{- end }}
 
-{{/* What serve's pod adds to the shared one (see _component.tpl): the clients' and vLLM's
-Secrets, the adapter volume, the vLLM container and its volumes, GPU scheduling, a rolling
+{{/* What serve's pod adds to the shared one (see _component.tpl): vLLM's Secrets, the adapter volume, the vLLM container and its volumes, GPU scheduling, a rolling
 update that fits the GPUs there are, and egress to the model hub when vLLM downloads from it. */}}
 {{- define "tunewire.serve.pod" -}}
 {{- $s := .root.Values.serve }}
@@ -46,9 +45,6 @@ update that fits the GPUs there are, and egress to the model hub when vLLM downl
 {{- fail (printf "serve.vllm.drainSeconds (%d) must be below serve.terminationGracePeriodSeconds (%d): vLLM must outlive the requests serve finishes, and the pod must end before it is killed" (int $v.drainSeconds) (int $s.terminationGracePeriodSeconds)) }}
 {{- end }}
 {{- $env := list }}
-{{- with $s.clients.existingSecret }}
-{{- $env = append $env (dict "name" "TUNEWIRE_CLIENTS" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $s.clients.key))) }}
-{{- end }}
 {{- with $v.apiKey.existingSecret }}
 {{- $env = append $env (dict "name" "TUNEWIRE_VLLM__API_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $v.apiKey.key))) }}
 {{- end }}
