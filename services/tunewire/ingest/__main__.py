@@ -43,6 +43,7 @@ def build(settings: config.IngestSettings) -> runner.Service:
                 ),
             ],
             workers={"flusher": consumer.flusher(flow, settings.ingest.flush_interval_s)},
+            max_body_bytes=settings.ingest.max_body_bytes,
             on_exit=[pool.close, producer.close] if pool else [producer.close],
         )
     )

@@ -80,6 +80,8 @@ def build(settings: config.ServeSettings) -> runner.Service:
             ],
             async_workers={"reconciler": reconcile},
             checks={"adapters": deployed.check_ready},
+            max_body_bytes=gateway.MAX_BODY_BYTES,
+            refuse=gateway.refusal,
             on_exit=[producer.close],
         )
     )

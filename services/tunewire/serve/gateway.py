@@ -22,7 +22,7 @@ from fastapi import responses
 
 from tunewire.core.base import errors, metrics
 from tunewire.core.base.principals import Principal
-from tunewire.core.process import http
+from tunewire.core.process import guard, http
 from tunewire.serve import access, backend, config, deployments, openai_request
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ _KINDS = {
     500: "server_error",
     503: "service_unavailable",
 }
-_MAX_BODY = 4 * 1024 * 1024
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The longest request body of the model API."""
+MODEL_API = frozenset({"/v1/models", "/v1/chat/completions", "/v1/completions"})
+"""The paths that answer in OpenAI's error shape."""
 
 
 def router(
@@ -142,7 +145,7 @@ def _admitted(gatekeeper: access.Gatekeeper, request: fastapi.Request) -> Princi
 
 async def _body(request: fastapi.Request) -> dict[str, Any]:
     try:
-        raw = await http.read_body(request, limit=_MAX_BODY)
+        raw = await http.read_body(request, limit=MAX_BODY_BYTES)
     except errors.PayloadTooLarge as exc:
         raise openai_request.RequestError(400, exc.message) from None
     try:
@@ -196,6 +199,14 @@ def _count_usage(model: str, usage: Any) -> None:
         value = usage.get(f"{kind}_tokens")
         if isinstance(value, int) and value > 0:
             metrics.child(TOKENS, model, kind).inc(value)
+
+
+def refusal(path: str, error: errors.TunewireError) -> responses.Response:
+    """A request refused before any route: OpenAI's shape on the model API, tunewire's on
+    the others."""
+    if path in MODEL_API:
+        return _error(error.status, error.message)
+    return guard.refusal(path, error)
 
 
 def _error(

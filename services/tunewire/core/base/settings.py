@@ -95,6 +95,9 @@ class HttpSettings(BaseModel):
     """Address the HTTP server binds to; the default listens on every interface."""
     port: int = Field(default=8080, ge=0, le=65535)
     """Port of the API, ``/healthz``, ``/readyz`` and ``/metrics``."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Longest request body, refused with 413 before it is read (ingest's events and serve's
+    model API have limits of their own, which raise it)."""
 
 
 class WorkloadSettings(BaseSettings):

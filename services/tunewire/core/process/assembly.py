@@ -17,9 +17,9 @@ from typing import TypeVar
 
 import fastapi
 
-from tunewire.core.base import logs, settings, store
+from tunewire.core.base import logs, principals, settings, store
 from tunewire.core.bus import consuming
-from tunewire.core.process import authorization, http, runner
+from tunewire.core.process import authorization, guard, http, runner
 
 S = TypeVar("S", bound=settings.ServiceSettings)
 
@@ -42,6 +42,10 @@ class Parts:
     """Readiness checks beside S3, the broker and the consumer."""
     on_exit: Sequence[Callable[[], None]] = ()
     """Called in order once every worker has stopped (pools, then producers)."""
+    max_body_bytes: int = 0
+    """The longest body a route of the service takes, when above ``http.max_body_bytes``."""
+    refuse: guard.Refusal = guard.refusal
+    """How a request refused before any route (401, 413) is answered."""
 
 
 def assemble(parts: Parts) -> runner.Service:
@@ -54,7 +58,14 @@ def assemble(parts: Parts) -> runner.Service:
         alive=lambda: service.alive(),
     )
     probes.checks.update(parts.checks)
-    app = http.create_app(title=f"tunewire {parts.name}", probes=probes, routers=parts.routers)
+    checked = guard.Guard(
+        max_body_bytes=max(parts.max_body_bytes, parts.settings.http.max_body_bytes),
+        principals=principals.Principals(parts.settings.principals),
+        refuse=parts.refuse,
+    )
+    app = http.create_app(
+        title=f"tunewire {parts.name}", probes=probes, routers=parts.routers, guard=checked
+    )
     authorization.check_routes(
         parts.name, authorization.routes_of(app), authorization.POLICY[parts.name]
     )

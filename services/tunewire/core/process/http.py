@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunewire.core.base import errors, settings
 from tunewire.core.bus import producing
+from tunewire.core.process import guard as guard_
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -79,9 +80,14 @@ def service_probes(
 
 
 def create_app(
-    *, title: str, probes: Probes, routers: Sequence[fastapi.APIRouter]
+    *,
+    title: str,
+    probes: Probes,
+    routers: Sequence[fastapi.APIRouter],
+    guard: guard_.Guard | None = None,
 ) -> fastapi.FastAPI:
-    """A FastAPI app with probes, metrics, error mapping and the service's routers."""
+    """A FastAPI app with probes, metrics, error mapping and the service's routers; with a
+    ``guard``, tokens and body sizes are checked before any route reads a body."""
     app = fastapi.FastAPI(title=title)
 
     @app.exception_handler(errors.TunewireError)
@@ -91,7 +97,9 @@ def create_app(
             headers = {"WWW-Authenticate": "Bearer"}
         return responses.JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
-    app.add_middleware(_Observed)
+    if guard is not None:
+        app.add_middleware(guard_.Guarded, guard=guard)
+    app.add_middleware(_Observed)  # outermost: refusals are counted too
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> responses.JSONResponse:
