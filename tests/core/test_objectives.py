@@ -128,8 +128,26 @@ WRONG_FIELDS = [
     pytest.param(
         set_at("labelling.rules.1", {"label": "shipping", "regex": "(late"}),
         "labelling.rules.1",
-        "position",
+        "regex does not compile: missing )",
         id="regex-does-not-compile",
+    ),
+    pytest.param(
+        set_at("labelling.rules.1", {"label": "shipping", "regex": r"(?<!not )late"}),
+        "labelling.rules.1",
+        "no lookaround and no backreferences",
+        id="regex-needs-backtracking",
+    ),
+    pytest.param(
+        set_at("labelling.rules.1", {"label": "shipping", "regex": "a" * 1001}),
+        "labelling.rules.1",
+        "the limit is 1000",
+        id="regex-too-long",
+    ),
+    pytest.param(
+        set_at("labelling.rules", [{"label": "shipping", "any": [f"w{i}"]} for i in range(201)]),
+        "labelling.rules",
+        "at most 200",
+        id="too-many-rules",
     ),
     pytest.param(
         set_at("gates.0", {"metric": "accuracy", "min": 0.8, "beat_champion_by": 0.01}),

@@ -167,3 +167,12 @@ def test_decide(
     decision = rules.decide(votes, min_agreement)
     assert (decision.label, decision.reason) == (label, reason)
     assert decision.votes == tuple(votes)
+
+
+def test_a_catastrophic_pattern_matches_in_linear_time() -> None:
+    """A backtracking engine takes longer than the age of the universe on this text; the
+    rule's engine answers at once (the test would time out otherwise)."""
+    rs = ruleset({"label": "a", "regex": "(a+)+$"}, {"label": "b", "regex": r"(x|x)*y"})
+    assert voted(rs, "a" * 100_000 + "b") == []
+    assert voted(rs, "x" * 100_000) == []
+    assert voted(rs, "aaa") == ["a/regex#0"]

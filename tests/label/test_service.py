@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import kafka_io
+from tests.support import kafka_io, metrics
 from tests.support.stacks import TOKENS
 from tests.support.waiting import eventually
 from tunewire import samples
@@ -295,3 +295,40 @@ def test_metrics_count_what_happened(
         "tunewire_consumer_lag",
     ):
         assert metric in text
+
+
+def test_a_catastrophic_regex_cannot_stall_labelling(
+    api: httpx.Client, label_api: httpx.Client
+) -> None:
+    """``(a+)+$`` on a long ``aaaa…b`` would backtrack for ages; the partition moves on."""
+    suffix = uuid.uuid4().hex[:8]
+    spec = copy.deepcopy(samples.support_intent_spec())
+    spec["name"] = f"redos-{suffix}"
+    spec["source"]["event_type"] = f"ticket.redos.{suffix}"
+    spec["labelling"]["rules"].append({"label": "account", "regex": "(a+)+$"})
+    spec["dataset"]["max_text_chars"] = 100_000
+    assert api.post("/v1/objectives", json=spec).status_code == 201
+    hostile = {
+        "specversion": "1.0",
+        "id": f"{spec['name']}-hostile",
+        "source": "tests",
+        "type": spec["source"]["event_type"],
+        "data": {
+            "ticket_id": f"{spec['name']}-hostile",
+            "subject": "a" * 50_000 + "b",
+            "body": "a",
+            "channel": "web",
+        },
+    }
+    assert api.post("/v1/events", json=[hostile]).status_code == 202
+    _send(api, spec, 10, seed=507)
+    handled = eventually(
+        lambda: metrics.counter(
+            str(label_api.base_url), f'tunewire_label_records_total{{objective="{spec["name"]}"'
+        ),
+        ready=lambda count: count >= 11,
+        what=f"label deciding on all 11 records of {spec['name']}",
+        timeout_s=LABELLED_S,
+        interval_s=0.3,
+    )
+    assert handled == 11

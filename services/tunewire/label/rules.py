@@ -12,8 +12,9 @@ How each rule kind matches:
   folding, so ``STRASSE`` matches ``straße``): ``refund`` matches ``Refund!`` but not ``refunded``
   or ``nonrefund``, and the words of a phrase may be separated by any run of whitespace
   (``log in`` matches ``log\\nin``). Blank keywords are ignored; a rule with none never votes.
-- ``regex``: searched anywhere in the text, case-insensitively; the author adds ``\\b`` where
-  word boundaries matter.
+- ``regex``: searched anywhere in the text, case-insensitively, with RE2 (linear time in the
+  text whatever the pattern; :mod:`tunewire.core.base.patterns`); the author adds ``\\b``
+  where word boundaries matter.
 - ``field`` + ``equals``: the record's data field, as a string, equals ``equals`` exactly
   (case-sensitive). Booleans compare as ``true``/``false`` (as written in JSON/YAML), a missing
   or null field abstains, and a dotted name (``customer.tier``) reaches into nested objects when
@@ -29,6 +30,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
+from tunewire.core.base import patterns
 from tunewire.core.state import objectives
 
 Reason = Literal["agreed", "conflict", "abstain", "too_few_votes"]
@@ -157,7 +159,7 @@ def _keywords(keywords: Sequence[str]) -> _Matcher:
 
 
 def _regex(pattern: str) -> _Matcher:
-    search = re.compile(pattern, re.IGNORECASE).search
+    search = patterns.compile_rule(pattern).search
     return lambda text, folded, fields: search(text) is not None
 
 

@@ -23,10 +23,12 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tunewire.core.base import errors, store
+from tunewire.core.base import errors, patterns, store
 from tunewire.core.state import layout
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MAX_RULES = 200
+"""Most labelling rules an objective may hold: every rule runs on every record."""
 PiiKindName = Literal["email", "phone", "card", "iban", "ip"]
 PII_KINDS: tuple[PiiKindName, ...] = typing.get_args(PiiKindName)
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
@@ -112,17 +114,12 @@ class Rule(_Strict):
         if (self.field is None) != (self.equals is None):
             raise ValueError("field and equals go together")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(
-                    f"regex does not compile at position {exc.pos}: {exc.msg}"
-                ) from exc
+            patterns.compile_rule(self.regex)
         return self
 
 
 class Labelling(_Strict):
-    rules: list[Rule] = []
+    rules: list[Rule] = Field(default=[], max_length=MAX_RULES)
     min_agreement: int = Field(default=1, ge=1)
     """Votes a label needs (without a conflicting vote) to be taken."""
     human_queue: bool = False
