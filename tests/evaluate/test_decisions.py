@@ -8,6 +8,7 @@ the registry and metrics.json in S3 over HTTP, events through the broker, review
 from __future__ import annotations
 
 import collections.abc
+from typing import Any
 
 import fastapi.testclient
 import pytest
@@ -151,6 +152,45 @@ def test_events_that_can_never_start_an_evaluation_are_invalid(
         harness.controller.accept(harness.succeeded("never-registered", "run-1"))
     assert unknown.value.kind == "unknown_objective"
     assert harness.launcher.created == {}
+
+
+def _forged(harness: evaluation.Harness, objective: str, run_id: str, **succeeded: str) -> Any:
+    """A success event the trainer never vouched for: no outcome written in S3."""
+    event = training_pb2.TrainingEvent(
+        run_id=run_id,
+        objective=objective,
+        dataset_id="ds-forged",
+        objective_version=1,
+        succeeded=training_pb2.TrainingEvent.Succeeded(
+            adapter_uri=succeeded.get(
+                "adapter_uri", harness.artifacts.uri(f"adapters/{objective}/{run_id}/")
+            )
+        ),
+    )
+    return evaluation.message(event, event_id=f"forged-{run_id}")
+
+
+def test_a_forged_success_is_refused_and_nothing_is_registered(
+    harness: evaluation.Harness,
+) -> None:
+    """Anyone who can produce to the training topic could announce an adapter; only what the
+    trainer recorded in S3 is evaluated, registered and so ever served."""
+    objective = harness.objective(gates=GATES).name
+    genuine = harness.succeeded(objective, "run-1")  # writes run-1's outcome
+    forged = [
+        _forged(harness, objective, "run-1", adapter_uri="s3://elsewhere/adapters/x/"),
+        _forged(harness, objective, "ft-000000000000"),  # a run train never had
+        _forged(harness, objective, "../../../tmp/owned"),
+        _forged(harness, objective, "run-1", adapter_uri=harness.artifacts.uri("adapters/x/")),
+    ]
+    for message in forged:
+        with pytest.raises(errors.InvalidEvent) as refused:
+            harness.controller.accept(message)
+        assert refused.value.kind == "forged", refused.value.message
+    assert harness.controller.registry.get(objective).versions == {}
+    assert harness.launcher.created == {}
+    assert harness.controller.accept(genuine) is not None
+    assert list(harness.controller.registry.get(objective).versions) == ["run-1"]
 
 
 def test_an_approval_moves_the_champion_and_is_published_once(

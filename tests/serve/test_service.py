@@ -66,6 +66,24 @@ def cache(stack: embedded.EmbeddedStack) -> pathlib.Path:
     return pathlib.Path(stack.service_env(0)["TUNEWIRE_MODEL_CACHE"])
 
 
+def approved_and_served(
+    artifacts: store.ArtifactStore,
+    url: str,
+    objective: str,
+    run_id: str,
+    *,
+    cache: pathlib.Path,
+    seed: int,
+) -> dict[str, Any]:
+    """Write an adapter, approve it as the evaluator would, and wait until the alias
+    answers with it; that answer."""
+    uri = adapters.write_adapter(
+        artifacts, objective=objective, run_id=run_id, cache_dir=cache, seed=seed
+    )
+    adapters.approve(artifacts, objective=objective, run_id=run_id, adapter_uri=uri)
+    return eventually(lambda: serving(url, objective, run_id))
+
+
 def serving(url: str, objective: str, run_id: str) -> dict[str, Any]:
     response = ask(url, objective)
     assert response.status_code == 200, response.text
@@ -83,11 +101,7 @@ def test_approval_rollback_and_a_broken_adapter(
     url = stack.service_urls["serve"]
     first, second, broken = "ft-first", "ft-second", "ft-broken"
     for run_id, seed in ((first, 1), (second, 2)):
-        uri = adapters.write_adapter(
-            artifacts, objective=objective, run_id=run_id, cache_dir=cache, seed=seed
-        )
-        adapters.approve(artifacts, objective=objective, run_id=run_id, adapter_uri=uri)
-        answer = eventually(lambda r=run_id: serving(url, objective, r))
+        answer = approved_and_served(artifacts, url, objective, run_id, cache=cache, seed=seed)
     first_answer = ask(url, f"{objective}@{first}").json()["choices"][0]["message"]["content"]
     assert answer["choices"][0]["message"]["content"] != first_answer  # another adapter
     base = ask(url, "base").json()
@@ -128,11 +142,7 @@ def test_retiring_an_objective_unloads_its_adapters(
     cache: pathlib.Path,
 ) -> None:
     url = stack.service_urls["serve"]
-    uri = adapters.write_adapter(
-        artifacts, objective=objective, run_id="ft-only", cache_dir=cache, seed=4
-    )
-    adapters.approve(artifacts, objective=objective, run_id="ft-only", adapter_uri=uri)
-    eventually(lambda: serving(url, objective, "ft-only"))
+    approved_and_served(artifacts, url, objective, "ft-only", cache=cache, seed=4)
 
     objectives.ObjectiveCatalog(artifacts).retire(objective, actor="test")
 
@@ -143,6 +153,29 @@ def test_retiring_an_objective_unloads_its_adapters(
     eventually(gone)
     kinds = [e.kind for e in deployment_events(stack, objective, 2)]
     assert deployments_pb2.DEPLOYMENT_CHANGE_KIND_RETIRED in kinds
+
+
+def test_a_registry_entry_outside_the_adapters_prefix_is_never_loaded(
+    artifacts: store.ArtifactStore, serve_api: httpx.Client, objective: str, cache: pathlib.Path
+) -> None:
+    """Whatever got into the registry, serve syncs only from where the trainer writes
+    adapters, and never outside its adapters volume."""
+    url = str(serve_api.base_url).rstrip("/")
+    good = adapters.write_adapter(
+        artifacts, objective=objective, run_id="ft-good", cache_dir=cache, seed=6
+    )
+    adapters.approve(artifacts, objective=objective, run_id="ft-good", adapter_uri=good)
+    eventually(lambda: serving(url, objective, "ft-good"))
+    elsewhere = good.replace("/ft-good/", "/ft-other/")  # another run's files
+    adapters.approve(artifacts, objective=objective, run_id="ft-moved", adapter_uri=elsewhere)
+
+    def refused() -> None:
+        failed = serve_api.get("/v1/deployments").json()["failed"]
+        assert "adapters are only loaded from" in failed.get(f"{objective}@ft-moved", "")
+
+    eventually(refused)
+    serving(url, objective, "ft-good")  # the alias stayed
+    assert not (cache.parent / "adapters" / f"{objective}@ft-moved").exists()
 
 
 def test_every_refusal_is_an_openai_error(stack: embedded.EmbeddedStack) -> None:

@@ -15,9 +15,10 @@ from tunewire.contracts.v1 import evaluations_pb2, training_pb2
 from tunewire.core.base import store
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.launchers import launching
-from tunewire.core.state import objectives
+from tunewire.core.state import layout, objectives, outcomes
 from tunewire.evaluate import config, records
 from tunewire.evaluate.controller import EvaluationController
+from tunewire.train import runs
 
 
 class RecordingLauncher:
@@ -89,7 +90,17 @@ class Harness:
         return self.catalog.register(objectives.parse_spec(spec), actor="test")
 
     def succeeded(self, objective: str, run_id: str, *, version: int = 1) -> producing.Message:
-        """The training event that announces a run's adapter."""
+        """The training event that announces a run's adapter, and the outcome the trainer
+        records in S3 before train announces it."""
+        adapter_uri = self.artifacts.uri(layout.adapter(objective, run_id))
+        outcomes.claim(
+            self.artifacts,
+            objective,
+            run_id,
+            outcomes.Outcome(
+                kind="succeeded", decided_by="trainer", adapter_uri=adapter_uri, at=runs.now()
+            ),
+        )
         event = training_pb2.TrainingEvent(
             run_id=run_id,
             objective=objective,
@@ -97,7 +108,7 @@ class Harness:
             objective_version=version,
             attempt=1,
             succeeded=training_pb2.TrainingEvent.Succeeded(
-                adapter_uri=self.artifacts.uri(f"adapters/{objective}/{run_id}/"),
+                adapter_uri=adapter_uri,
                 metrics={"train_loss": 0.4},
             ),
         )

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import datasets, kafka_io, waiting
 from tests.support.stacks import TOKENS
-from tunewire.contracts.v1 import training_pb2
+from tunewire.contracts.v1 import datasets_pb2, training_pb2
 from tunewire.core.base import store
 from tunewire.core.bus import topics
 from tunewire.stack import embedded
@@ -185,3 +185,51 @@ def test_the_api_refuses_what_it_cannot_do(
     assert train_api.get(f"/v1/runs/{name}/ft-nope").status_code == 404
     anonymous = httpx.get(stack.service_urls["train"] + "/v1/runs")
     assert anonymous.status_code == 401
+
+
+def test_a_forged_dataset_event_starts_no_run(
+    stack: embedded.EmbeddedStack,
+    artifacts: store.ArtifactStore,
+    train_api: httpx.Client,
+    objective: tuple[str, int],
+) -> None:
+    """Anyone who can produce to the datasets topic could point train at data of their own;
+    only a snapshot label built (its manifest in S3, where label writes it) is trained."""
+    name, version = objective
+    real = datasets.write_snapshot(artifacts, objective=name, version=version)
+    forged = [
+        datasets_pb2.DatasetSnapshot(
+            objective=name, dataset_id=real.dataset_id, uri="s3://elsewhere/data/"
+        ),
+        datasets_pb2.DatasetSnapshot(
+            objective=name,
+            dataset_id="ds-never-built",
+            uri=artifacts.uri(f"datasets/{name}/ds-never-built/"),
+        ),
+        datasets_pb2.DatasetSnapshot(
+            objective=name, dataset_id="../../etc", uri=artifacts.uri(f"datasets/{name}/")
+        ),
+    ]
+    for snapshot in forged:
+        datasets.announce(stack.bootstrap_servers, snapshot)
+    reader = kafka_io.TopicReader(stack.bootstrap_servers, topics.dlq(topics.DATASETS))
+    try:
+        dead = reader.read_until(
+            lambda found: (
+                sum(
+                    datasets_pb2.DatasetSnapshot.FromString(m.value).objective == name
+                    for m in found
+                )
+                >= len(forged)
+            ),
+            timeout_s=60,
+        )
+    finally:
+        reader.close()
+    kinds = {
+        kafka_io.header(m, "tunewire_error_kind")
+        for m in dead
+        if datasets_pb2.DatasetSnapshot.FromString(m.value).objective == name
+    }
+    assert kinds == {b"forged"}
+    assert train_api.get("/v1/runs", params={"objective": name}).json()["runs"] == []

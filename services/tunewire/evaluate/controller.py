@@ -26,7 +26,7 @@ from tunewire.contracts.v1 import evaluations_pb2, training_pb2
 from tunewire.core.base import errors, store
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.launchers import launching
-from tunewire.core.state import layout, objectives, registry
+from tunewire.core.state import layout, objectives, outcomes, registry
 from tunewire.evaluate import config, gating, records, reports
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,7 @@ class EvaluationController:
             objective = self._catalog.get(event.objective, event.objective_version or None)
         except errors.NotFound as exc:
             raise errors.InvalidEvent(exc.message, kind="unknown_objective") from None
+        self._vouch(objective.name, event)
         record = self.records.find(objective.name, event.run_id)
         if record is None:
             record, _ = self.records.create(self._new_record(objective, event))
@@ -132,6 +133,28 @@ class EvaluationController:
         )
         self._launch(record)
         return record
+
+    def _vouch(self, objective: str, event: training_pb2.TrainingEvent) -> None:
+        """Refuse a success that train did not record: the event names a run id, a dataset
+        and an adapter, and only the run's own outcome in S3 (written by the trainer before
+        the event) says they are real. A forged event is dead-lettered with kind ``forged``."""
+        run_id, adapter_uri = event.run_id, event.succeeded.adapter_uri
+        for what, value in (("run id", run_id), ("dataset id", event.dataset_id)):
+            if not layout.is_segment(value):
+                raise errors.InvalidEvent(f"the {what} {value!r} is not an id", kind="forged")
+        expected = self._artifacts.uri(layout.adapter(objective, run_id))
+        if adapter_uri != expected:
+            raise errors.InvalidEvent(
+                f"run {run_id} names the adapter {adapter_uri}, not where its adapter is "
+                f"written ({expected})",
+                kind="forged",
+            )
+        outcome = outcomes.read(self._artifacts, objective, run_id)
+        if outcome is None or outcome.kind != "succeeded" or outcome.adapter_uri != adapter_uri:
+            raise errors.InvalidEvent(
+                f"objective {objective!r} has no succeeded run {run_id} with that adapter",
+                kind="forged",
+            )
 
     def _new_record(
         self, objective: objectives.ObjectiveVersion, event: training_pb2.TrainingEvent

@@ -29,7 +29,7 @@ import prometheus_client
 from tunewire.contracts.v1 import deployments_pb2
 from tunewire.core.base import errors, store
 from tunewire.core.bus import envelope, producing, topics
-from tunewire.core.state import objectives, registry
+from tunewire.core.state import layout, objectives, registry
 from tunewire.serve import backend as backends
 
 log = logging.getLogger(__name__)
@@ -304,6 +304,7 @@ class Deployments:
             return True
         started = time.perf_counter()
         try:
+            self._check_source(objective, run_id, uri)
             path = await asyncio.to_thread(self._sync, name, uri)
             await self._evict(room_for=1)
             await self._backend.load_adapter(name, path)
@@ -325,6 +326,18 @@ class Deployments:
     def _touch(self, name: str) -> None:
         if name in self._loaded:
             self._loaded.move_to_end(name)
+
+    def _check_source(self, objective: str, run_id: str, uri: str) -> None:
+        """Load only what the trainer wrote where it writes adapters: a registry entry can
+        name neither another bucket nor a path outside the adapters volume."""
+        if not (layout.is_segment(objective) and layout.is_segment(run_id)):
+            raise errors.InvalidRequest(f"{objective!r}@{run_id!r} is not a servable name")
+        expected = self._store.uri(layout.adapter(objective, run_id))
+        if uri != expected:
+            raise errors.InvalidRequest(
+                f"the registry names {uri} for {objective}@{run_id}; adapters are only loaded "
+                f"from {expected}"
+            )
 
     def _sync(self, name: str, uri: str) -> pathlib.Path:
         """Copy an adapter's files from S3 to the adapters volume (once; atomically)."""

@@ -124,6 +124,7 @@ class RunController:
             )
             RUNS.labels(objective.name, "skipped_retired").inc()
             return None
+        self._vouch(objective.name, snapshot)
         run = self._new_run(
             objective,
             dataset_id=snapshot.dataset_id,
@@ -142,6 +143,33 @@ class RunController:
         self._track(stored, received=received)
         return stored
 
+    def _vouch(self, objective: str, snapshot: datasets_pb2.DatasetSnapshot) -> None:
+        """Refuse a snapshot label did not build: only a dataset id whose manifest is in S3,
+        at the URI the event names, is trained on. A forged event is dead-lettered with kind
+        ``forged``, so nobody who can produce to the topic spends GPUs on data of their own."""
+        if not layout.is_segment(snapshot.dataset_id):
+            raise errors.InvalidEvent(
+                f"the dataset id {snapshot.dataset_id!r} is not an id", kind="forged"
+            )
+        expected = self._artifacts.uri(layout.dataset(objective, snapshot.dataset_id))
+        if snapshot.uri != expected:
+            raise errors.InvalidEvent(
+                f"dataset {snapshot.dataset_id} is at {expected}, not {snapshot.uri}",
+                kind="forged",
+            )
+        if not self._has_snapshot(objective, snapshot.dataset_id):
+            raise errors.InvalidEvent(
+                f"objective {objective!r} has no dataset snapshot {snapshot.dataset_id!r}",
+                kind="forged",
+            )
+
+    def _has_snapshot(self, objective: str, dataset_id: str) -> bool:
+        try:
+            self._artifacts.get_json(layout.dataset(objective, dataset_id) + layout.MANIFEST)
+        except errors.NotFound:
+            return False
+        return True
+
     def submit_by_hand(
         self,
         *,
@@ -155,12 +183,10 @@ class RunController:
         if objective.status != "active":
             raise errors.Conflict(f"objective {objective_name!r} is retired")
         prefix = layout.dataset(objective.name, dataset_id)
-        try:
-            self._artifacts.get_json(prefix + layout.MANIFEST)
-        except errors.NotFound:
+        if not layout.is_segment(dataset_id) or not self._has_snapshot(objective.name, dataset_id):
             raise errors.NotFound(
                 f"objective {objective.name!r} has no dataset snapshot {dataset_id!r}"
-            ) from None
+            )
         run = self._new_run(
             objective,
             dataset_id=dataset_id,

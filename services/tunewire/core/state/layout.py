@@ -23,6 +23,7 @@ contains one (objective names and ids are validated before they reach a key).
 from __future__ import annotations
 
 import datetime
+import re
 
 MANIFEST = "manifest.json"
 """Name of the manifest inside a dataset snapshot."""
@@ -35,6 +36,14 @@ RUNS = "runs/"
 EVALUATIONS = "evaluations/"
 REGISTRY = "registry/"
 STATE = "state/"
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def is_segment(value: str) -> bool:
+    """Whether ``value`` (an id from an event) is one safe key segment: no ``/``, no leading
+    dot, nothing a path could climb out with."""
+    return _SEGMENT.match(value) is not None
 
 
 def objective_versions(name: str) -> str:
