@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from tests.support import kafka_io
 from tests.support.events import events_for
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
+from tunewire.ingest import dead_letters
 from tunewire.stack import embedded
 
 RAW = "tunewire.events.raw"
@@ -28,6 +30,21 @@ def structured(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, byt
 
 def plain(event: dict[str, Any]) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     return b"k", json.dumps(event["data"]).encode(), [("ce_type", event["type"].encode())]
+
+
+def assert_kept_of(value: bytes, kept: bytes) -> None:
+    """The DLQ holds a small JSON event as it parsed (these carry no personal data), and
+    anything else as an excerpt with the original's size and digest."""
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        parsed = None
+    if parsed is not None and len(value) <= dead_letters.WHOLE_UP_TO_BYTES:
+        assert json.loads(kept) == parsed
+        return
+    summary = json.loads(kept)
+    assert (summary["bytes"], summary["sha256"]) == (len(value), hashlib.sha256(value).hexdigest())
+    assert len(summary["excerpt"]) <= dead_letters.EXCERPT_CHARS
 
 
 def _read(stack: embedded.EmbeddedStack, topic: str, want: Any, timeout_s: float = 30) -> list[Any]:
@@ -88,15 +105,15 @@ def test_bad_messages_go_to_the_dlq_with_the_reason(
 ) -> None:
     event_type = objective["source"]["event_type"].encode()
     headers = [(k, event_type if v == b"T" else v) for k, v in headers]
-    marker = ("test_marker", objective["name"].encode())
-    kafka_io.produce(stack.bootstrap_servers, RAW, [(b"poison", value, [*headers, marker])])
+    marker = objective["name"].encode()  # the key: the DLQ keeps it (redacted), not headers
+    kafka_io.produce(stack.bootstrap_servers, RAW, [(marker, value, headers)])
     # The partition keeps moving: a good event sent after the poison one still arrives.
     good = events_for(objective, 1, seed=99)[0]
     kafka_io.produce(stack.bootstrap_servers, RAW, [binary(good)])
 
-    dead = _read(stack, RAW + ".dlq", lambda m: kafka_io.header(m, "test_marker") == marker[1])
+    dead = _read(stack, RAW + ".dlq", lambda m: m.key == marker)
     assert len(dead) == 1
-    assert dead[0].value == value
+    assert_kept_of(value, dead[0].value)
     assert kafka_io.header(dead[0], "tunewire_error_kind") == kind.encode()
     assert kafka_io.header(dead[0], "tunewire_error")
     assert kafka_io.header(dead[0], "tunewire_original_topic") == RAW.encode()
@@ -156,10 +173,10 @@ def test_a_large_batch_with_poison_inside_is_fully_accounted_for(
 ) -> None:
     """Large polls go through the worker processes; the outcome must not change."""
     events = events_for(objective, 400, seed=31)
-    marker = ("test_marker", objective["name"].encode())
+    marker = objective["name"].encode()
     messages = [binary(e) for e in events]
     for position in (50, 150, 250, 350):
-        messages.insert(position, (b"k", b"{broken", [("ce_type", b"x"), marker]))
+        messages.insert(position, (marker, b"{broken", [("ce_type", b"x")]))
     kafka_io.produce(stack.bootstrap_servers, RAW, messages)
 
     name = objective["name"].encode()
@@ -175,5 +192,32 @@ def test_a_large_batch_with_poison_inside_is_fully_accounted_for(
     finally:
         reader.close()
     assert sorted(ids) == sorted(e["id"] for e in events)
-    dead = _read(stack, RAW + ".dlq", lambda m: kafka_io.header(m, "test_marker") == marker[1])
+    dead = _read(stack, RAW + ".dlq", lambda m: m.key == marker)
     assert len(dead) == 4
+
+
+def test_a_dead_lettered_event_keeps_no_personal_data(
+    api: httpx.Client, objective: dict[str, Any], stack: embedded.EmbeddedStack
+) -> None:
+    """Events for a retired objective are dead-lettered before ingest redacts them; the DLQ
+    copy (value, key, headers, reason) holds none of their personal data."""
+    name = objective["name"]
+    assert api.post(f"/v1/objectives/{name}/retire").status_code == 200
+    pii = ["anna.schmidt@example.com", "+49 30 1234567", "4111 1111 1111 1111"]
+    event = events_for(objective, 1, seed=77)[0]
+    event["data"]["body"] = f"Write to {pii[0]} or call {pii[1]}; my card is {pii[2]}."
+    event["subject"] = pii[0]
+    shapes = [binary(event), structured(event), (b"k", b"not json: " + pii[0].encode(), [])]
+    marked = [
+        (f"{name}-{i}".encode(), value, headers) for i, (_, value, headers) in enumerate(shapes)
+    ]
+    kafka_io.produce(stack.bootstrap_servers, RAW, marked)
+
+    keys = {key for key, _, _ in marked}
+    dead = _read(stack, RAW + ".dlq", lambda m: m.key in keys)
+    assert len(dead) == len(marked)
+    for message in dead:
+        stored = message.value + b"".join(value for _, value in message.headers)
+        for value in pii:
+            assert value.encode() not in stored, (value, stored[:300])
+        assert kafka_io.header(message, "tunewire_error_kind")

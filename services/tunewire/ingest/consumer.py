@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from tunewire.core.base import errors
 from tunewire.core.bus import consuming, pooling, producing, topics
 from tunewire.core.process import runner
-from tunewire.ingest import config, handlers, normalising, parallel, pipeline
+from tunewire.ingest import config, dead_letters, handlers, normalising, parallel, pipeline
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def loop(
         flush_interval_s=settings.ingest.flush_interval_s,
         flush_max_messages=settings.ingest.flush_max_events,
         on_assigned=lambda: flow.seen.refresh(),
+        dead_letter_copy=dead_letters.sanitized,
     )
 
 

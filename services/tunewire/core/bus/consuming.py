@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import kafka
 import kafka.errors
@@ -107,6 +107,19 @@ class EachMessage:
         """Nothing is pending."""
 
 
+class DeadLetter(NamedTuple):
+    """What a DLQ keeps of a message, and the reason given with it."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    reason: str
+
+
+DeadLetterCopy = Callable[[producing.Message, str], DeadLetter]
+"""What a DLQ may keep of a message and its error reason."""
+
+
 class ConsumerLoop:
     """Consumes topics for a group and drives a :class:`BatchHandler`."""
 
@@ -123,6 +136,7 @@ class ConsumerLoop:
         on_assigned: Callable[[], object] | None = None,
         max_poll_records: int | None = None,
         poll_ahead: bool = False,
+        dead_letter_copy: DeadLetterCopy | None = None,
     ) -> None:
         self._config = config
         self._max_poll_records = max_poll_records or config.max_poll_records
@@ -145,6 +159,7 @@ class ConsumerLoop:
         self._stop_seen: float | None = None
         self._in_flight: _InFlight | None = None
         self._poll_ahead = poll_ahead
+        self._dead_letter_copy = dead_letter_copy
         self._rebalances = 0
         """Partitions revoked so far: a batch polled ahead of one is dropped."""
         self._gave_up = False
@@ -268,8 +283,17 @@ class ConsumerLoop:
     def dead_letter(
         self, message: producing.Message, *, kind: str, reason: str, attempts: int
     ) -> None:
-        """Send a message to its topic's DLQ, as it was, with the error in headers."""
-        headers = [h for h in message.headers if not h[0].startswith("tunewire_")]
+        """Send a message to its topic's DLQ with the error in headers: as it was, or what
+        the loop's ``dead_letter_copy`` says the DLQ may keep of it."""
+        kept = DeadLetter(
+            message.key,
+            message.value,
+            [h for h in message.headers if not h[0].startswith("tunewire_")],
+            reason,
+        )
+        if self._dead_letter_copy is not None:
+            kept = self._dead_letter_copy(message, reason)
+        reason, headers = kept.reason, list(kept.headers)
         headers += [
             ("tunewire_error_kind", kind.encode()),
             ("tunewire_error", reason.encode("utf-8", "replace")[:4096]),
@@ -279,7 +303,7 @@ class ConsumerLoop:
             ("tunewire_attempts", str(attempts).encode()),
         ]
         self._producer.send(
-            topics.dlq(message.topic), key=message.key, value=message.value, headers=headers
+            topics.dlq(message.topic), key=kept.key, value=kept.value, headers=headers
         )
         DEAD_LETTERS.labels(message.topic, kind).inc()
         log.warning("dead-lettered", extra={**_where(message), "error": f"{kind}: {reason}"})
