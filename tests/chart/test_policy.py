@@ -31,7 +31,7 @@ TUNEWIRE_USER = 10001
 VLLM_USER = 2000
 #: Where vLLM may write: its HOME, /tmp, the model cache and shared memory, all volumes.
 VLLM_WRITABLE = {"/home/vllm", "/tmp", "/models", "/dev/shm"}
-#: The only rules a controller's Role may hold: its Jobs, and its Jobs' pods and logs.
+#: The only rules a controller's Role may hold: its Jobs, and its Jobs' pods (no logs).
 JOB_RULES = [
     {
         "apiGroups": ["batch"],
@@ -39,7 +39,6 @@ JOB_RULES = [
         "verbs": ["create", "get", "list", "watch", "delete"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 
 
