@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.ingest.test_kafka_events import RAW, binary
-from tests.support import kafka_io, proxy
+from tests.support import kafka_io, metrics, proxy
 from tests.support.events import events_for
 from tests.support.stacks import TOKEN
 from tests.support.waiting import eventually
@@ -96,6 +96,42 @@ def test_kafka_events_survive_an_s3_outage(
         assert _archived_ids(s3, objective["name"]) == ids
 
     eventually(archived, timeout_s=60, interval_s=0.5)
+
+
+def test_s3_throttling_is_waited_out_and_dead_letters_nothing(
+    ingest_behind_proxy: tuple[str, proxy.CuttableProxy],
+    objective: dict[str, Any],
+    stack: embedded.EmbeddedStack,
+    s3: Any,
+) -> None:
+    """S3 answering 503 SlowDown for 10 s is an outage like any other, not a bad event."""
+    url, throttled = ingest_behind_proxy
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    events = events_for(objective, 30, seed=79)
+    warm = httpx.post(f"{url}/v1/events", json=events[:1], headers=headers, timeout=60)
+    assert warm.status_code == 202, "the replica knows the objective before the throttling"
+    throttled.throttle()
+    threading.Timer(10.0, throttled.restore).start()
+    listing = httpx.get(f"{url}/v1/objectives/{objective['name']}/versions", headers=headers)
+    assert listing.status_code == 503, listing.text  # "not now", not a server error
+    assert listing.headers["Retry-After"]
+    kafka_io.produce(stack.bootstrap_servers, RAW, (binary(e) for e in events[1:20]))
+    response = httpx.post(f"{url}/v1/events", json=events[20:], headers=headers, timeout=90)
+    assert response.status_code in (202, 503), response.text
+    if response.status_code == 503:  # the client resends, as a 503 asks it to
+        eventually(
+            lambda: httpx.post(f"{url}/v1/events", json=events[20:], headers=headers),
+            ready=lambda answer: answer.status_code == 202,
+            timeout_s=60,
+            what="the resent batch accepted once S3 is back",
+        )
+
+    def archived() -> None:
+        assert _archived_ids(s3, objective["name"]) == {e["id"] for e in events}
+
+    eventually(archived, timeout_s=90, interval_s=0.5)
+    dead = metrics.counter(url, 'tunewire_dlq_messages_total{topic="tunewire.events.raw"')
+    assert dead == 0, "a throttled S3 sent events to the DLQ"
 
 
 def _archived_ids(s3: Any, objective: str) -> set[str]:

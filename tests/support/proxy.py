@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test can cut, to make a real dependency unreachable."""
+"""A TCP proxy on loopback that a test can cut, to make a real dependency unreachable, or
+make answer like an overloaded S3 (503 SlowDown)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class CuttableProxy:
         self.port = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
+        self._throttled = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -31,7 +33,15 @@ class CuttableProxy:
                 sock.close()
             self._sockets.clear()
 
+    def throttle(self) -> None:
+        """Answer every request ``503 SlowDown`` as an overloaded S3 does, until
+        :meth:`restore`; open connections are dropped so that clients reconnect."""
+        self._throttled.set()
+        self.cut()
+        self._open.set()
+
     def restore(self) -> None:
+        self._throttled.clear()
         self._open.set()
 
     def close(self) -> None:
@@ -47,6 +57,9 @@ class CuttableProxy:
                 return
             if not self._open.is_set():
                 client.close()
+                continue
+            if self._throttled.is_set():
+                threading.Thread(target=_slow_down, args=(client,), daemon=True).start()
                 continue
             try:
                 upstream = socket.create_connection(self._target, timeout=5)
@@ -71,3 +84,24 @@ class CuttableProxy:
             with self._lock:
                 self._sockets.discard(src)
                 self._sockets.discard(dst)
+
+
+_SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+def _slow_down(client: socket.socket) -> None:
+    """Read one request's head and answer it as S3 does when it throttles."""
+    with client:
+        client.settimeout(5)
+        received = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in received and (chunk := client.recv(65536)):
+                received += chunk
+            head = (
+                b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(_SLOW_DOWN)
+            )
+            client.sendall(head + _SLOW_DOWN)

@@ -258,11 +258,18 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def _reachable(what: str) -> Iterator[None]:
-    """Turn 'cannot reach S3' into :class:`errors.Unavailable`, which callers retry."""
+    """Turn 'cannot reach S3' and 'S3 is overloaded' (throttling, 5xx, once botocore's own
+    retries are spent) into :class:`errors.Unavailable`, which callers wait out: a consumer
+    holds its partition, an HTTP caller gets 503, nothing goes to a DLQ."""
     try:
         yield
     except _UNREACHABLE as exc:
         raise errors.Unavailable(f"S3 is not reachable ({what}): {exc}") from exc
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if _status(exc) >= 500 or _status(exc) == 429 or code in _OVERLOADED:
+            raise errors.Unavailable(f"S3 is overloaded ({what}): {code or exc}") from exc
+        raise
 
 
 _UNREACHABLE = (
@@ -272,6 +279,13 @@ _UNREACHABLE = (
     botocore.exceptions.ReadTimeoutError,
     botocore.exceptions.ResponseStreamingError,
 )
+
+
+_OVERLOADED = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout"}
+    | {"ServiceUnavailable", "InternalError", "TooManyRequests"}
+)
+"""Error codes that mean 'not now': S3's and S3-compatible stores' throttling and overload."""
 
 
 def _status(exc: botocore.exceptions.ClientError) -> int:
