@@ -46,18 +46,25 @@ def ingest_behind_proxy(
         cut.close()
 
 
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def warmed(url: str, event: dict[str, Any]) -> None:
+    """Send one event first, so the replica knows the objective before S3 goes away."""
+    warm = httpx.post(f"{url}/v1/events", json=[event], headers=HEADERS, timeout=60)
+    assert warm.status_code == 202, warm.text
+
+
 def test_http_waits_out_an_s3_outage(
     ingest_behind_proxy: tuple[str, proxy.CuttableProxy], objective: dict[str, Any], s3: Any
 ) -> None:
     url, cut = ingest_behind_proxy
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     events = events_for(objective, 6, seed=77)
-    warm = httpx.post(f"{url}/v1/events", json=events[:1], headers=headers, timeout=60)
-    assert warm.status_code == 202, "the replica knows the objective before the outage"
+    warmed(url, events[0])
     cut.cut()
     threading.Timer(4.0, cut.restore).start()
     started = time.monotonic()
-    response = httpx.post(f"{url}/v1/events", json=events[1:], headers=headers, timeout=60)
+    response = httpx.post(f"{url}/v1/events", json=events[1:], headers=HEADERS, timeout=60)
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == 5
     assert time.monotonic() - started >= 3.5, "the answer came before S3 was back"
@@ -106,21 +113,19 @@ def test_s3_throttling_is_waited_out_and_dead_letters_nothing(
 ) -> None:
     """S3 answering 503 SlowDown for 10 s is an outage like any other, not a bad event."""
     url, throttled = ingest_behind_proxy
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     events = events_for(objective, 30, seed=79)
-    warm = httpx.post(f"{url}/v1/events", json=events[:1], headers=headers, timeout=60)
-    assert warm.status_code == 202, "the replica knows the objective before the throttling"
+    warmed(url, events[0])
     throttled.throttle()
     threading.Timer(10.0, throttled.restore).start()
-    listing = httpx.get(f"{url}/v1/objectives/{objective['name']}/versions", headers=headers)
+    listing = httpx.get(f"{url}/v1/objectives/{objective['name']}/versions", headers=HEADERS)
     assert listing.status_code == 503, listing.text  # "not now", not a server error
     assert listing.headers["Retry-After"]
     kafka_io.produce(stack.bootstrap_servers, RAW, (binary(e) for e in events[1:20]))
-    response = httpx.post(f"{url}/v1/events", json=events[20:], headers=headers, timeout=90)
+    response = httpx.post(f"{url}/v1/events", json=events[20:], headers=HEADERS, timeout=90)
     assert response.status_code in (202, 503), response.text
     if response.status_code == 503:  # the client resends, as a 503 asks it to
         eventually(
-            lambda: httpx.post(f"{url}/v1/events", json=events[20:], headers=headers),
+            lambda: httpx.post(f"{url}/v1/events", json=events[20:], headers=HEADERS),
             ready=lambda answer: answer.status_code == 202,
             timeout_s=60,
             what="the resent batch accepted once S3 is back",
