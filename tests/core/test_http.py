@@ -4,6 +4,7 @@ has tests of its own)."""
 from __future__ import annotations
 
 import collections.abc
+import threading
 import warnings
 
 import fastapi
@@ -229,3 +230,31 @@ def test_a_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
     assert response.status_code == 413
     assert response.json()["error"] == "payload_too_large"
     assert f"over the limit of {BODY_LIMIT} bytes" in response.json()["message"]
+
+
+def test_a_slow_check_holds_up_no_other_probe() -> None:
+    """While one probe waits on a slow dependency, the others get the last results at once
+    (a lock held through the checks would queue every probe behind S3's timeout)."""
+    slow, entered = threading.Event(), threading.Event()
+    slow.set()
+
+    def s3() -> None:
+        entered.set()
+        slow.wait()
+
+    probes = http.Probes(checks={"s3": s3}, cache_seconds=0)
+    assert probes.readiness() == {"s3": "ok"}
+    slow.clear()
+    entered.clear()
+    waiting = threading.Thread(target=probes.readiness)
+    waiting.start()
+    try:
+        assert entered.wait(timeout=10), "the first probe never reached S3"
+        answered: list[dict[str, str]] = []
+        other = threading.Thread(target=lambda: answered.append(probes.readiness()))
+        other.start()
+        other.join(timeout=5)
+        assert answered == [{"s3": "ok"}], "the second probe waited for the first"
+    finally:
+        slow.set()
+        waiting.join(timeout=10)

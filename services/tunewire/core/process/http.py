@@ -8,6 +8,8 @@ errors (:class:`errors.TunewireError`) become JSON 4xx bodies here, once.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import threading
 import time
@@ -34,6 +36,11 @@ Check = Callable[[], None]
 """A readiness check: returns when ready, raises (any exception) with the reason otherwise."""
 
 
+_PROBE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="probes")
+"""Readiness checks run here, never on the request pool: requests stuck on a slow S3 cannot
+starve the probes, and a slow check cannot take a request's thread."""
+
+
 @dataclasses.dataclass
 class Probes:
     """Liveness of root tasks and cached readiness checks."""
@@ -42,23 +49,31 @@ class Probes:
     alive: Callable[[], bool] = lambda: True
     cache_seconds: float = 2.0
     _cached: tuple[float, dict[str, str]] | None = dataclasses.field(default=None, init=False)
+    _checking: bool = dataclasses.field(default=False, init=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
     def readiness(self) -> dict[str, str]:
-        """Each check's result ("ok" or the reason), cached for ``cache_seconds``."""
+        """Each check's result ("ok" or the reason), cached for ``cache_seconds``.
+
+        No lock is held while the checks run: while one caller checks (S3 may be slow),
+        the others get the last results at once instead of queueing behind it.
+        """
         with self._lock:
             now = time.monotonic()
-            if self._cached and now - self._cached[0] < self.cache_seconds:
+            fresh = self._cached and now - self._cached[0] < self.cache_seconds
+            if self._cached and (fresh or self._checking):
                 return self._cached[1]
-            results: dict[str, str] = {}
-            for name, check in self.checks.items():
-                try:
-                    check()
-                    results[name] = "ok"
-                except Exception as exc:
-                    results[name] = str(exc) or type(exc).__name__
-            self._cached = (now, results)
-            return results
+            self._checking = True
+        results: dict[str, str] = {}
+        for name, check in self.checks.items():
+            try:
+                check()
+                results[name] = "ok"
+            except Exception as exc:  # every check's failure is its result, never raised
+                results[name] = str(exc) or type(exc).__name__
+        with self._lock:
+            self._cached, self._checking = (now, results), False
+        return results
 
 
 def service_probes(
@@ -101,14 +116,16 @@ def create_app(
         app.add_middleware(guard_.Guarded, guard=guard)
     app.add_middleware(_Observed)  # outermost: refusals are counted too
 
+    # The probes are coroutines: they answer on the event loop, off the request pool.
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> responses.JSONResponse:
+    async def healthz() -> responses.JSONResponse:
         alive = probes.alive()
         return responses.JSONResponse({"alive": alive}, status_code=200 if alive else 503)
 
     @app.get("/readyz", include_in_schema=False)
-    def readyz() -> responses.JSONResponse:
-        results = probes.readiness()
+    async def readyz() -> responses.JSONResponse:
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(_PROBE_POOL, probes.readiness)
         ready = all(v == "ok" for v in results.values())
         return responses.JSONResponse(
             {"ready": ready, "checks": results}, status_code=200 if ready else 503
