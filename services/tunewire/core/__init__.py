@@ -11,9 +11,10 @@ imports no service (both enforced by import-linter, see ``pyproject.toml``):
     the local supervisor's entry point), the ``factory`` that picks one, and the two
     workers that follow them (``following``).
 ``process``
-    One service process: the task ``runner``, the HTTP app with probes, metrics, bearer
-    auth and error mapping (``http``), and ``assembly``, which puts a service together
-    from its parts and runs it.
+    One service process: the task ``runner``, the HTTP app with probes, metrics and error
+    mapping (``http``), the policy table of every route (``authorization``), the token
+    and body-size checks before any route reads a body (``guard``), and ``assembly``,
+    which puts a service together from its parts and runs it.
 ``bus``
     Kafka: topic names (``topics``), the CloudEvents envelope (``envelope``), the
     producer (``producing``, and ``producer_process`` for one in a child process), the
@@ -24,6 +25,7 @@ imports no service (both enforced by import-linter, see ``pyproject.toml``):
     event ids (``idempotency``).
 ``base``
     What every process needs first: ``errors`` (with their HTTP status), ``settings``,
-    JSON ``logs``, ``metrics`` helpers, the S3 artifact ``store``, ``retry`` with
+    the ``principals`` who may call (with their roles), rule regexes matched in linear
+    time (``patterns``), JSON ``logs``, ``metrics`` helpers, the S3 artifact ``store``, ``retry`` with
     jittered back-off and the garbage-collector tuning (``heap``).
 """
