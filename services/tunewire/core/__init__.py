@@ -26,6 +26,6 @@ imports no service (both enforced by import-linter, see ``pyproject.toml``):
 ``base``
     What every process needs first: ``errors`` (with their HTTP status), ``settings``,
     the ``principals`` who may call (with their roles), rule regexes matched in linear
-    time (``patterns``), JSON ``logs``, ``metrics`` helpers, the S3 artifact ``store``, ``retry`` with
-    jittered back-off and the garbage-collector tuning (``heap``).
+    time (``patterns``), JSON ``logs``, ``metrics`` helpers, the S3 artifact ``store``,
+    ``retry`` with jittered back-off and the garbage-collector tuning (``heap``).
 """
