@@ -112,10 +112,6 @@ class Principals:
             raise ValueError("two principals share a token; give each its own")
         self._known = [(bytes.fromhex(p.token_sha256), p) for p in principals]
 
-    def named(self, name: str) -> Principal | None:
-        """The principal called ``name``, if there is one."""
-        return next((p for _, p in self._known if p.name == name), None)
-
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an ``Authorization: Bearer`` header; 401 otherwise."""
         scheme, _, token = (authorization or "").partition(" ")

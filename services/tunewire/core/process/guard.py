@@ -57,7 +57,8 @@ class Guarded:
         headers = dict(scope["headers"])
         try:
             if guard.principals is not None and not authorization.is_public(path):
-                guard.principals.authenticate(_text(headers.get(b"authorization")))
+                principal = guard.principals.authenticate(_text(headers.get(b"authorization")))
+                scope[authorization.AUTHENTICATED] = principal
             declared = _text(headers.get(b"content-length"))
             if declared and declared.isdigit() and int(declared) > guard.max_body_bytes:
                 raise _too_large(guard.max_body_bytes)
