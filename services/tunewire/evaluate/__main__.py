@@ -28,6 +28,7 @@ def build(settings: config.EvaluateSettings) -> runner.Service:
     return assembly.assemble(
         assembly.Parts(
             name="evaluate",
+            authority=auth,
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, controller, producer),

@@ -33,6 +33,7 @@ def build(settings: config.IngestSettings) -> runner.Service:
     return assembly.assemble(
         assembly.Parts(
             name="ingest",
+            authority=auth,
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, flow, producer, pool),

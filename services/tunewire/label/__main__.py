@@ -50,6 +50,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
     return assembly.assemble(
         assembly.Parts(
             name="label",
+            authority=auth,
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, flow, producer, pool),

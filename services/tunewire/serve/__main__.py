@@ -62,6 +62,7 @@ def build(settings: config.ServeSettings) -> runner.Service:
     return assembly.assemble(
         assembly.Parts(
             name="serve",
+            authority=authority,
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, deployed, producer),

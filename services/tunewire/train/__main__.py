@@ -24,15 +24,15 @@ def build(settings: config.TrainSettings) -> runner.Service:
         launcher=launcher,
         launcher_kind=settings.launcher.kind,
     )
+    auth = authorization.authority("train", settings)
     return assembly.assemble(
         assembly.Parts(
             name="train",
+            authority=auth,
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, controller, producer),
-            routers=[
-                api.router(controller=controller, auth=authorization.authority("train", settings))
-            ],
+            routers=[api.router(controller=controller, auth=auth)],
             workers=consumer.workers(settings, controller, launcher),
             on_exit=[producer.close],
         )

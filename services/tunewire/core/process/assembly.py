@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import fastapi
 
-from tunewire.core.base import logs, principals, settings, store
+from tunewire.core.base import logs, settings, store
 from tunewire.core.bus import consuming
 from tunewire.core.process import authorization, guard, http, runner
 
@@ -35,6 +35,9 @@ class Parts:
     consumer: consuming.ConsumerLoop
     """The loop of the service's input topic; it runs as the ``consumer`` worker."""
     routers: Sequence[fastapi.APIRouter]
+    authority: authorization.Authority
+    """Who may call the routers' routes: its principals are also what the guard checks
+    before any route, and its table must match the routes exactly."""
     workers: Mapping[str, runner.Worker] = dataclasses.field(default_factory=dict)
     """Further threads beside the consumer, by name."""
     async_workers: Mapping[str, runner.AsyncWorker] = dataclasses.field(default_factory=dict)
@@ -60,15 +63,13 @@ def assemble(parts: Parts) -> runner.Service:
     probes.checks.update(parts.checks)
     checked = guard.Guard(
         max_body_bytes=max(parts.max_body_bytes, parts.settings.http.max_body_bytes),
-        principals=principals.Principals(parts.settings.principals),
+        principals=parts.authority.principals,
         refuse=parts.refuse,
     )
     app = http.create_app(
         title=f"tunewire {parts.name}", probes=probes, routers=parts.routers, guard=checked
     )
-    authorization.check_routes(
-        parts.name, authorization.routes_of(app), authorization.POLICY[parts.name]
-    )
+    authorization.check_routes(parts.name, authorization.routes_of(app), parts.authority.table)
     service = runner.Service(
         app=app,
         host=parts.settings.http.host,
