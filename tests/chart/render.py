@@ -1,9 +1,10 @@
 """Render the tunewire chart offline with Helm's own library, and keep k8s/ in step with it.
 
-``python -m tests.chart.render`` (what ``make k8s`` runs) renders ``charts/tunewire`` with its
-default values as release ``tunewire`` in namespace ``tunewire`` and writes the objects to
-``k8s/tunewire.yaml``; ``--check`` writes nothing and exits 1 when ``k8s/`` differs from a fresh
-render. The chart is the only source: never edit ``k8s/`` by hand.
+``python -m tests.chart.render`` (what ``make k8s`` runs) renders ``charts/tunewire`` with
+its default values (and consent to their PLAINTEXT Kafka) as release ``tunewire`` in
+namespace ``tunewire`` and writes the objects to ``k8s/tunewire.yaml``; ``--check`` writes
+nothing and exits 1 when ``k8s/`` differs from a fresh render. The chart is the only source:
+never edit ``k8s/`` by hand.
 
 Rendering goes through ``helm-python-sdk``, which embeds Helm's Go library, so the output is
 what ``helm template`` gives. Its public ``Chart.render`` (0.2.x) cannot pass capabilities;
@@ -34,6 +35,10 @@ KUBE_VERSION = "1.31.0"
 """The Kubernetes version the chart is rendered for and validated against."""
 
 HOOK = "helm.sh/hook"
+
+PLAINTEXT_CONSENT: dict[str, Any] = {"global": {"kafka": {"allowPlaintext": True}}}
+"""What every install that keeps the default PLAINTEXT Kafka must add (the chart refuses it in
+production otherwise); k8s/ and the tests' renders of the defaults carry it."""
 
 #: The order Helm installs kinds in (the subset this chart uses); k8s/ follows it so that
 #: ``kubectl apply -f`` creates service accounts and config maps before the pods need them.
@@ -70,7 +75,9 @@ kubectl -n tunewire create secret generic tunewire-principals \\
 kubectl apply -f k8s/tunewire.yaml
 ```
 
-These manifests point at Kafka `kafka-bootstrap.kafka.svc:9092` (PLAINTEXT) and the S3 bucket
+These manifests point at Kafka `kafka-bootstrap.kafka.svc:9092` over PLAINTEXT, rendered with
+`global.kafka.allowPlaintext: true` (the chart refuses unencrypted Kafka in production without
+it; prefer SASL_SSL through the chart, see docs/security.md), and the S3 bucket
 `tunewire` on AWS with the standard credential chain. train and evaluate launch their Jobs
 with `ghcr.io/tunewire/trainer:0.1.0`, requesting `nvidia.com/gpu` on any node that has it (no
 node selector, no tolerations). serve runs one pod with `docker.io/vllm/vllm-openai:v0.26.0`
@@ -89,8 +96,11 @@ def render(
 ) -> dict[str, str]:
     """Render the chart; returns template path -> rendered text (as ``helm template``).
 
-    Raises ``helm_python.HelmValuesError`` with the schema's message for wrong values.
+    Values that leave Kafka on its default PLAINTEXT get :data:`PLAINTEXT_CONSENT` unless
+    they say ``allowPlaintext`` themselves. Raises ``helm_python.HelmValuesError`` with the
+    schema's message for wrong values, ``helm_python.HelmRenderError`` for a template's refusal.
     """
+    values = with_plaintext_consent(values)
     chart = helm_python.Chart.load(CHART)
     if not api_versions:
         return chart.render(values, name=release, namespace=namespace, is_install=True)
@@ -109,6 +119,17 @@ def render(
     )
     manifests: dict[str, str] = json.loads(rendered)
     return manifests
+
+
+def with_plaintext_consent(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` plus :data:`PLAINTEXT_CONSENT` where they leave Kafka's protocol unsaid."""
+    values = dict(values or {})
+    global_ = dict(values.get("global") or {})
+    kafka = dict(global_.get("kafka") or {})
+    if "securityProtocol" in kafka or "allowPlaintext" in kafka:
+        return values
+    kafka.update(PLAINTEXT_CONSENT["global"]["kafka"])
+    return {**values, "global": {**global_, "kafka": kafka}}
 
 
 def objects(rendered: collections.abc.Mapping[str, str]) -> list[dict[str, Any]]:
@@ -136,8 +157,9 @@ def k8s_files() -> dict[str, str]:
     """The files of k8s/ as a fresh render of the default values makes them."""
     installed = sorted((o for o in objects(render()) if not is_hook(o)), key=_order)
     header = (
-        "# Generated from charts/tunewire (default values, release tunewire, namespace\n"
-        "# tunewire) by `make k8s`. Do not edit: change the chart and regenerate.\n"
+        "# Generated from charts/tunewire (default values and global.kafka.allowPlaintext:\n"
+        "# true, release tunewire, namespace tunewire) by `make k8s`. Do not edit: change the\n"
+        "# chart and regenerate.\n"
     )
     body = "---\n".join(yaml.safe_dump(o, sort_keys=False, width=100) for o in installed)
     return {"tunewire.yaml": header + "---\n" + body, "README.md": K8S_README}

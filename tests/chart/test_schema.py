@@ -45,6 +45,44 @@ def test_inconsistent_serve_values_fail_the_render(values: dict[str, Any], expec
     assert expected in str(refused.value)
 
 
+SASL_PLAINTEXT: dict[str, Any] = {
+    "global": {
+        "kafka": {
+            "securityProtocol": "SASL_PLAINTEXT",
+            "saslMechanism": "SCRAM-SHA-512",
+            "sasl": {"existingSecret": "kafka-credentials"},
+        }
+    },
+    "workloads": {"credentials": {"existingSecret": "workload-credentials"}},
+}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"global": {"kafka": {"securityProtocol": "PLAINTEXT"}}}, SASL_PLAINTEXT],
+    ids=["plaintext", "sasl-plaintext"],
+)
+def test_production_refuses_unencrypted_kafka_until_the_operator_consents(
+    values: dict[str, Any],
+) -> None:
+    protocol = values["global"]["kafka"]["securityProtocol"]
+    with pytest.raises(helm_python.HelmRenderError) as refused:
+        render.render(values)
+    assert f"global.kafka.securityProtocol is {protocol}: events and control messages" in str(
+        refused.value
+    )
+    assert "global.kafka.allowPlaintext: true" in str(refused.value)
+
+    consented = {
+        **values,
+        "global": {"kafka": {**values["global"]["kafka"], "allowPlaintext": True}},
+    }
+    development = {**values, "global": {**values["global"], "environment": "development"}}
+    for accepted in (consented, development):
+        objects = render.objects(render.render(accepted))
+        assert any(o["kind"] == "Deployment" for o in objects)
+
+
 def test_lint_reports_the_wrong_values_file() -> None:
     report = helm_python.lint(render.CHART, load_values("values-wrong.yaml"), strict=True)
     assert any("got string, want integer" in str(m["error"]) for m in report["messages"])

@@ -11,7 +11,12 @@ import pytest
 from pydantic import SecretStr
 
 from tunewire.core.base.principals import Principal, Role, token_digest
-from tunewire.core.base.settings import Environment, KafkaSettings, ServiceSettings
+from tunewire.core.base.settings import (
+    Environment,
+    KafkaSettings,
+    ServiceSettings,
+    WorkloadSettings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -27,23 +32,26 @@ def principal(name: str, token: str) -> Principal:
 
 
 REAL = principal("ops", "a7f3c1d9e2-a-real-token-of-some-length")
+TLS = KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512")
 
 
 def test_production_is_the_default_and_refuses_running_without_principals() -> None:
     with pytest.raises(pydantic.ValidationError, match="at least one principal in production"):
-        ServiceSettings()
+        ServiceSettings(kafka=TLS)
 
 
 @pytest.mark.parametrize("token", ["dev-token", "changeme", "change-me", "secret", ""])
 def test_production_refuses_a_placeholder_token(token: str) -> None:
     with pytest.raises(pydantic.ValidationError, match="the token of weak is a placeholder"):
         ServiceSettings(
-            environment=Environment.PRODUCTION, principals=[REAL, principal("weak", token)]
+            environment=Environment.PRODUCTION,
+            principals=[REAL, principal("weak", token)],
+            kafka=TLS,
         )
 
 
 def test_production_accepts_real_tokens() -> None:
-    config = ServiceSettings(principals=[REAL])
+    config = ServiceSettings(principals=[REAL], kafka=TLS)
 
     assert config.environment is Environment.PRODUCTION
     assert config.principals == [REAL]
@@ -61,6 +69,7 @@ def test_placeholder_tokens_in_the_environment_stop_production(
 ) -> None:
     weak = principal("weak", "changeme").model_dump(mode="json")
     monkeypatch.setenv("TUNEWIRE_PRINCIPALS", json.dumps([weak]))
+    monkeypatch.setenv("TUNEWIRE_KAFKA__SECURITY_PROTOCOL", "SSL")
 
     with pytest.raises(pydantic.ValidationError, match="placeholder"):
         ServiceSettings()
@@ -73,6 +82,7 @@ def test_values_come_from_prefixed_and_nested_environment_variables(
     monkeypatch.setenv("TUNEWIRE_PRINCIPALS", json.dumps([REAL.model_dump(mode="json")]))
     monkeypatch.setenv("TUNEWIRE_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("TUNEWIRE_KAFKA__SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS", "2000")
     monkeypatch.setenv("TUNEWIRE_S3__BUCKET", "models")
     monkeypatch.setenv("TUNEWIRE_S3__ENDPOINT_URL", "http://127.0.0.1:9000")
@@ -89,6 +99,31 @@ def test_values_come_from_prefixed_and_nested_environment_variables(
     assert config.s3.bucket == "models"
     assert config.s3.endpoint_url == "http://127.0.0.1:9000"
     assert config.http.port == 9999
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
+def test_production_refuses_unencrypted_kafka_without_explicit_consent(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TUNEWIRE_PRINCIPALS", json.dumps([REAL.model_dump(mode="json")]))
+    monkeypatch.setenv("TUNEWIRE_KAFKA__SECURITY_PROTOCOL", protocol)
+    with pytest.raises(pydantic.ValidationError, match=f"{protocol} sends events"):
+        ServiceSettings()
+    # The trainer and evaluator Jobs read the same check.
+    with pytest.raises(pydantic.ValidationError, match="TUNEWIRE_KAFKA__ALLOW_PLAINTEXT=true"):
+        WorkloadSettings()
+
+    monkeypatch.setenv("TUNEWIRE_KAFKA__ALLOW_PLAINTEXT", "true")
+    assert ServiceSettings().kafka.security_protocol == protocol
+    assert WorkloadSettings().kafka.allow_plaintext
+
+
+def test_development_accepts_plaintext_kafka_and_any_protocol_name_is_checked() -> None:
+    assert WorkloadSettings(environment=Environment.DEVELOPMENT).kafka.security_protocol == (
+        "PLAINTEXT"
+    )
+    with pytest.raises(pydantic.ValidationError, match="security_protocol"):
+        KafkaSettings(security_protocol="TLS")  # type: ignore[arg-type]
 
 
 def test_an_out_of_range_environment_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

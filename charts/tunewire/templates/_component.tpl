@@ -13,10 +13,16 @@ beyond the shared HTTP one and `egress` rules beyond DNS, Kafka and S3; `{}` for
 and S3 are, the environment and the log level. Call with the root context; gives YAML. */}}
 {{- define "tunewire.env.shared" -}}
 {{- $g := .Values.global }}
+{{- if and (eq $g.environment "production") (has $g.kafka.securityProtocol (list "PLAINTEXT" "SASL_PLAINTEXT")) (not $g.kafka.allowPlaintext) }}
+{{- fail (printf "global.kafka.securityProtocol is %s: events and control messages would cross the network unencrypted. Production needs SASL_SSL or SSL (docs/security.md), or global.kafka.allowPlaintext: true to accept the risk." $g.kafka.securityProtocol) }}
+{{- end }}
 TUNEWIRE_ENVIRONMENT: {{ $g.environment | quote }}
 TUNEWIRE_LOG_LEVEL: {{ $g.logLevel | quote }}
 TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS: {{ $g.kafka.bootstrapServers | quote }}
 TUNEWIRE_KAFKA__SECURITY_PROTOCOL: {{ $g.kafka.securityProtocol | quote }}
+{{- if $g.kafka.allowPlaintext }}
+TUNEWIRE_KAFKA__ALLOW_PLAINTEXT: "true"
+{{- end }}
 {{- with $g.kafka.saslMechanism }}
 TUNEWIRE_KAFKA__SASL_MECHANISM: {{ . | quote }}
 {{- end }}

@@ -9,6 +9,7 @@ e.g. ``TUNEWIRE_KAFKA__BOOTSTRAP_SERVERS``. Settings are built once in a service
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,8 +29,13 @@ class KafkaSettings(BaseModel):
 
     bootstrap_servers: str = "127.0.0.1:9092"
     """Comma-separated host:port list of the brokers."""
-    security_protocol: str = "PLAINTEXT"
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Production refuses the two unencrypted
+    ones unless ``allow_plaintext`` is set."""
+    allow_plaintext: bool = False
+    """The operator's explicit consent to unencrypted Kafka (PLAINTEXT or SASL_PLAINTEXT) in
+    production, where events, redaction-free raw payloads and control messages would cross the
+    network in the clear."""
     sasl_mechanism: str | None = None
     """For example SCRAM-SHA-512 when SASL is used."""
     sasl_username: str | None = None
@@ -55,6 +61,11 @@ class KafkaSettings(BaseModel):
     """How often a failing message is tried before it goes to the DLQ."""
     retry_backoff_s: float = Field(default=0.2, ge=0)
     """First back-off between attempts; doubles each time."""
+
+    @property
+    def is_encrypted(self) -> bool:
+        """Whether traffic to the brokers goes over TLS."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
     def client_options(self) -> dict[str, object]:
         """Connection options shared by producers, consumers and admin clients."""
@@ -122,6 +133,20 @@ class WorkloadSettings(BaseSettings):
     Kafka, botocore and urllib3 clients log warnings and above only."""
     model_cache: str = "~/.cache/tunewire/models"
     """Where base models are cached on local disk (built-in models are built here)."""
+
+    @model_validator(mode="after")
+    def _refuse_unencrypted_kafka(self) -> WorkloadSettings:
+        if (
+            self.environment is Environment.PRODUCTION
+            and not self.kafka.is_encrypted
+            and not self.kafka.allow_plaintext
+        ):
+            raise ValueError(
+                f"TUNEWIRE_KAFKA__SECURITY_PROTOCOL={self.kafka.security_protocol} sends events "
+                "and control messages unencrypted; production needs SSL or SASL_SSL, or "
+                "TUNEWIRE_KAFKA__ALLOW_PLAINTEXT=true to accept the risk"
+            )
+        return self
 
 
 class ServiceSettings(WorkloadSettings):
