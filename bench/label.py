@@ -85,6 +85,7 @@ from tunewire.contracts.v1 import records_pb2
 from tunewire.core.base import settings, store
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.state import objectives
+from tunewire.core.text import normalising
 from tunewire.label import examples, preprocess, snapshots
 from tunewire.stack import embedded, processes
 
@@ -449,7 +450,7 @@ def write_examples_worker(endpoint_url: str, bucket: str, size: int) -> dict[str
     objective = snapshot_objective(size)
     log = examples.ExampleLog(artifact_store(endpoint_url, bucket))
     pool = [
-        (preprocess.normalise(f"{event['data']['subject']}\n{event['data']['body']}"), intent)
+        (normalising.normalise(f"{event['data']['subject']}\n{event['data']['body']}"), intent)
         for event, intent in samples.labelled_tickets(2_000, seed=5)
     ]
     now = datetime.datetime.now(datetime.UTC).isoformat()

@@ -14,7 +14,8 @@ import pytest
 from tunewire import samples
 from tunewire.core.base import errors
 from tunewire.core.state import objectives
-from tunewire.ingest import handlers, normalising, redaction
+from tunewire.core.text import redaction
+from tunewire.ingest import handlers, normalising
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
 MAX_DEPTH = 32

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from tunewire import samples
-from tunewire.label import near_duplicates, preprocess
+from tunewire.core.text import normalising
+from tunewire.label import near_duplicates
 
 TEXT = (
     "the customer wrote that the blender from the spring order stopped working after two weeks "
@@ -148,7 +149,7 @@ def _reference_seen_or_add(
     min_equal = math.ceil(threshold * 64 - 1e-9)
     found: list[str | None] = []
     for key, text in texts:
-        words = preprocess.normalise(text).casefold().encode().split(b" ")
+        words = normalising.normalise(text).casefold().encode().split(b" ")
         shingles = (
             [b" ".join(words)]
             if len(words) <= 3

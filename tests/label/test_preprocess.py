@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tunewire.core.text import normalising
 from tunewire.label import preprocess
 
 
@@ -24,12 +25,12 @@ from tunewire.label import preprocess
     ],
 )
 def test_normalise(raw: str, expected: str) -> None:
-    assert preprocess.normalise(raw) == expected
+    assert normalising.normalise(raw) == expected
 
 
 def test_normalise_keeps_joiners_that_change_meaning() -> None:
     family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
-    assert preprocess.normalise(family) == family
+    assert normalising.normalise(family) == family
 
 
 def test_content_key_ignores_case_spacing_and_compatibility_forms() -> None:
@@ -70,8 +71,8 @@ def test_raising_the_fraction_only_moves_items_from_train_to_eval() -> None:
 
 
 def test_invisible_characters_go_in_non_ascii_text_too() -> None:
-    assert preprocess.normalise("caf\u00e9\u200b au\u2060 lait\u180e") == "café au lait"
-    assert preprocess.normalise("e\u200b\u0301") == "e\u0301"  # removed after NFKC, as ever
+    assert normalising.normalise("caf\u00e9\u200b au\u2060 lait\u180e") == "café au lait"
+    assert normalising.normalise("e\u200b\u0301") == "e\u0301"  # removed after NFKC, as ever
 
 
 def test_minhash_values_are_datasketchs_one_text_or_many_at_a_time() -> None:
@@ -85,7 +86,7 @@ def test_minhash_values_are_datasketchs_one_text_or_many_at_a_time() -> None:
     together = hasher.signatures(texts)
     assert together == [hasher.signature(text) for text in texts]
     for text, signature in zip(texts, together, strict=True):
-        words = preprocess.normalise(text).casefold().encode().split(b" ")
+        words = normalising.normalise(text).casefold().encode().split(b" ")
         shingles = {b" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
         expected = datasketch.MinHash(num_perm=64, seed=1, hashfunc=zlib.crc32)
         expected.update_batch(list(shingles))

@@ -21,8 +21,11 @@ imports no service (both enforced by import-linter, see ``pyproject.toml``):
     consumer loop (``consuming``) and worker pools with prefetching (``pooling``).
 ``state``
     The S3 documents every service agrees on: the bucket ``layout`` (every shared key),
-    ``objectives``, the adapter ``registry``, run ``outcomes`` and the window of seen
+    ``objectives``, how an objective's model sees its input at training and serving alike
+    (``model_input``), the adapter ``registry``, run ``outcomes`` and the window of seen
     event ids (``idempotency``).
+``text``
+    Text as models see it: PII ``redaction`` and the one normal form (``normalising``).
 ``base``
     What every process needs first: ``errors`` (with their HTTP status), ``settings``,
     the ``principals`` who may call (with their roles), rule regexes matched in linear

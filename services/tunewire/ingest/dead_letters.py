@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from tunewire.core.bus import consuming, producing
-from tunewire.ingest import redaction
+from tunewire.core.text import redaction
 
 WHOLE_UP_TO_BYTES = 64 * 1024
 """A parsed event up to this size is kept whole (redacted); larger ones as an excerpt."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,8 +18,9 @@ from typing import Any
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core.base import errors
 from tunewire.core.bus import envelope
-from tunewire.core.state import objectives
-from tunewire.ingest import normalising, redaction
+from tunewire.core.state import model_input, objectives
+from tunewire.core.text import redaction
+from tunewire.ingest import normalising
 
 _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -148,7 +148,7 @@ def accept(
     clean = redactor.redact_value(data, counts)
     assert isinstance(clean, dict)
     source = objective.spec.source
-    text = source.text.format_map({name: _text(clean[name]) for name in source.template_fields()})
+    text = model_input.render(source, clean)
     subject = redactor.redact_text(event.subject, counts) if event.subject else None
     occurred = event.time or now
     fields_json = json.dumps(clean, ensure_ascii=False, separators=(",", ":"))
@@ -205,13 +205,7 @@ def prepare(
     """Resolve the objective, then validate and redact: everything but the side effects."""
     objective = resolve(event, current)
     kinds = frozenset(objective.spec.redaction.kinds)
-    return accept(event, objective, redactor_for(kinds), max_depth=max_depth, now=now)
-
-
-@functools.lru_cache(maxsize=32)
-def redactor_for(kinds: frozenset[str]) -> redaction.Redactor:
-    """One shared redactor per set of PII kinds (building one compiles its patterns)."""
-    return redaction.Redactor(redaction.PiiKind(k) for k in sorted(kinds))
+    return accept(event, objective, model_input.redactor_for(kinds), max_depth=max_depth, now=now)
 
 
 def _source_id(raw: Any, redactor: redaction.Redactor) -> str:
@@ -224,10 +218,6 @@ def _source_id(raw: Any, redactor: redaction.Redactor) -> str:
     if redactor.redact_text(text, collections.Counter()) == text:
         return text
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def _check_structure(value: Any, *, limit: int, level: int = 1) -> None:

@@ -23,7 +23,7 @@ from google.protobuf import message as protobuf_message
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core.base import errors
 from tunewire.core.bus import envelope, pooling
-from tunewire.core.state import objectives
+from tunewire.core.state import model_input, objectives
 from tunewire.label import examples, near_duplicates, preprocess, queue, rules
 
 
@@ -163,7 +163,7 @@ class Preparer:
     ) -> tuple[str, Outcome]:
         """A record's normalised text (empty drops it) and its fate unless it is a duplicate."""
         spec = objective.spec
-        text = preprocess.normalise(record.text)[: spec.dataset.max_text_chars]
+        text = model_input.model_text(record.text, spec.dataset.max_text_chars)
         if not text:
             return "", Dropped("empty")
         ruleset = self.rules_for(objective)

@@ -1,4 +1,5 @@
-"""Text pre-processing for datasets: normalisation, duplicate keys, the split, MinHash.
+"""Text pre-processing for datasets: duplicate keys, the split, MinHash (normalisation is
+the core's, :mod:`tunewire.core.text.normalising`, shared with serving).
 
 All pure and deterministic across processes and restarts, because every replica of the label
 service must reach the same answer for the same record: the same text gives the same content key,
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import unicodedata
 import zlib
 from collections.abc import Sequence
 from typing import Literal
@@ -19,11 +19,7 @@ from typing import Literal
 import datasketch  # ships no type information
 import numpy as np
 
-# Characters that render as nothing yet split words or defeat exact matching: zero width space,
-# word joiner, zero width no-break space (the BOM) and the Mongolian vowel separator. The zero
-# width (non-)joiners are kept: they change how Persian, Indic and emoji text reads.
-_INVISIBLE_CHARS = "\u200b\u2060\ufeff\u180e"
-_INVISIBLE = dict.fromkeys(map(ord, _INVISIBLE_CHARS))
+from tunewire.core.text.normalising import normalise
 
 _U16, _U13 = np.uint32(16), np.uint32(13)
 _FMIX1, _FMIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
@@ -31,22 +27,6 @@ _FMIX1, _FMIX2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)
 _SPLIT_SCALE = float(1 << 64)
 _SEED = 1
 """MinHash permutation seed; fixed so every replica and restart agrees."""
-
-
-def normalise(text: str) -> str:
-    """Unicode NFKC, invisible characters removed, whitespace runs collapsed, stripped.
-
-    NFKC folds compatibility forms a user never means to be different (``ﬁ`` → ``fi``,
-    full-width digits → ASCII digits, the no-break space → a space), so the same ticket typed on
-    two keyboards is the same text. Every run of Unicode whitespace, newlines and tabs included,
-    becomes one space: line layout is not signal for the tasks we train.
-    """
-    folded = unicodedata.normalize("NFKC", text)
-    # translate() is the slow step: skip it when there is nothing to remove (a text that is
-    # all ASCII never has any of these characters).
-    if not folded.isascii() and any(char in folded for char in _INVISIBLE_CHARS):
-        folded = folded.translate(_INVISIBLE)
-    return " ".join(folded.split())
 
 
 def content_key(text: str) -> str:

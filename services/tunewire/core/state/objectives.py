@@ -32,6 +32,7 @@ MAX_RULES = 200
 PiiKindName = Literal["email", "phone", "card", "iban", "ip"]
 PII_KINDS: tuple[PiiKindName, ...] = typing.get_args(PiiKindName)
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
+Task = Literal["classification", "generation"]
 
 
 class _Strict(BaseModel):
@@ -177,7 +178,7 @@ class ObjectiveSpec(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     """Lower-case DNS-style name; also the served model alias."""
     description: str = ""
-    task: Literal["classification", "generation"] = "classification"
+    task: Task = "classification"
     source: Source
     labels: list[str] = []
     labelling: Labelling = Labelling()

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tunewire.ingest import redaction
-from tunewire.ingest.redaction import PiiKind
+from tunewire.core.text import redaction
+from tunewire.core.text.redaction import PiiKind
 
 
 def redact(

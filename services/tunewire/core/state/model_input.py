@@ -1,0 +1,110 @@
+"""How an objective's model sees its input: one preparation for training data and for served
+requests, so the served model answers the question the evaluation scored.
+
+Training text is made in two steps: ingest redacts an event's data and fills the objective's
+text template (:func:`render`), label normalises it and cuts it to ``max_text_chars``
+(:func:`model_text`); every example is prompted with the objective's instruction. An
+:class:`InputContract` records all of it for the objective version an adapter learnt from;
+the registry keeps it with the adapter, and serve prepares each request to the adapter with
+:func:`prepare_text` and the contract's instruction, never with whatever is latest.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tunewire.core.base import errors
+from tunewire.core.state import objectives
+from tunewire.core.text import normalising, redaction
+
+
+class InputContract(BaseModel):
+    """What an adapter was trained on: its instruction, redaction, text form and answers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: objectives.Task
+    instruction: str
+    """The system message of every training example."""
+    redaction: tuple[objectives.PiiKindName, ...]
+    """The PII kinds replaced by placeholders in its training text."""
+    max_text_chars: int
+    """Where its training texts were cut, after normalisation."""
+    source: objectives.Source
+    """How an event's data became its text (the task endpoint fills the same template)."""
+    labels: tuple[str, ...] = ()
+    """The answers a classification adapter may give."""
+
+
+def contract(spec: objectives.ObjectiveSpec) -> InputContract:
+    """The contract of data prepared under ``spec`` (what label snapshots from it)."""
+    return InputContract(
+        task=spec.task,
+        instruction=objectives.instruction(spec),
+        redaction=tuple(spec.redaction.kinds),
+        max_text_chars=spec.dataset.max_text_chars,
+        source=spec.source,
+        labels=tuple(spec.labels),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def redactor_for(kinds: frozenset[str]) -> redaction.Redactor:
+    """One shared redactor per set of PII kinds (building one compiles its patterns)."""
+    return redaction.Redactor(redaction.PiiKind(k) for k in sorted(kinds))
+
+
+def render(source: objectives.Source, data: Mapping[str, Any]) -> str:
+    """The text template filled from (already redacted) event data; a template field the
+    data lacks is :class:`errors.InvalidRequest`."""
+    missing = [name for name in source.template_fields() if data.get(name) is None]
+    if missing:
+        raise errors.InvalidRequest(
+            f"the data needs the field(s) {', '.join(missing)} of the template {source.text!r}"
+        )
+    return source.text.format_map({name: _text(data[name]) for name in source.template_fields()})
+
+
+def model_text(text: str, max_chars: int) -> str:
+    """Text in the form every example has: normalised, then cut to ``max_chars``."""
+    return normalising.normalise(text)[:max_chars]
+
+
+def prepare_text(
+    text: str,
+    contract_: InputContract,
+    counts: collections.Counter[str],
+    *,
+    also_redact: Collection[str] = (),
+) -> str:
+    """A served request's text as the adapter's training text was made: redacted with the
+    contract's kinds (and ``also_redact``, kinds the objective added since), normalised, cut.
+    Counts the replacements per kind in ``counts``."""
+    kinds = frozenset(contract_.redaction) | frozenset(also_redact)
+    clean = redactor_for(kinds).redact_text(text, counts)
+    return model_text(clean, contract_.max_text_chars)
+
+
+def prepare_fields(
+    data: Mapping[str, Any],
+    contract_: InputContract,
+    counts: collections.Counter[str],
+    *,
+    also_redact: Collection[str] = (),
+) -> str:
+    """Event data as the adapter's training text was made from it: redacted field by field,
+    the template filled, normalised and cut."""
+    kinds = frozenset(contract_.redaction) | frozenset(also_redact)
+    clean = redactor_for(kinds).redact_value(dict(data), counts)
+    assert isinstance(clean, dict)
+    return model_text(render(contract_.source, clean), contract_.max_text_chars)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
