@@ -104,7 +104,18 @@ def test_a_succeeded_run_launches_one_evaluator_with_the_champion(
         "--candidate-uri", harness.artifacts.uri(f"adapters/{objective}/run-1/"),
         "--output-key", f"evaluations/{objective}/run-1/metrics.json",
     ]  # fmt: skip
-    assert harness.controller.registry.get(objective).versions["run-1"].status == "pending"
+    registered = harness.controller.registry.get(objective).versions["run-1"]
+    assert registered.status == "pending"
+    # The registry keeps how the adapter's data was prepared, for serve to prepare requests
+    # alike: the manifest's instruction and the objective version's redaction and text form.
+    manifest = harness.artifacts.get_json(f"datasets/{objective}/ds-run-1/manifest.json")
+    spec = harness.catalog.get(objective, 1).spec
+    assert registered.contract is not None
+    assert registered.contract.instruction == manifest["instruction"]
+    assert registered.contract.redaction == tuple(spec.redaction.kinds)
+    assert registered.contract.labels == tuple(spec.labels)
+    assert registered.contract.max_text_chars == spec.dataset.max_text_chars
+    assert registered.contract.source == spec.source
 
     # Progress and failure events of training start nothing.
     progress = training_pb2.TrainingEvent(

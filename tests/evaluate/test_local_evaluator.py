@@ -42,6 +42,7 @@ def test_a_local_evaluator_is_followed_to_a_published_decision(
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
+        "TUNEWIRE_ENVIRONMENT": "development",  # the stack's Kafka is PLAINTEXT
         "TUNEWIRE_S3__ENDPOINT_URL": stack.s3_endpoint_url,
         "TUNEWIRE_S3__BUCKET": harness.artifacts.bucket,
         "FAKE_EVALUATOR_ACCURACY": "0.875",

@@ -90,8 +90,23 @@ class Harness:
         return self.catalog.register(objectives.parse_spec(spec), actor="test")
 
     def succeeded(self, objective: str, run_id: str, *, version: int = 1) -> producing.Message:
-        """The training event that announces a run's adapter, and the outcome the trainer
-        records in S3 before train announces it."""
+        """The training event that announces a run's adapter, the outcome the trainer
+        records in S3 before train announces it, and (for a registered objective, unless a
+        test wrote a real snapshot there) its dataset's manifest as label writes it."""
+        dataset_id = f"ds-{run_id}"
+        if objective in {o.name for o in self.catalog.latest_all()}:
+            self.artifacts.put_json(
+                layout.dataset(objective, dataset_id) + layout.MANIFEST,
+                {
+                    "dataset_id": dataset_id,
+                    "objective": objective,
+                    "objective_version": version,
+                    "instruction": objectives.instruction(
+                        self.catalog.get(objective, version).spec
+                    ),
+                },
+                only_if_absent=True,
+            )
         adapter_uri = self.artifacts.uri(layout.adapter(objective, run_id))
         outcomes.claim(
             self.artifacts,
@@ -104,7 +119,7 @@ class Harness:
         event = training_pb2.TrainingEvent(
             run_id=run_id,
             objective=objective,
-            dataset_id=f"ds-{run_id}",
+            dataset_id=dataset_id,
             objective_version=version,
             attempt=1,
             succeeded=training_pb2.TrainingEvent.Succeeded(

@@ -26,7 +26,7 @@ from tunewire.contracts.v1 import evaluations_pb2, training_pb2
 from tunewire.core.base import errors, store
 from tunewire.core.bus import envelope, producing, topics
 from tunewire.core.launchers import launching
-from tunewire.core.state import layout, objectives, outcomes, registry
+from tunewire.core.state import layout, model_input, objectives, outcomes, registry
 from tunewire.evaluate import config, gating, records, reports
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ class EvaluationController:
             objective_version=record.objective_version,
             adapter_uri=record.adapter_uri,
             metrics_uri=record.metrics_uri,
+            contract=self._contract(record),
             at=record.created_at,
         )
         self._launch(record)
@@ -155,6 +156,16 @@ class EvaluationController:
                 f"objective {objective!r} has no succeeded run {run_id} with that adapter",
                 kind="forged",
             )
+
+    def _contract(self, record: records.EvaluationRecord) -> model_input.InputContract:
+        """How the adapter's training data was prepared: the objective version the dataset
+        was cut from and the instruction its manifest records (what the examples carry)."""
+        manifest = self._artifacts.get_json(
+            layout.dataset(record.objective, record.dataset_id) + layout.MANIFEST
+        )
+        version = self._catalog.get(record.objective, int(manifest["objective_version"]))
+        prepared = model_input.contract(version.spec)
+        return prepared.model_copy(update={"instruction": manifest["instruction"]})
 
     def _new_record(
         self, objective: objectives.ObjectiveVersion, event: training_pb2.TrainingEvent

@@ -98,7 +98,7 @@ def router(
     return routes
 
 
-ADMIN_FIELDS = ("approval", "gates", "redaction", "base_model")
+ADMIN_FIELDS = ("approval", "gates", "redaction", "base_model", "serving")
 """What decides whether a model is trusted and what it may see: only an admin changes them."""
 
 

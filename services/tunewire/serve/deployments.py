@@ -29,7 +29,7 @@ import prometheus_client
 from tunewire.contracts.v1 import deployments_pb2
 from tunewire.core.base import errors, store
 from tunewire.core.bus import envelope, producing, topics
-from tunewire.core.state import layout, objectives, registry
+from tunewire.core.state import layout, model_input, objectives, registry
 from tunewire.serve import backend as backends
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class Route:
     """The backend's name for it: an adapter's served name, or the base model."""
     objective: str | None
     run_id: str | None
+    contract: model_input.InputContract | None = None
+    """How requests to it are prepared (its training input's contract, redacting what the
+    objective redacts now as well); None passes them as sent: the base model, or an
+    objective whose ``serving.prepare_input`` is off."""
 
 
 class Deployments:
@@ -95,6 +99,8 @@ class Deployments:
         """Objective → the registry's champion at the last reconcile."""
         self._approved: dict[str, dict[str, str]] = {}
         """Objective → run id → adapter URI of its approved versions."""
+        self._contracts: dict[str, model_input.InputContract | None] = {}
+        """Served name → how requests to it are prepared (see :attr:`Route.contract`)."""
         self._loaded: collections.OrderedDict[str, None] = collections.OrderedDict()
         """Loaded adapters, least recently used first."""
         self.failed: dict[str, str] = {}
@@ -117,7 +123,7 @@ class Deployments:
                 raise errors.NotFound(_unknown(model, "no approved adapter is served for it"))
             name = served_name(objective, serving)
             self._touch(name)
-            return Route(target=name, objective=objective, run_id=serving)
+            return self._route(objective, serving)
         uri = self._approved.get(objective, {}).get(run_id)
         if uri is None:
             raise errors.NotFound(_unknown(model, "it is not an approved version"))
@@ -133,7 +139,11 @@ class Deployments:
                         _unknown(model, f"its adapter failed to load: {self.failed[name]}")
                     )
         self._touch(name)
-        return Route(target=name, objective=objective, run_id=run_id)
+        return self._route(objective, run_id)
+
+    def _route(self, objective: str, run_id: str) -> Route:
+        name = served_name(objective, run_id)
+        return Route(name, objective, run_id, contract=self._contracts.get(name))
 
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: the base model, every alias and every loaded version."""
@@ -193,7 +203,8 @@ class Deployments:
     async def reconcile(self) -> None:
         """Bring this replica to the registry's state."""
         async with self._lock:
-            documents, current = await asyncio.to_thread(self._read_registry)
+            documents, current, contracts = await asyncio.to_thread(self._read_registry)
+            self._contracts = contracts
             actual = await self._backend.loaded_adapters()  # the server's truth, not ours
             self._loaded = collections.OrderedDict.fromkeys(
                 [n for n in self._loaded if n in actual] + sorted(actual - set(self._loaded))
@@ -218,9 +229,36 @@ class Deployments:
 
     def _read_registry(
         self,
-    ) -> tuple[dict[str, registry.RegistryDocument], dict[str, objectives.ObjectiveVersion]]:
+    ) -> tuple[
+        dict[str, registry.RegistryDocument],
+        dict[str, objectives.ObjectiveVersion],
+        dict[str, model_input.InputContract | None],
+    ]:
         documents = {name: self._registry.get(name) for name in self._registry.objectives()}
-        return documents, dict(self._catalog.current())
+        current = dict(self._catalog.current())
+        contracts = {
+            served_name(name, version.run_id): self._contract(version, current.get(name))
+            for name, document in documents.items()
+            for version in document.approved()
+        }
+        return documents, current, contracts
+
+    def _contract(
+        self, version: registry.Version, now: objectives.ObjectiveVersion | None
+    ) -> model_input.InputContract | None:
+        """How requests to ``version`` are prepared (None: as sent). A version registered
+        before contracts were recorded gets the contract of the objective version it was
+        trained under, derived as label derived its data."""
+        if now is None or not now.spec.serving.prepare_input:
+            return None
+        trained = version.contract or self._contracts.get(served_name(now.name, version.run_id))
+        if trained is None:
+            try:
+                spec = self._catalog.get(now.name, version.objective_version).spec
+            except errors.NotFound:
+                spec = now.spec
+            trained = model_input.contract(spec)
+        return model_input.with_redaction_of(trained, now.spec)
 
     async def _follow_champion(self, document: registry.RegistryDocument) -> None:
         objective, champion = document.objective, document.champion

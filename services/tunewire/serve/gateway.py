@@ -23,7 +23,7 @@ from fastapi import responses
 from tunewire.core.base import errors, metrics
 from tunewire.core.base.principals import Principal
 from tunewire.core.process import guard, http
-from tunewire.serve import access, backend, config, deployments, openai_request
+from tunewire.serve import access, backend, config, deployments, openai_request, preparing
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,14 @@ def router(
                 raise openai_request.RequestError(
                     403, f"this token may not use the model `{asked.model}`", param="model"
                 )
+            prepared = preparing.prepare(body, asked, route.contract)
+            told = {preparing.HEADER: prepared.header()}
             _relayed(body, asked, limits)
             if asked.stream:
-                return await _streamed(server, endpoint, body, route, asked.model, started)
+                return await _streamed(server, endpoint, body, route, asked.model, started, told)
             reply = await server.complete(endpoint, body, target=route.target)
             _count_usage(asked.model, reply.get("usage"))
-            return responses.JSONResponse(reply)
+            return responses.JSONResponse(reply, headers=told)
         except openai_request.RequestError as refused:
             status = refused.status
             return _error(status, refused.message, param=refused.param)
@@ -175,6 +177,7 @@ async def _streamed(
     route: deployments.Route,
     model: str,
     started: float,
+    headers: dict[str, str],
 ) -> responses.Response:
     events = server.stream(endpoint, body, target=route.target)
     first = await anext(events)  # errors before the first event are answered as errors
@@ -188,7 +191,7 @@ async def _streamed(
     return responses.StreamingResponse(
         relay(),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
 
 

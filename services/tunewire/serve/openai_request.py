@@ -148,7 +148,10 @@ def _messages(value: Any) -> tuple[Message, ...]:
     for message in value:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise RequestError(_MALFORMED, "each message needs a string `role`", param="messages")
-        turns.append(Message(role=message["role"], content=_content(message.get("content"))))
+        content = message.get("content")
+        if content is None and message.get("tool_calls"):
+            content = ""  # an assistant turn that only called tools
+        turns.append(Message(role=message["role"], content=_content(content)))
     return tuple(turns)
 
 

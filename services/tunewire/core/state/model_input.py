@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +40,15 @@ class InputContract(BaseModel):
     """How an event's data became its text (the task endpoint fills the same template)."""
     labels: tuple[str, ...] = ()
     """The answers a classification adapter may give."""
+
+
+def with_redaction_of(
+    contract_: InputContract, spec: objectives.ObjectiveSpec
+) -> InputContract:
+    """``contract_`` also redacting the kinds ``spec`` (the objective now) names: a kind an
+    admin added after training is kept from the model too."""
+    kinds = tuple(sorted(set(contract_.redaction) | set(spec.redaction.kinds)))
+    return contract_.model_copy(update={"redaction": kinds})
 
 
 def contract(spec: objectives.ObjectiveSpec) -> InputContract:
@@ -76,32 +85,23 @@ def model_text(text: str, max_chars: int) -> str:
     return normalising.normalise(text)[:max_chars]
 
 
-def prepare_text(
-    text: str,
-    contract_: InputContract,
-    counts: collections.Counter[str],
-    *,
-    also_redact: Collection[str] = (),
-) -> str:
+def redact_text(text: str, contract_: InputContract, counts: collections.Counter[str]) -> str:
+    """``text`` with the contract's PII kinds replaced (counted per kind in ``counts``)."""
+    return redactor_for(frozenset(contract_.redaction)).redact_text(text, counts)
+
+
+def prepare_text(text: str, contract_: InputContract, counts: collections.Counter[str]) -> str:
     """A served request's text as the adapter's training text was made: redacted with the
-    contract's kinds (and ``also_redact``, kinds the objective added since), normalised, cut.
-    Counts the replacements per kind in ``counts``."""
-    kinds = frozenset(contract_.redaction) | frozenset(also_redact)
-    clean = redactor_for(kinds).redact_text(text, counts)
-    return model_text(clean, contract_.max_text_chars)
+    contract's kinds, normalised, cut. Counts the replacements per kind in ``counts``."""
+    return model_text(redact_text(text, contract_, counts), contract_.max_text_chars)
 
 
 def prepare_fields(
-    data: Mapping[str, Any],
-    contract_: InputContract,
-    counts: collections.Counter[str],
-    *,
-    also_redact: Collection[str] = (),
+    data: Mapping[str, Any], contract_: InputContract, counts: collections.Counter[str]
 ) -> str:
     """Event data as the adapter's training text was made from it: redacted field by field,
     the template filled, normalised and cut."""
-    kinds = frozenset(contract_.redaction) | frozenset(also_redact)
-    clean = redactor_for(kinds).redact_value(dict(data), counts)
+    clean = redactor_for(frozenset(contract_.redaction)).redact_value(dict(data), counts)
     assert isinstance(clean, dict)
     return model_text(render(contract_.source, clean), contract_.max_text_chars)
 

@@ -172,6 +172,16 @@ class Redaction(_Strict):
     """PII kinds replaced by placeholders before anything is stored or forwarded."""
 
 
+class Serving(_Strict):
+    """How serve treats requests to the objective's models."""
+
+    prepare_input: bool = True
+    """Prepare every request as the adapter's training data was prepared: its PII kinds
+    redacted (no raw PII reaches the model or its logs), the text normalised and cut, and its
+    instruction as the system message when the client sends none. Off passes requests as
+    sent; only an admin may turn it off."""
+
+
 class ObjectiveSpec(_Strict):
     """The whole objective as a user writes it (YAML or JSON)."""
 
@@ -190,6 +200,7 @@ class ObjectiveSpec(_Strict):
     gates: list[Gate] = []
     approval: Literal["auto", "manual"] = "auto"
     redaction: Redaction = Redaction()
+    serving: Serving = Serving()
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> ObjectiveSpec:

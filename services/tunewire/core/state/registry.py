@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tunewire.core.base import errors, store
-from tunewire.core.state import layout
+from tunewire.core.state import layout, model_input
 
 Status = Literal["pending", "approved", "rejected", "needs_review"]
 Decision = Literal["approved", "rejected", "needs_review"]
@@ -44,6 +44,10 @@ class Version(BaseModel):
     """``s3://`` prefix of the adapter files (what serve loads)."""
     metrics_uri: str
     """``s3://`` address of the evaluator's metrics.json (base, champion, candidate)."""
+    contract: model_input.InputContract | None = None
+    """How its training input was prepared, so serve prepares requests the same way (None
+    for versions registered before contracts were recorded: serve derives it from the
+    objective version)."""
     metrics: dict[str, float] = {}
     """The candidate's metric values on the held-out split, once evaluated."""
     status: Status = "pending"
@@ -152,6 +156,7 @@ class Registry:
         objective_version: int,
         adapter_uri: str,
         metrics_uri: str,
+        contract: model_input.InputContract | None = None,
         at: datetime.datetime | None = None,
     ) -> RegistryDocument:
         """Add a pending version for a run being evaluated (nothing when it is there)."""
@@ -166,6 +171,7 @@ class Registry:
                 objective_version=objective_version,
                 adapter_uri=adapter_uri,
                 metrics_uri=metrics_uri,
+                contract=contract,
                 created_at=created,
             )
             return current.model_copy(update={"versions": {**current.versions, run_id: version}})
