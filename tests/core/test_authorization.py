@@ -213,4 +213,5 @@ def test_every_service_has_a_policy_table_and_only_known_roles() -> None:
         ("GET", "/v1/models"),
         ("POST", "/v1/chat/completions"),
         ("POST", "/v1/completions"),
+        ("POST", "/v1/objectives/{name}/predict"),
     ]

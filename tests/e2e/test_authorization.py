@@ -40,7 +40,9 @@ def _call(url: str, method: str, path: str, token: str | None) -> httpx.Response
 def _message(service: str, path: str, response: httpx.Response) -> str:
     """The refusal's message, in the service's own error shape (OpenAI's on the model API)."""
     body = response.json()
-    if service == "serve" and path in ("/v1/models", "/v1/chat/completions", "/v1/completions"):
+    if service == "serve" and path.startswith(
+        ("/v1/models", "/v1/chat", "/v1/completions", "/v1/objectives")
+    ):
         assert body["error"]["code"] == response.status_code, body
         return str(body["error"]["message"])
     assert body["error"] in ("unauthorized", "forbidden"), body

@@ -8,16 +8,11 @@ adapter was trained under as the system message when the client sends none."""
 
 from __future__ import annotations
 
-import pathlib
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 
-from tests.serve.test_replicas import ready, start_replica
-from tests.support import adapters, datasets, stacks, vllm_double
+from tests.support import datasets, vllm_double
 from tests.support.stacks import TOKENS
 from tests.support.waiting import eventually
 from tunewire.core.base import store
@@ -26,52 +21,6 @@ from tunewire.stack import embedded
 
 RAW = "Please  mail the refund to anna.schmidt@example.com\n\ntoday"
 PREPARED = "Please mail the refund to <EMAIL> today"
-
-
-@pytest.fixture(scope="module")
-def bucket(stack: embedded.EmbeddedStack) -> Iterator[store.ArtifactStore]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield stacks.artifact_store(stack, patch)
-
-
-@pytest.fixture(scope="module")
-def objective(
-    stack: embedded.EmbeddedStack, bucket: store.ArtifactStore
-) -> objectives.ObjectiveSpec:
-    """An objective with an approved champion, registered as evaluate registered versions
-    before it recorded their contracts (serve derives it from the objective version)."""
-    artifacts = bucket
-    spec = datasets.quick_objective(f"sdk-{uuid.uuid4().hex[:6]}")
-    datasets.register(artifacts, spec)
-    cache = pathlib.Path(stack.service_env(0)["TUNEWIRE_MODEL_CACHE"])
-    uri = adapters.write_adapter(
-        artifacts, objective=spec.name, run_id="ft-sdk", cache_dir=cache, seed=5
-    )
-    adapters.approve(artifacts, objective=spec.name, run_id="ft-sdk", adapter_uri=uri)
-    return spec
-
-
-@pytest.fixture(scope="module")
-def vllm(
-    stack: embedded.EmbeddedStack,
-    objective: objectives.ObjectiveSpec,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[vllm_double.VllmDouble, str]]:
-    """The vLLM double and a serve replica driving it."""
-    with vllm_double.VllmDouble(base_model="base-model", max_loras=4) as double:
-        replica, url = start_replica(
-            stack,
-            "serve-sdk",
-            TUNEWIRE_SERVE__BACKEND="vllm",
-            TUNEWIRE_SERVE__BASE_NAME="base-model",
-            TUNEWIRE_SERVE__ADAPTERS_DIR=str(tmp_path_factory.mktemp("adapters")),
-            TUNEWIRE_VLLM__BASE_URL=double.url,
-        )
-        try:
-            eventually(lambda: ready(url))
-            yield double, url
-        finally:
-            replica.stop()
 
 
 def client(url: str, who: str = "app") -> openai.OpenAI:

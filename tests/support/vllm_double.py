@@ -39,6 +39,8 @@ it models:
   404 "The model `<name>` does not exist." with ``param: "model"``; no ``model`` means the
   base model; ``usage`` counts words; ``stream: true`` answers Server-Sent Events, one chunk
   per word, a usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``.
+  ``structured_outputs: {"choice": [...]}`` answers one of the choices (the first the
+  prompt mentions, else the first) and ``logprobs: true`` gives each token (word) 0.5.
   ``latency_s`` (default 0) holds every completion that long before its answer starts, as
   a real server's generation would (the double's event loop stays free meanwhile, as
   vLLM's API server does while the GPU works): the benchmark's stand-in for service time.
@@ -61,6 +63,7 @@ import asyncio
 import collections
 import dataclasses
 import json
+import math
 import socket
 import threading
 import time
@@ -539,6 +542,9 @@ class VllmDouble:
                     self._reloads.append(model)
                 self._cache_touch(model)
         words = f"answer from {model}".split()
+        choices = (body.get("structured_outputs") or {}).get("choice")
+        if choices:
+            words = [_chosen(choices, prompt_words)]
         finish = "stop"
         if max_tokens is not None and max_tokens < len(words):
             words, finish = words[:max_tokens], "length"
@@ -574,7 +580,7 @@ class VllmDouble:
                     "reasoning_content": None,
                     "tool_calls": [],
                 },
-                "logprobs": None,
+                "logprobs": _logprobs(words) if body.get("logprobs") else None,
                 "finish_reason": finish,
                 "stop_reason": None,
             }
@@ -673,3 +679,20 @@ class VllmDouble:
         deadline = time.monotonic() + _HOLD_LIMIT_S
         while not gate.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
+
+
+def _chosen(choices: list[str], prompt_words: list[str]) -> str:
+    """The structured-outputs choice a constrained answer gives: the first choice the prompt
+    mentions, else the first (the double generates nothing)."""
+    said = {w.strip(".,!?").lower() for w in prompt_words}
+    return next((c for c in choices if c.lower() in said), choices[0])
+
+
+def _logprobs(words: list[str]) -> dict[str, Any]:
+    """Chat logprobs as vLLM words them: one token per word, each 0.5 likely."""
+    return {
+        "content": [
+            {"token": w, "logprob": math.log(0.5), "bytes": list(w.encode()), "top_logprobs": []}
+            for w in words
+        ]
+    }

@@ -8,8 +8,9 @@ served name, ``{objective}@{run_id}``; the base model by :attr:`Backend.base_mod
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
 from tunewire.core.base import errors
@@ -32,6 +33,15 @@ class UpstreamError(Exception):
         super().__init__(f"backend answered {status}: {body}")
         self.status = status
         self.body = body
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A classification: always one of the labels asked, with the probabilities the backend
+    could score (every label in process; the chosen one on vLLM)."""
+
+    label: str
+    scores: dict[str, float]
 
 
 class Backend(Protocol):
@@ -77,6 +87,12 @@ class Backend(Protocol):
         """Answer a streaming request: Server-Sent Events as bytes, each ``data: {...}\\n\\n``,
         ending with ``data: [DONE]\\n\\n``. Errors before the first event as for
         :meth:`complete`."""
+
+    async def classify(
+        self, messages: Sequence[dict[str, str]], labels: Sequence[str], *, target: str
+    ) -> Choice:
+        """Answer a conversation with one of ``labels`` only (never free text), as the
+        evaluation scored it; errors as for :meth:`complete`."""
 
     async def close(self) -> None:
         """Release connections (and, in process, the model)."""

@@ -69,9 +69,16 @@ class Route:
     objective: str | None
     run_id: str | None
     contract: model_input.InputContract | None = None
-    """How requests to it are prepared (its training input's contract, redacting what the
-    objective redacts now as well); None passes them as sent: the base model, or an
-    objective whose ``serving.prepare_input`` is off."""
+    """How its training input was prepared (redacting what the objective redacts now as
+    well); None for the base model."""
+    prepare: bool = False
+    """Whether requests are prepared under :attr:`contract` (the objective's
+    ``serving.prepare_input``); otherwise they pass as sent."""
+
+    @property
+    def preparation(self) -> model_input.InputContract | None:
+        """The contract requests are prepared under; None: as sent."""
+        return self.contract if self.prepare else None
 
 
 class Deployments:
@@ -99,8 +106,10 @@ class Deployments:
         """Objective → the registry's champion at the last reconcile."""
         self._approved: dict[str, dict[str, str]] = {}
         """Objective → run id → adapter URI of its approved versions."""
-        self._contracts: dict[str, model_input.InputContract | None] = {}
-        """Served name → how requests to it are prepared (see :attr:`Route.contract`)."""
+        self._contracts: dict[str, model_input.InputContract] = {}
+        """Served name → its :attr:`Route.contract`."""
+        self._prepared: set[str] = set()
+        """Objectives whose requests are prepared (``serving.prepare_input``)."""
         self._loaded: collections.OrderedDict[str, None] = collections.OrderedDict()
         """Loaded adapters, least recently used first."""
         self.failed: dict[str, str] = {}
@@ -143,7 +152,8 @@ class Deployments:
 
     def _route(self, objective: str, run_id: str) -> Route:
         name = served_name(objective, run_id)
-        return Route(name, objective, run_id, contract=self._contracts.get(name))
+        contract = self._contracts.get(name)
+        return Route(name, objective, run_id, contract, prepare=objective in self._prepared)
 
     def models(self) -> list[dict[str, Any]]:
         """``/v1/models`` entries: the base model, every alias and every loaded version."""
@@ -205,6 +215,9 @@ class Deployments:
         async with self._lock:
             documents, current, contracts = await asyncio.to_thread(self._read_registry)
             self._contracts = contracts
+            self._prepared = {
+                name for name, now in current.items() if now.spec.serving.prepare_input
+            }
             actual = await self._backend.loaded_adapters()  # the server's truth, not ours
             self._loaded = collections.OrderedDict.fromkeys(
                 [n for n in self._loaded if n in actual] + sorted(actual - set(self._loaded))
@@ -232,25 +245,24 @@ class Deployments:
     ) -> tuple[
         dict[str, registry.RegistryDocument],
         dict[str, objectives.ObjectiveVersion],
-        dict[str, model_input.InputContract | None],
+        dict[str, model_input.InputContract],
     ]:
         documents = {name: self._registry.get(name) for name in self._registry.objectives()}
         current = dict(self._catalog.current())
         contracts = {
-            served_name(name, version.run_id): self._contract(version, current.get(name))
+            served_name(name, version.run_id): self._contract(version, current[name])
             for name, document in documents.items()
+            if name in current
             for version in document.approved()
         }
         return documents, current, contracts
 
     def _contract(
-        self, version: registry.Version, now: objectives.ObjectiveVersion | None
-    ) -> model_input.InputContract | None:
-        """How requests to ``version`` are prepared (None: as sent). A version registered
-        before contracts were recorded gets the contract of the objective version it was
-        trained under, derived as label derived its data."""
-        if now is None or not now.spec.serving.prepare_input:
-            return None
+        self, version: registry.Version, now: objectives.ObjectiveVersion
+    ) -> model_input.InputContract:
+        """How ``version``'s training input was prepared. A version registered before
+        contracts were recorded gets the contract of the objective version it was trained
+        under, derived as label derived its data."""
         trained = version.contract or self._contracts.get(served_name(now.name, version.run_id))
         if trained is None:
             try:

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+"""The model API: OpenAI's ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models``,
+and the task endpoint ``/v1/objectives/{name}/predict`` (:mod:`tasks`).
 
 A request names a model (an objective's alias, a pinned ``objective@run_id`` or the base
 model); the gateway checks the caller's token, scope and rate, reads the request once with
@@ -10,10 +11,12 @@ the matching status (401, 403, 404, 400, 422, 429 and 503 with ``Retry-After``).
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import fastapi
@@ -23,7 +26,15 @@ from fastapi import responses
 from tunewire.core.base import errors, metrics
 from tunewire.core.base.principals import Principal
 from tunewire.core.process import guard, http
-from tunewire.serve import access, backend, config, deployments, openai_request, preparing
+from tunewire.serve import (
+    access,
+    backend,
+    config,
+    deployments,
+    openai_request,
+    preparing,
+    tasks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +72,7 @@ _KINDS = {
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """The longest request body of the model API."""
 MODEL_API = frozenset({"/v1/models", "/v1/chat/completions", "/v1/completions"})
-"""The paths that answer in OpenAI's error shape."""
+"""The paths that answer in OpenAI's error shape (and every task endpoint)."""
 
 
 def router(
@@ -82,27 +93,68 @@ def router(
             return _error(denied.status, denied.message)
         return responses.JSONResponse({"object": "list", "data": deployed.models()})
 
+    async def routed(caller: Principal, model: str, seen: _Seen) -> deployments.Route:
+        """The route of ``model``, if ``caller`` may use it."""
+        route = await deployed.route(model)
+        seen.model = model  # the metric's label only once routed: names are user input
+        if not access.may_use(caller, route.objective):
+            raise openai_request.RequestError(
+                403, f"this token may not use the model `{model}`", param="model"
+            )
+        return route
+
     async def answer(endpoint: backend.Endpoint, request: fastapi.Request) -> responses.Response:
-        started = time.perf_counter()
-        label, status = "-", 200  # the model label only once routed: names are user input
-        try:
-            caller = _admitted(gatekeeper, request)
+        async def work(caller: Principal, seen: _Seen) -> responses.Response:
             body = await _body(request)
             asked = openai_request.parse(endpoint, body, limits=limits)
-            route = await deployed.route(asked.model)
-            label = asked.model
-            if not access.may_use(caller, route.objective):
-                raise openai_request.RequestError(
-                    403, f"this token may not use the model `{asked.model}`", param="model"
-                )
-            prepared = preparing.prepare(body, asked, route.contract)
+            route = await routed(caller, asked.model, seen)
+            prepared = preparing.prepare(body, asked, route.preparation)
             told = {preparing.HEADER: prepared.header()}
             _relayed(body, asked, limits)
             if asked.stream:
-                return await _streamed(server, endpoint, body, route, asked.model, started, told)
+                return await _streamed(
+                    server, endpoint, body, route, asked.model, seen.started, told
+                )
             reply = await server.complete(endpoint, body, target=route.target)
             _count_usage(asked.model, reply.get("usage"))
             return responses.JSONResponse(reply, headers=told)
+
+        return await handled(request, work)
+
+    async def predict(name: str, request: fastapi.Request) -> responses.Response:
+        async def work(caller: Principal, seen: _Seen) -> responses.Response:
+            body = await _body(request)
+            batch, many = tasks.inputs(body)
+            model = body.get("model", name)
+            if not isinstance(model, str) or model.partition("@")[0] != name:
+                raise openai_request.RequestError(
+                    422,
+                    f"`model` must be {name} or one of its versions ({name}@run_id)",
+                    param="model",
+                )
+            route = await routed(caller, model, seen)
+            redacted: collections.Counter[str] = collections.Counter()
+            answers = [
+                await tasks.answer(server, route, data, limits=limits, redacted=redacted)
+                for data in batch
+            ]
+            done = preparing.Preparation(route.prepare, redacted, instruction="added")
+            head = {"objective": name, "model": route.target, "run_id": route.run_id}
+            content = {**head, "predictions": answers} if many else {**head, **answers[0]}
+            return responses.JSONResponse(content, headers={preparing.HEADER: done.header()})
+
+        return await handled(request, work)
+
+    async def handled(
+        request: fastapi.Request,
+        work: Callable[[Principal, _Seen], Awaitable[responses.Response]],
+    ) -> responses.Response:
+        """Admit the caller, do ``work``, answer every failure in OpenAI's shape, and count
+        it all in the metrics."""
+        seen = _Seen(started=time.perf_counter())
+        status = 200
+        try:
+            return await work(_admitted(gatekeeper, request), seen)
         except openai_request.RequestError as refused:
             status = refused.status
             return _error(status, refused.message, param=refused.param)
@@ -126,7 +178,8 @@ def router(
         finally:
             if status >= 400:
                 metrics.child(ERRORS, _KINDS.get(status, "upstream")).inc()
-            metrics.child(LATENCY, label, str(status)).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - seen.started
+            metrics.child(LATENCY, seen.model, str(status)).observe(elapsed)
 
     @routes.post("/chat/completions", summary="OpenAI chat completions (SSE with stream)")
     async def chat(request: fastapi.Request) -> responses.Response:
@@ -136,7 +189,22 @@ def router(
     async def completions(request: fastapi.Request) -> responses.Response:
         return await answer("completions", request)
 
+    @routes.post(
+        "/objectives/{name}/predict",
+        summary="The objective's answer to event data: a label with scores, or text",
+    )
+    async def objective_predict(name: str, request: fastapi.Request) -> responses.Response:
+        return await predict(name, request)
+
     return routes
+
+
+@dataclasses.dataclass
+class _Seen:
+    """What the metrics of one request need to know."""
+
+    started: float
+    model: str = "-"
 
 
 def _admitted(gatekeeper: access.Gatekeeper, request: fastapi.Request) -> Principal:
@@ -207,7 +275,7 @@ def _count_usage(model: str, usage: Any) -> None:
 def refusal(path: str, error: errors.TunewireError) -> responses.Response:
     """A request refused before any route: OpenAI's shape on the model API, tunewire's on
     the others."""
-    if path in MODEL_API:
+    if path in MODEL_API or (path.startswith("/v1/objectives/") and path.endswith("/predict")):
         return _error(error.status, error.message)
     return guard.refusal(path, error)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, NoReturn
 
 import httpx
@@ -32,6 +33,8 @@ _ENABLE_HINT = (
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
 )
 _EVENT_END = b"\n\n"
+_CHOICE_MAX_TOKENS = 64
+"""Room for the longest label: the constraint ends the answer once a label is complete."""
 
 
 class VllmBackend:
@@ -194,6 +197,33 @@ class VllmBackend:
             raise self._down(exc) from exc
         finally:
             await response.aclose()
+
+    async def classify(
+        self, messages: Sequence[dict[str, str]], labels: Sequence[str], *, target: str
+    ) -> backend.Choice:
+        """One of ``labels`` through vLLM's structured outputs (a choice constraint), greedy;
+        the chosen label's probability from the logprobs of its tokens."""
+        body = {
+            "messages": list(messages),
+            "structured_outputs": {"choice": list(labels)},
+            "temperature": 0,
+            "max_tokens": _CHOICE_MAX_TOKENS,
+            "logprobs": True,
+        }
+        answer = await self.complete("chat/completions", body, target=target)
+        try:
+            choice = answer["choices"][0]
+            label = choice["message"]["content"]
+            tokens = (choice.get("logprobs") or {}).get("content") or []
+            logprob = sum(float(t["logprob"]) for t in tokens)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise errors.Unavailable(f"vLLM answered a classification with {answer!r}") from exc
+        if label not in labels:
+            raise errors.Misconfigured(
+                f"vLLM answered {label!r}, not one of the labels it was constrained to; does "
+                "this vLLM support structured outputs (0.10 or later)?"
+            )
+        return backend.Choice(label=label, scores={label: math.exp(logprob)} if tokens else {})
 
     async def close(self) -> None:
         await self._client.aclose()

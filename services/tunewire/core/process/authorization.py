@@ -73,6 +73,7 @@ POLICY: Mapping[str, Mapping[Route, frozenset[Role]]] = {
         ("GET", "/v1/models"): READ | {Role.CLIENT},
         ("POST", "/v1/chat/completions"): frozenset({Role.CLIENT}),
         ("POST", "/v1/completions"): frozenset({Role.CLIENT}),
+        ("POST", "/v1/objectives/{name}/predict"): frozenset({Role.CLIENT}),
         ("GET", "/v1/deployments"): READ,
         ("POST", "/v1/deployments/{objective}/rollback"): frozenset({Role.OPERATOR}),
     },

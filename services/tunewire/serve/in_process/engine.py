@@ -9,6 +9,7 @@ the model exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
@@ -22,7 +23,7 @@ import transformers
 
 from tunewire.serve import backend, openai_request, openai_response
 from tunewire.serve.in_process import generation
-from tunewire.workloads import data, models
+from tunewire.workloads import data, models, scoring
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,37 @@ class Engine:
                 return data.prompt_ids(self.tokenizer, turns)
             ids: list[int] = self.tokenizer(request.prompt)["input_ids"]
             return ids
+
+    def label_scores(
+        self,
+        messages: Sequence[dict[str, str]],
+        labels: Sequence[str],
+        *,
+        target: str,
+        served_base: str,
+    ) -> list[float]:
+        """Each label's log-likelihood as the answer, with ``target``'s weights: the scoring
+        the evaluator gave the adapter (:func:`scoring.label_logprobs`)."""
+        example = {"messages": [*messages, {"role": "assistant", "content": ""}]}
+        with self.lock:
+            wrapped = self.peft_model
+            if target != served_base and (wrapped is None or target not in self._names):
+                raise openai_response.model_not_found(target)
+            with contextlib.ExitStack() as scope:
+                if wrapped is not None and target == served_base:
+                    scope.enter_context(wrapped.disable_adapter())
+                elif wrapped is not None:
+                    wrapped.set_adapter(target, inference_mode=True)
+                scope.enter_context(torch.inference_mode())
+                with self._tokenizer_lock:
+                    scores = scoring.label_logprobs(
+                        self.model,
+                        self.tokenizer,
+                        [example],
+                        labels=labels,
+                        max_seq_len=self.context,
+                    )
+        return [float(s) for s in scores[0]]
 
     def decode(self, ids: list[int]) -> str:
         """Text of generated ids, special tokens (end of turn) left out."""

@@ -15,7 +15,7 @@ import pathlib
 import queue
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import torch
@@ -146,6 +146,22 @@ class InProcessBackend:
             job.cancelled = True  # also when the client leaves: its row stops generating
         for closing in events.closing(item.reason, _usage(job, item)):
             yield closing
+
+    async def classify(
+        self, messages: Sequence[dict[str, str]], labels: Sequence[str], *, target: str
+    ) -> backend.Choice:
+        """The likeliest label by the scores the evaluator used; every label's probability
+        (a softmax over the labels' log-likelihoods)."""
+        await self.start()
+        engine = self._running()
+        logprobs = await asyncio.to_thread(
+            engine.label_scores, messages, labels, target=target, served_base=self._served_base
+        )
+        probabilities = torch.softmax(torch.tensor(logprobs), dim=0).tolist()
+        best = max(range(len(labels)), key=lambda i: (logprobs[i], -i))
+        return backend.Choice(
+            label=labels[best], scores=dict(zip(labels, probabilities, strict=True))
+        )
 
     async def close(self) -> None:
         """Stop the worker (queued requests are refused as unavailable) and drop the model."""
