@@ -1,23 +1,28 @@
 """The ``tunewire`` command: run services, drive the embedded stack, talk to the APIs.
 
 ``tunewire up`` / ``down`` run the whole platform on this machine; ``tunewire demo`` runs the
-main job on it; ``tunewire ingest`` runs one service (what a container does); the remaining
-commands call a running service's HTTP API with a bearer token.
+main job on it; ``tunewire ingest`` runs one service (what a container does); ``tunewire
+topics`` creates the Kafka topics of an install; ``tunewire principal`` makes an API
+principal; the remaining commands call a running service's HTTP API with a bearer token.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 SERVICES = {
     "ingest": "tunewire.ingest",
@@ -31,6 +36,15 @@ DEFAULT_STATE_DIR = Path(os.environ.get("TUNEWIRE_STACK_DIR", ".tunewire"))
 
 class CliError(Exception):
     """A problem the user can fix; printed without a stack trace."""
+
+
+def _invalid(exc: ValidationError) -> CliError:
+    """What pydantic refused, one problem after another on one line."""
+    problems = (
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in exc.errors()
+    )
+    return CliError("; ".join(problems))
 
 
 # -- talking to a running service --------------------------------------------------------
@@ -383,8 +397,7 @@ def cmd_principal(args: argparse.Namespace) -> None:
             requests_per_minute=args.requests_per_minute,
         )
     except ValidationError as exc:
-        problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise CliError("; ".join(problems)) from None
+        raise _invalid(exc) from None
     entry = principal.model_dump(mode="json", exclude_defaults=True)
     entry["roles"] = sorted(entry["roles"])
     if args.json:
@@ -394,6 +407,42 @@ def cmd_principal(args: argparse.Namespace) -> None:
     print(f"  {token}")
     print("add this entry to the TUNEWIRE_PRINCIPALS list (the principals Secret):")
     print(f"  {json.dumps(entry, sort_keys=True)}")
+
+
+def cmd_topics(args: argparse.Namespace) -> None:
+    from pydantic import ValidationError
+
+    from tunewire.core.base import settings
+    from tunewire.core.bus import topic_admin, topics
+
+    if min(args.partitions, args.replication_factor, args.dlq_retention_hours) < 1:
+        raise CliError(
+            "--partitions, --replication-factor and --dlq-retention-hours must be at least 1"
+        )
+    try:
+        kafka = settings.WorkloadSettings().kafka
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    layout = topic_admin.Layout(
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        dead_letter_retention_ms=args.dlq_retention_hours * 3_600_000,
+    )
+    try:
+        changes = topic_admin.ensure(kafka, layout)
+    except topic_admin.TopicsRefused as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        _print(dataclasses.asdict(layout) | dataclasses.asdict(changes), as_json=True)
+        return
+    for name in changes.created:
+        print(f"created {name}")
+    for name in changes.retention_set:
+        print(f"set the retention of {name} to {args.dlq_retention_hours} h")
+    print(
+        f"{len(topics.ALL)} topics: {len(changes.created)} created, "
+        f"{len(changes.retention_set)} given the DLQ retention, {len(changes.unchanged)} unchanged"
+    )
 
 
 def cmd_rollback(args: argparse.Namespace) -> None:
@@ -675,6 +724,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     principal.add_argument("--json", action="store_true", help="print JSON")
     principal.set_defaults(func=cmd_principal)
+
+    topics = sub.add_parser(
+        "topics",
+        help="create the Kafka topics tunewire uses and set the DLQs' retention",
+        description="Creates every missing tunewire topic and sets retention.ms on every DLQ, "
+        "existing ones too; never deletes a topic or changes an existing one's partitions or "
+        "messages. Reaches Kafka as the services do, through TUNEWIRE_KAFKA__* (production "
+        "refuses PLAINTEXT unless TUNEWIRE_KAFKA__ALLOW_PLAINTEXT=true). Needs CreateTopics, "
+        "DescribeConfigs and AlterConfigs on the tunewire.* topics.",
+    )
+    topics.add_argument(
+        "--partitions", type=int, default=12, help="partitions of a created topic (default 12)"
+    )
+    topics.add_argument(
+        "--replication-factor",
+        type=int,
+        default=3,
+        help="replicas of a created topic's partitions (default 3)",
+    )
+    topics.add_argument(
+        "--dlq-retention-hours",
+        type=int,
+        default=168,
+        help="how long every DLQ keeps messages (default 168: 7 days)",
+    )
+    topics.add_argument("--json", action="store_true", help="print JSON")
+    topics.set_defaults(func=cmd_topics)
 
     status = sub.add_parser(
         "status",

@@ -35,6 +35,54 @@ TUNEWIRE_S3__REGION: {{ . | quote }}
 {{- end }}
 {{- end }}
 
+{{/* The Kafka SASL user and password from global.kafka.sasl.existingSecret, as a container's
+env entries; nothing without the Secret. Call with the root context. This and the list
+helpers below give entries without a leading newline, for
+`{{- with include "tunewire.env.kafkaSasl" $ }}{{ nindent 12 . }}{{ end }}`, which leaves no
+blank line where they give nothing. */}}
+{{- define "tunewire.env.kafkaSasl" -}}
+{{- $sasl := .Values.global.kafka.sasl }}
+{{- with $sasl.existingSecret -}}
+- name: TUNEWIRE_KAFKA__SASL_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $sasl.usernameKey }}
+- name: TUNEWIRE_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $sasl.passwordKey }}
+{{- end }}
+{{- end }}
+
+{{/* The brokers' CA from global.kafka.tls.caSecret in a tunewire pod: the file
+TUNEWIRE_KAFKA__SSL_CAFILE names, the container's mount and the pod's volume; each empty
+without the Secret. Call with the root context. */}}
+{{- define "tunewire.kafkaCa.file" -}}
+{{- if .Values.global.kafka.tls.caSecret }}/etc/tunewire/kafka-ca/ca.crt{{ end }}
+{{- end }}
+
+{{- define "tunewire.kafkaCa.mount" -}}
+{{- if .Values.global.kafka.tls.caSecret -}}
+- name: kafka-ca
+  mountPath: /etc/tunewire/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "tunewire.kafkaCa.volume" -}}
+{{- $tls := .Values.global.kafka.tls }}
+{{- with $tls.caSecret -}}
+- name: kafka-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $tls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+
 {{/* Non-secret settings, exactly as the services read them (TUNEWIRE_*, `__` for groups). */}}
 {{- define "tunewire.component.configmap" -}}
 {{- $root := .root }}
@@ -44,7 +92,7 @@ TUNEWIRE_S3__REGION: {{ . | quote }}
 {{- $_ := set $env "TUNEWIRE_HTTP__PORT" (toString $svc.port) }}
 {{- $_ := set $env "TUNEWIRE_KAFKA__SESSION_TIMEOUT_MS" (toString $g.kafka.sessionTimeoutMs) }}
 {{- $_ := set $env "TUNEWIRE_KAFKA__HANDLER_ATTEMPTS" (toString $g.kafka.handlerAttempts) }}
-{{- if $g.kafka.tls.caSecret }}{{ $_ := set $env "TUNEWIRE_KAFKA__SSL_CAFILE" "/etc/tunewire/kafka-ca/ca.crt" }}{{ end }}
+{{- with include "tunewire.kafkaCa.file" $root }}{{ $_ := set $env "TUNEWIRE_KAFKA__SSL_CAFILE" . }}{{ end }}
 {{- $env = merge (include (printf "tunewire.%s.env" .component) . | fromYaml) $env }}
 {{- range $key, $value := $svc.env }}{{ $_ := set $env $key (toString $value) }}{{ end }}
 apiVersion: v1
@@ -135,18 +183,7 @@ spec:
                 secretKeyRef:
                   name: {{ $g.api.principals.existingSecret }}
                   key: {{ $g.api.principals.key }}
-            {{- with $g.kafka.sasl.existingSecret }}
-            - name: TUNEWIRE_KAFKA__SASL_USERNAME
-              valueFrom:
-                secretKeyRef:
-                  name: {{ . }}
-                  key: {{ $g.kafka.sasl.usernameKey }}
-            - name: TUNEWIRE_KAFKA__SASL_PASSWORD
-              valueFrom:
-                secretKeyRef:
-                  name: {{ . }}
-                  key: {{ $g.kafka.sasl.passwordKey }}
-            {{- end }}
+            {{- with include "tunewire.env.kafkaSasl" $root }}{{ nindent 12 . }}{{ end }}
             {{- with $g.s3.credentials.existingSecret }}
             - name: AWS_ACCESS_KEY_ID
               valueFrom:
@@ -184,11 +221,7 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
-            {{- if $g.kafka.tls.caSecret }}
-            - name: kafka-ca
-              mountPath: /etc/tunewire/kafka-ca
-              readOnly: true
-            {{- end }}
+            {{- with include "tunewire.kafkaCa.mount" $root }}{{ nindent 12 . }}{{ end }}
             {{- with $pod.volumeMounts }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -199,14 +232,7 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $svc.tmpSizeLimit }}
-        {{- with $g.kafka.tls.caSecret }}
-        - name: kafka-ca
-          secret:
-            secretName: {{ . }}
-            items:
-              - key: {{ $g.kafka.tls.caKey }}
-                path: ca.crt
-        {{- end }}
+        {{- with include "tunewire.kafkaCa.volume" $root }}{{ nindent 8 . }}{{ end }}
         {{- with $pod.volumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
