@@ -15,6 +15,7 @@ import pytest
 
 from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
+from tunewire.core.base import errors
 from tunewire.core.bus import pooling, producing
 from tunewire.core.state import objectives
 from tunewire.label import labelling, parallel
@@ -24,7 +25,7 @@ NOW = datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[parallel.LabelPool]:
-    workers = parallel.LabelPool(workers=1, hasher=labelling.Preparer().hasher)
+    workers = parallel.LabelPool(workers=1, preparer=labelling.Preparer())
     yield workers
     workers.close()
 
@@ -70,7 +71,7 @@ def _messages(objective: str, count: int = 300) -> list[producing.Message]:
     return found
 
 
-def _comparable(outcome: labelling.Outcome) -> object:
+def _comparable(outcome: labelling.Outcome | labelling.OverBudget) -> object:
     """An outcome without the moment it was decided (workers read their own clock)."""
     if isinstance(outcome, labelling.Labelled):
         return dataclasses.replace(outcome.example, labelled_at="")
@@ -168,7 +169,7 @@ def test_a_dead_worker_hands_its_chunks_back_and_takes_no_more() -> None:
     objective = _objective()
     messages = _messages(objective.name, count=200)
     before = {p.pid for p in multiprocessing.active_children()}
-    doomed = parallel.LabelPool(workers=1, hasher=labelling.Preparer().hasher)
+    doomed = parallel.LabelPool(workers=1, preparer=labelling.Preparer())
     try:
         catalog = {objective.name: objective}
         assert len(doomed.submit(messages[:64], catalog).result(120)) == 64
@@ -197,6 +198,31 @@ def test_a_prepared_record_of_another_version_is_refused() -> None:
     labeller = labelling.Labeller(near_threshold=0.8, near_capacity=1000)
     with pytest.raises(ValueError, match="v3"):
         labeller.admit(prepared, _objective(version=4))
+
+
+def test_a_record_over_the_rule_budget_is_refused_in_a_worker_as_in_the_consumer() -> None:
+    objective = _objective()
+    messages = _messages(objective.name, count=3)[:3]
+    current = {objective.name: objective}
+    tight = labelling.Preparer(rule_budget_s=1e-9)
+    workers = parallel.LabelPool(workers=1, preparer=tight)
+    try:
+        there = workers.submit(messages, current).result(timeout=120)
+    finally:
+        workers.close()
+    here = parallel.LocalPreparer(tight).submit(messages, current).result(timeout=0)
+    labeller = labelling.Labeller(near_threshold=0.8, near_capacity=1000)
+    for prepared in here + there:
+        assert prepared is not None and isinstance(prepared.outcome, labelling.OverBudget)
+        with pytest.raises(errors.InvalidEvent) as refused:
+            labeller.admit(prepared, objective)
+        assert refused.value.kind == "rule_budget"
+        assert f"rules of objective {objective.name!r} (v3) took " in refused.value.message
+        assert "over its budget of 1e-06 ms" in refused.value.message
+    # A refused record is not remembered: within the budget it is labelled after all.
+    record = labelling.decode(messages[0].value)
+    outcome = labeller.label(record, record_id="again", objective=objective, now=NOW)
+    assert isinstance(outcome, labelling.Labelled)
 
 
 class _FailingPool:

@@ -176,3 +176,33 @@ def test_a_catastrophic_pattern_matches_in_linear_time() -> None:
     assert voted(rs, "a" * 100_000 + "b") == []
     assert voted(rs, "x" * 100_000) == []
     assert voted(rs, "aaa") == ["a/regex#0"]
+
+
+class _Fields(dict[str, Any]):
+    """A record's fields that note every field a rule looks up."""
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(fields)
+        self.looked_up: list[str] = []
+
+    def __contains__(self, name: object) -> bool:
+        self.looked_up.append(str(name))
+        return super().__contains__(name)
+
+
+def test_rules_stop_at_the_first_rule_that_overruns_the_time_budget() -> None:
+    rs = ruleset(
+        {"label": "a", "any": ["refund"]},
+        {"label": "b", "field": "channel", "equals": "email"},
+        {"label": "a", "field": "tier", "equals": "gold"},
+    )
+    fields = _Fields(channel="email", tier="gold")
+    with pytest.raises(rules.OverBudget) as over:
+        rs.votes("a refund please " * 1000, fields, budget_s=1e-9)
+    assert over.value.rule == "a/any#0"
+    assert over.value.budget_s == 1e-9 and over.value.elapsed_s > 1e-9
+    assert fields.looked_up == [], "the rules after the one over budget never ran"
+
+    within = rs.votes("a refund please", fields, budget_s=10.0)
+    assert [v.rule for v in within] == ["a/any#0", "b/field#1", "a/field#2"]
+    assert fields.looked_up == ["channel", "tier"]

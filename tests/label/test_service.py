@@ -8,7 +8,9 @@ import uuid
 from typing import Any
 
 import httpx
+import kafka
 import pytest
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from tests.support import kafka_io, metrics
 from tests.support.stacks import TOKENS
@@ -332,3 +334,104 @@ def test_a_catastrophic_regex_cannot_stall_labelling(
         interval_s=0.3,
     )
     assert handled == 11
+
+
+def _start_at_the_end(bootstrap: str, group: str, topic: str) -> None:
+    """Commit ``group``'s offsets at the end of ``topic``: a consumer of that group starts
+    with what is produced from now on, not with everything the session produced before."""
+    consumer = kafka.KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+
+        def partitions() -> list[TopicPartition]:
+            found = consumer.partitions_for_topic(topic)
+            if not found:
+                consumer.topics()  # refreshes the metadata for the next look
+            assert found, f"topic {topic} never appeared"
+            return [TopicPartition(topic, p) for p in sorted(found)]
+
+        ends = consumer.end_offsets(eventually(partitions, timeout_s=15))
+        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+    finally:
+        consumer.close()
+
+
+def test_a_record_whose_rules_overrun_the_time_budget_goes_to_the_dlq(
+    api: httpx.Client, stack: embedded.EmbeddedStack
+) -> None:
+    """A label process with a budget no rule can keep dead-letters a record of an objective
+    with rules (kind ``rule_budget``) and goes on with the next one on the partition."""
+    suffix = uuid.uuid4().hex[:8]
+    ruled = copy.deepcopy(samples.support_intent_spec())
+    ruled["name"] = f"budget-{suffix}"
+    ruled["source"]["event_type"] = f"ticket.budget.{suffix}"
+    unruled = copy.deepcopy(ruled)
+    unruled["name"] = f"budget-none-{suffix}"
+    unruled["labelling"]["rules"] = []
+    for spec in (ruled, unruled):
+        assert api.post("/v1/objectives", json=spec).status_code == 201
+
+    group = f"tunewire-label-budget-{suffix}"
+    _start_at_the_end(stack.bootstrap_servers, group, "tunewire.records")
+    port = ports.free_port()
+    service = processes.ServiceSpec(
+        name=f"label-budget-{suffix}",
+        module="tunewire.label",
+        port=port,
+        env={
+            **stack.service_env(port),
+            "TUNEWIRE_CONSUMER_GROUP": group,
+            "TUNEWIRE_LABEL__RULE_BUDGET_MS": "0.000001",
+        },
+    )
+    label = processes.start_service(service, log_dir=stack.log_dir)
+    try:
+        # Ready once its consumer has partitions, and with them the seen ids read from S3:
+        # sent from now on, the records are new to it even once the stack's label has them.
+        processes.wait_healthy(service.url + "/readyz", timeout=60, process=label)
+        # One key, so both records are on one partition, the slow one first.
+        sent = []
+        for objective, marker in ((ruled["name"], "slow"), (unruled["name"], "next")):
+            record = records_pb2.Record(
+                objective=objective, source_id=marker, text="Please refund my order"
+            )
+            headers = [("ce_id", f"{marker}-{suffix}".encode()), ("ce_type", b"tunewire.v1.Record")]
+            sent.append((suffix.encode(), record.SerializeToString(), headers))
+        kafka_io.produce(stack.bootstrap_servers, "tunewire.records", sent)
+
+        reader = kafka_io.TopicReader(stack.bootstrap_servers, "tunewire.records.dlq")
+        slow = f"slow-{suffix}".encode()
+        try:
+            dead = reader.read_until(
+                lambda msgs: any(kafka_io.header(m, "ce_id") == slow for m in msgs),
+                timeout_s=LABELLED_S,
+            )
+        finally:
+            reader.close()
+        (mine,) = [m for m in dead if kafka_io.header(m, "ce_id") == slow]
+        assert kafka_io.header(mine, "tunewire_error_kind") == b"rule_budget"
+        reason = (kafka_io.header(mine, "tunewire_error") or b"").decode()
+        assert f"the rules of objective {ruled['name']!r} (v1) took " in reason, reason
+        assert "over its budget of 1e-06 ms (TUNEWIRE_LABEL__RULE_BUDGET_MS)" in reason, reason
+
+        eventually(
+            lambda: metrics.counter(
+                service.url,
+                'tunewire_dlq_messages_total{kind="rule_budget",topic="tunewire.records"}',
+            ),
+            ready=bool,
+            what="the rule_budget dead letter in /metrics",
+            timeout_s=LABELLED_S,
+        )
+        handled = eventually(
+            lambda: metrics.counter(
+                service.url, f'tunewire_label_records_total{{objective="{unruled["name"]}"'
+            ),
+            ready=bool,
+            what=f"the next record, of {unruled['name']}, handled",
+            timeout_s=LABELLED_S,
+        )
+        assert handled == 1
+    finally:
+        label.stop()

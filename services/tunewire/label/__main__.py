@@ -45,7 +45,7 @@ def build(settings: config.LabelSettings) -> runner.Service:
         log_=example_log,
     )
     flow.seen.refresh()
-    pool = parallel.LabelPool(workers=workers, hasher=flow.preparer.hasher) if workers else None
+    pool = parallel.LabelPool(workers=workers, preparer=flow.preparer) if workers else None
     auth = authorization.authority("label", settings)
     return assembly.assemble(
         assembly.Parts(

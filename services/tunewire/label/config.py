@@ -32,6 +32,10 @@ class LabelLimits(BaseModel):
     """Records fetched per poll when workers prepare them. The workers prepare a whole
     poll ahead of the consumer, so a deep poll keeps them busy while the consumer flushes;
     the shared ``TUNEWIRE_KAFKA__MAX_POLL_RECORDS`` applies without workers."""
+    rule_budget_ms: float = Field(default=200.0, gt=0)
+    """How long an objective's rules may take on one record, checked after each rule; a
+    record whose rules take longer is dead-lettered (kind ``rule_budget``) and the partition
+    moves on."""
     snapshot_check_s: float = Field(default=5.0, gt=0)
     """How often the snapshot trigger is checked."""
     repeat_announcement_every_s: float = Field(default=60.0, gt=0)

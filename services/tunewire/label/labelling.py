@@ -3,10 +3,12 @@
 Labelling has two halves. :class:`Preparer` is pure: decode, normalise, the content key and
 the MinHash signature, the rules' votes and decision, the example or task encoded — the same
 answer for the same record in any process, so the service runs it in worker processes
-(``parallel.py``). :class:`Labeller` holds the memory of what each objective has already seen
-(source ids, exact texts, the near-duplicate index), which the service rebuilds from S3 at
-start-up, and admits each prepared record against it in the consumer, in order: whether a
-record is a duplicate never depends on where it was prepared.
+(``parallel.py``). The one exception is the rules' time budget: a record whose rules take
+longer than it (on this machine, now) is refused, and :meth:`Labeller.admit` dead-letters it
+with kind ``rule_budget``. :class:`Labeller` holds the memory of what each objective has
+already seen (source ids, exact texts, the near-duplicate index), which the service rebuilds
+from S3 at start-up, and admits each prepared record against it in the consumer, in order:
+whether a record is a duplicate never depends on where it was prepared.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import datetime
 import itertools
 import json
+import math
 import threading
 from collections.abc import Iterable, Sequence
 
@@ -48,6 +51,13 @@ class Dropped(pooling.PickledAsArguments):
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class OverBudget(pooling.PickledAsArguments):
+    """A record whose rules took longer than the budget: it goes to the DLQ with the reason."""
+
+    reason: str
+
+
 Outcome = Labelled | Queued | Dropped
 
 REMEMBER_BATCH = 512
@@ -75,12 +85,13 @@ class Prepared(pooling.PickledAsArguments):
     """The version of the objective it was prepared against (its rules and limits)."""
     source_id: str
     text: str
-    """Normalised and cut to the objective's ``max_text_chars``; empty drops the record."""
+    """Normalised and cut to the objective's ``max_text_chars``; empty when the record goes
+    no further (dropped as empty, or over the rules' budget)."""
     key: str
     """:func:`preprocess.content_key` of the text."""
     signature: bytes
     """The text's MinHash signature (:class:`preprocess.MinHasher`)."""
-    outcome: Outcome
+    outcome: Outcome | OverBudget
 
 
 def decode(value: bytes) -> records_pb2.Record:
@@ -101,10 +112,17 @@ def fields_of(record: records_pb2.Record) -> dict[str, object]:
 
 
 class Preparer:
-    """The pure half of labelling, with what it compiles once (rules, MinHash permutations)."""
+    """The pure half of labelling, with what it compiles once (rules, MinHash permutations).
 
-    def __init__(self, *, hasher: preprocess.MinHasher | None = None) -> None:
+    ``rule_budget_s`` is how long an objective's rules may take on one record (no limit by
+    default); a record over it is prepared as :class:`OverBudget`.
+    """
+
+    def __init__(
+        self, *, hasher: preprocess.MinHasher | None = None, rule_budget_s: float = math.inf
+    ) -> None:
         self.hasher = hasher or preprocess.MinHasher()
+        self.rule_budget_s = rule_budget_s
         self._rules: dict[tuple[str, int], rules.RuleSet] = {}
 
     def rules_for(self, objective: objectives.ObjectiveVersion) -> rules.RuleSet:
@@ -160,15 +178,25 @@ class Preparer:
         record_id: str,
         objective: objectives.ObjectiveVersion,
         now: datetime.datetime,
-    ) -> tuple[str, Outcome]:
-        """A record's normalised text (empty drops it) and its fate unless it is a duplicate."""
+    ) -> tuple[str, Outcome | OverBudget]:
+        """A record's normalised text (empty: it goes no further) and its fate unless it is
+        a duplicate."""
         spec = objective.spec
         text = model_input.model_text(record.text, spec.dataset.max_text_chars)
         if not text:
             return "", Dropped("empty")
         ruleset = self.rules_for(objective)
         fields = fields_of(record) if ruleset.reads_fields else {}
-        decision = rules.decide(ruleset.votes(text, fields), spec.labelling.min_agreement)
+        try:
+            votes = ruleset.votes(text, fields, budget_s=self.rule_budget_s)
+        except rules.OverBudget as over:
+            return "", OverBudget(
+                f"the rules of objective {objective.name!r} (v{objective.version}) took "
+                f"{over.elapsed_s * 1000:.3f} ms on this record, over its budget of "
+                f"{over.budget_s * 1000:g} ms (TUNEWIRE_LABEL__RULE_BUDGET_MS); "
+                f"stopped after rule {over.rule}"
+            )
+        decision = rules.decide(votes, spec.labelling.min_agreement)
         if decision.label is not None:
             example = examples.Example(
                 example_id=envelope.derived_id("example", objective.name, record.source_id),
@@ -204,10 +232,12 @@ class Preparer:
 class Labeller:
     """Admits prepared records by what each objective has seen; remembers what it admits."""
 
-    def __init__(self, *, near_threshold: float, near_capacity: int) -> None:
+    def __init__(
+        self, *, near_threshold: float, near_capacity: int, rule_budget_s: float = math.inf
+    ) -> None:
         self._near_threshold = near_threshold
         self._near_capacity = near_capacity
-        self.preparer = Preparer()
+        self.preparer = Preparer(rule_budget_s=rule_budget_s)
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
@@ -272,7 +302,8 @@ class Labeller:
         """A prepared record's fate: a duplicate of something seen, else its own outcome.
 
         ``prepared`` must come from this very version of ``objective``, and its signature
-        from a hasher equal to :attr:`preparer`'s. Raises InvalidEvent for a retired objective.
+        from a hasher equal to :attr:`preparer`'s. Raises InvalidEvent for a retired objective
+        and for a record over the rules' time budget (kind ``rule_budget``).
         """
         _check_active(objective)
         if (prepared.objective, prepared.objective_version) != (objective.name, objective.version):
@@ -280,6 +311,8 @@ class Labeller:
                 f"prepared for {prepared.objective} v{prepared.objective_version}, "
                 f"not {objective.name} v{objective.version}"
             )
+        if isinstance(prepared.outcome, OverBudget):
+            raise errors.InvalidEvent(prepared.outcome.reason, kind="rule_budget")
         if not prepared.text:
             return prepared.outcome
         with self._lock:

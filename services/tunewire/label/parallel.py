@@ -29,13 +29,15 @@ Result = labelling.Prepared | None
 
 
 class LabelPool:
-    """A pool of worker processes that turn records into :class:`labelling.Prepared`."""
+    """A pool of worker processes that turn records into :class:`labelling.Prepared`, each
+    with a preparer like ``preparer`` (its MinHash parameters and rule budget)."""
 
-    def __init__(self, *, workers: int, hasher: preprocess.MinHasher) -> None:
+    def __init__(self, *, workers: int, preparer: labelling.Preparer) -> None:
+        hasher = preparer.hasher
         self._pool = pooling.process_pool(
             workers=workers,
             initializer=_start_worker,
-            initargs=(hasher.num_perm, hasher.shingle_words),
+            initargs=(hasher.num_perm, hasher.shingle_words, preparer.rule_budget_s),
         )
         self._catalog = pooling.CatalogShipper()
 
@@ -83,10 +85,10 @@ def _raw(messages: Sequence[producing.Message]) -> list[tuple[bytes, bytes | Non
 _preparer = labelling.Preparer()
 
 
-def _start_worker(num_perm: int, shingle_words: int) -> None:
+def _start_worker(num_perm: int, shingle_words: int, rule_budget_s: float) -> None:
     global _preparer
     hasher = preprocess.MinHasher(num_perm=num_perm, shingle_words=shingle_words)
-    _preparer = labelling.Preparer(hasher=hasher)
+    _preparer = labelling.Preparer(hasher=hasher, rule_budget_s=rule_budget_s)
 
 
 def _prepare_chunk(

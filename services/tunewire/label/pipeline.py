@@ -87,6 +87,7 @@ class LabelPipeline:
         self._labeller = labelling.Labeller(
             near_threshold=limits.near_duplicate_threshold,
             near_capacity=limits.near_duplicate_capacity,
+            rule_budget_s=limits.rule_budget_ms / 1000,
         )
         self.seen = idempotency.SeenWindow(
             artifacts,

@@ -4,7 +4,9 @@ Each rule of ``spec.labelling.rules`` votes for its label when it matches a reco
 otherwise; :func:`decide` turns the votes into a label, or into a reason the record goes to the
 human queue (or is dropped). The module is pure — no I/O — so the consumer can call it per record
 and the tests can pin every case. Patterns are compiled in :meth:`RuleSet.compile`, never per
-record, because :meth:`RuleSet.votes` sits on the ingest-rate hot path.
+record, because :meth:`RuleSet.votes` sits on the ingest-rate hot path. Its only look outside is
+at the clock: a record's rules stop with :class:`OverBudget` once they have taken longer than
+the time budget they were given.
 
 How each rule kind matches:
 
@@ -26,7 +28,9 @@ How each rule kind matches:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -55,6 +59,17 @@ class Decision:
     label: str | None
     reason: Reason
     votes: tuple[Vote, ...]
+
+
+class OverBudget(Exception):
+    """A record's rules took longer than their time budget (raised by :meth:`RuleSet.votes`)."""
+
+    def __init__(self, *, elapsed_s: float, budget_s: float, rule: str) -> None:
+        super().__init__(f"{elapsed_s:.6f} s over a budget of {budget_s:g} s, at {rule}")
+        self.elapsed_s = elapsed_s
+        self.budget_s = budget_s
+        self.rule = rule
+        """The rule that ran last: the slow one, or the one that tipped the record over."""
 
 
 _WORD = re.compile(r"\w")
@@ -91,11 +106,26 @@ class RuleSet:
         """Every rule's name, in the objective's order."""
         return tuple(rule.vote.rule for rule in self._rules)
 
-    def votes(self, text: str, fields: Mapping[str, Any]) -> list[Vote]:
-        """The votes of the rules that match, in the objective's rule order."""
+    def votes(
+        self, text: str, fields: Mapping[str, Any], *, budget_s: float = math.inf
+    ) -> list[Vote]:
+        """The votes of the rules that match, in the objective's rule order.
+
+        The clock is read after each rule: once the record's rules (case folding included)
+        have taken longer than ``budget_s``, the rest are skipped and :class:`OverBudget`
+        is raised.
+        """
+        started = time.perf_counter()
         # Folded once per record, not once per keyword rule.
         folded = text.casefold()
-        return [rule.vote for rule in self._rules if rule.matches(text, folded, fields)]
+        found = []
+        for rule in self._rules:
+            if rule.matches(text, folded, fields):
+                found.append(rule.vote)
+            elapsed_s = time.perf_counter() - started
+            if elapsed_s > budget_s:
+                raise OverBudget(elapsed_s=elapsed_s, budget_s=budget_s, rule=rule.vote.rule)
+        return found
 
 
 def decide(votes: Sequence[Vote], min_agreement: int) -> Decision:

@@ -42,9 +42,7 @@ class InputContract(BaseModel):
     """The answers a classification adapter may give."""
 
 
-def with_redaction_of(
-    contract_: InputContract, spec: objectives.ObjectiveSpec
-) -> InputContract:
+def with_redaction_of(contract_: InputContract, spec: objectives.ObjectiveSpec) -> InputContract:
     """``contract_`` also redacting the kinds ``spec`` (the objective now) names: a kind an
     admin added after training is kept from the model too."""
     kinds = tuple(sorted(set(contract_.redaction) | set(spec.redaction.kinds)))
