@@ -8,9 +8,12 @@ adapter was trained under as the system message when the client sends none."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import httpx
 import openai
+import pytest
 
 from tests.support import datasets, vllm_double
 from tests.support.stacks import TOKENS
@@ -109,3 +112,193 @@ def test_an_admin_can_switch_preparation_off_per_objective(
         assert sent_to_vllm(double) == [{"role": "user", "content": RAW}]
     finally:
         datasets.register(artifacts, objective)
+
+
+def test_the_vllm_backend_gets_the_openai_surface_it_serves(
+    vllm: tuple[vllm_double.VllmDouble, str], objective: objectives.ObjectiveSpec
+) -> None:
+    """Tools, tool calls in the history, response formats and logprobs reach vLLM as sent;
+    the smaller of max_tokens and max_completion_tokens wins."""
+    double, url = vllm
+    tools = [{"type": "function", "function": {"name": "refund", "parameters": {"type": "object"}}}]
+    history = [
+        {"role": "user", "content": "Refund order 7"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+    ]
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    answer = client(url).chat.completions.create(
+        model="base-model",
+        messages=history,  # type: ignore[arg-type]
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="required",
+        response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        logprobs=True,
+        top_logprobs=2,
+        max_tokens=30,
+        max_completion_tokens=12,
+    )
+    assert answer.model == "base-model"
+    sent = [r for r in double.requests if r.path == "/v1/chat/completions"][-1].body
+    assert sent["messages"] == history
+    assert sent["tools"] == tools and sent["tool_choice"] == "required"
+    assert sent["response_format"]["json_schema"]["schema"] == schema
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 2)
+    assert sent["max_tokens"] == 12 and "max_completion_tokens" not in sent
+
+
+def test_streams_count_their_tokens_and_give_usage_when_asked(
+    stack: embedded.EmbeddedStack, vllm: tuple[vllm_double.VllmDouble, str]
+) -> None:
+    for url, model in ((stack.service_urls["serve"], "base"), (vllm[1], "base-model")):
+        counted = _tokens_counted(url, model)
+        chunks = list(
+            client(url).chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Where is my parcel?"}],
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        usage = chunks[-1].usage
+        assert usage is not None and usage.completion_tokens >= 1 and not chunks[-1].choices
+        quiet = list(
+            client(url).chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "Where is my parcel?"}],
+                max_tokens=4,
+                stream=True,
+            )
+        )
+        assert all(c.usage is None for c in quiet)  # not asked for: kept back, yet counted
+        assert _tokens_counted(url, model) >= counted + 2 * usage.completion_tokens
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error_event(
+    vllm: tuple[vllm_double.VllmDouble, str],
+) -> None:
+    double, url = vllm
+    gate = double.hold_streams()
+    stream = client(url).chat.completions.create(
+        model="base-model",
+        messages=[{"role": "user", "content": "Where is my parcel?"}],
+        max_tokens=8,
+        stream=True,
+    )
+    chunks = iter(stream)
+    next(chunks)  # the first event arrived; then the server goes away
+    double.stop()
+    gate.set()
+    try:
+        with pytest.raises(openai.APIError, match="the answer broke off"):
+            list(chunks)
+    finally:
+        double.start()
+
+
+def test_refusals_are_the_sdks_own_exceptions(
+    vllm: tuple[vllm_double.VllmDouble, str], objective: objectives.ObjectiveSpec
+) -> None:
+    url = vllm[1]
+    question = [{"role": "user", "content": "hi"}]
+    wrong = openai.OpenAI(
+        base_url=url + "/v1", api_key="not-a-token-of-anyone-at-all", max_retries=0
+    )
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+    with pytest.raises(openai.PermissionDeniedError):
+        client(url, "scoped").chat.completions.create(model=objective.name, messages=question)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client(url).chat.completions.create(model="no-such-model", messages=question)  # type: ignore[arg-type]
+    with pytest.raises(openai.UnprocessableEntityError, match="messages"):
+        client(url).chat.completions.create(model="base-model", messages=[])
+    with pytest.raises(openai.BadRequestError, match="unsupported parameter `best_of`"):
+        client(url).chat.completions.create(
+            model="base-model",
+            messages=question,  # type: ignore[arg-type]
+            extra_body={"best_of": 3},
+        )
+    with pytest.raises(openai.BadRequestError, match="`n` is at most 4"):
+        client(url).chat.completions.create(model="base-model", messages=question, n=5)  # type: ignore[arg-type]
+    slow = client(url, "slow")
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(3):  # two a minute
+            slow.chat.completions.create(model="base-model", messages=question, max_tokens=1)  # type: ignore[arg-type]
+    unknown = httpx.get(
+        url + "/v1/nothing-here", headers={"Authorization": f"Bearer {TOKENS['app']}"}
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 404
+    admin = httpx.get(
+        url + "/v1/deployments/nothing-here", headers={"Authorization": f"Bearer {TOKENS['app']}"}
+    )
+    assert admin.json()["error"] in ("forbidden", "not_found")  # tunewire's shape there
+
+
+def test_models_name_their_root_and_parent(
+    vllm: tuple[vllm_double.VllmDouble, str], objective: objectives.ObjectiveSpec
+) -> None:
+    pinned_name = f"{objective.name}@ft-sdk"
+
+    def listed() -> dict[str, Any]:
+        models = {m.id: m for m in client(vllm[1]).models.list()}
+        assert pinned_name in models  # (re)loaded once the replica has reconciled
+        return models
+
+    models = eventually(listed)
+    alias, pinned, base = models[objective.name], models[pinned_name], models["base-model"]
+    assert (base.root, base.parent) == ("base-model", None)
+    assert (alias.root, alias.parent) == (pinned_name, "base-model")
+    assert (pinned.root, pinned.parent) == (pinned_name, "base-model")
+
+
+def test_in_process_answers_hold_to_the_json_schema_asked(
+    stack: embedded.EmbeddedStack, objective: objectives.ObjectiveSpec
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": list(objective.labels)}, "urgent": {"type": "boolean"}},
+        "required": ["intent", "urgent"],
+        "additionalProperties": False,
+    }
+    url = stack.service_urls["serve"]
+    for model in ("base", objective.name):
+        answer = client(url).chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "My kettle broke, I want my money back"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
+            max_tokens=32,
+            temperature=0.7,
+            seed=3,
+        )
+        choice = answer.choices[0]
+        assert choice.finish_reason == "stop", choice
+        parsed = json.loads(choice.message.content or "")
+        assert set(parsed) == {"intent", "urgent"}
+        assert parsed["intent"] in objective.labels and isinstance(parsed["urgent"], bool)
+    with pytest.raises(openai.BadRequestError, match="the JSON schema cannot be used"):
+        client(url).chat.completions.create(
+            model="base",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "t", "schema": {"type": 5}},
+            },
+        )
+    with pytest.raises(openai.BadRequestError, match="needs the vLLM backend"):
+        client(url).chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "hi"}], logprobs=True
+        )
+
+
+def _tokens_counted(url: str, model: str) -> float:
+    """The replica's tunewire_serve_tokens_total for the model's completions."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    wanted = f'tunewire_serve_tokens_total{{kind="completion",model="{model}"}}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))

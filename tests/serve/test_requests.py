@@ -3,6 +3,7 @@ or completions body reads as, and which status and ``param`` refuse each invalid
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -46,8 +47,45 @@ def test_a_chat_body_reads_with_openais_defaults() -> None:
         n=1,
         stream=False,
         include_usage=False,
+        response_format=openai_request.ResponseFormat("text"),
+        tools=(),
+        tool_choice=None,
+        logprobs=False,
+        top_logprobs=None,
+        prompt_chars=26,
     )
-    assert (request.prompt_param, request.prompt_chars) == ("messages", 26)
+    assert request.prompt_param == "messages"
+
+
+def test_tools_tool_calls_and_schemas_are_read_and_count_toward_the_prompt() -> None:
+    tool = {"type": "function", "function": {"name": "refund", "parameters": {"type": "object"}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+    body = CHAT | {
+        "messages": [
+            {"role": "user", "content": "Refund it"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        ],
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "refund"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "logprobs": True,
+        "top_logprobs": 3,
+        "max_tokens": 9,
+        "max_completion_tokens": 5,
+    }
+
+    request = openai_request.parse("chat/completions", body)
+
+    assert request.messages[1] == openai_request.Message(role="assistant", content="")
+    assert request.tools == (tool,) and request.tool_choice["function"]["name"] == "refund"
+    assert request.response_format == openai_request.ResponseFormat("json_schema", schema)
+    assert (request.logprobs, request.top_logprobs, request.max_tokens) == (True, 3, 5)
+    texts = ["Refund it", "", "done", [call], tool, schema]
+    assert request.prompt_chars == sum(
+        len(t) if isinstance(t, str) else len(json.dumps(t)) for t in texts
+    )
 
 
 def test_a_completion_body_reads_every_field_it_sets() -> None:
@@ -95,7 +133,25 @@ def test_a_completion_body_reads_every_field_it_sets() -> None:
         ("completions", {"prompt": 3}, 422, "prompt"),
         ("chat/completions", {"max_tokens": 0}, 400, "max_tokens"),
         ("chat/completions", {"max_tokens": True}, 400, "max_tokens"),
-        ("completions", {"max_completion_tokens": "4"}, 400, "max_tokens"),
+        ("completions", {"max_completion_tokens": "4"}, 400, "max_completion_tokens"),
+        ("chat/completions", {"best_of": 2}, 400, "best_of"),
+        ("chat/completions", {"response_format": {"type": "xml"}}, 400, "response_format"),
+        (
+            "chat/completions",
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "s"}}},
+            400,
+            "response_format",
+        ),
+        ("chat/completions", {"tools": [{"type": "function"}]}, 400, "tools"),
+        ("chat/completions", {"tool_choice": "required"}, 400, "tool_choice"),
+        (
+            "chat/completions",
+            {"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            400,
+            "tool_choice",
+        ),
+        ("chat/completions", {"top_logprobs": 21}, 400, "top_logprobs"),
+        ("chat/completions", {"logprobs": "yes"}, 400, "logprobs"),
         ("chat/completions", {"temperature": -1}, 400, "temperature"),
         ("chat/completions", {"temperature": "hot"}, 400, "temperature"),
         ("chat/completions", {"top_p": 0}, 400, "top_p"),

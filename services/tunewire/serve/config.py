@@ -40,6 +40,8 @@ class ServeLimits(BaseModel):
     """Longest prompt accepted (all messages together); longer ones are refused with 400."""
     max_output_tokens: int = Field(default=1024, ge=1)
     """Largest ``max_tokens`` a request may ask for (also the default when it asks none)."""
+    max_choices: int = Field(default=4, ge=1)
+    """Largest ``n`` (answers per request) a request may ask for."""
     reconcile_every_s: float = Field(default=10.0, gt=0)
     """How often the replica re-reads the registry even without an event."""
     retry_after_s: int = Field(default=5, ge=1)

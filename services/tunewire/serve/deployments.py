@@ -156,13 +156,18 @@ class Deployments:
         return Route(name, objective, run_id, contract, prepare=objective in self._prepared)
 
     def models(self) -> list[dict[str, Any]]:
-        """``/v1/models`` entries: the base model, every alias and every loaded version."""
+        """``/v1/models`` entries: the base model, every alias and every loaded version, with
+        ``root`` (what serves the name: the base, or the adapter) and ``parent`` (the base
+        an adapter runs on) as vLLM words them."""
         created = int(time.time())
-        entries = [_model(self._backend.base_model, created, root=None)]
+        base = self._backend.base_model
+        entries = [_model(base, created, root=base, parent=None)]
         for objective, run_id in sorted(self.aliases.items()):
-            entries.append(_model(objective, created, root=served_name(objective, run_id)))
+            entries.append(
+                _model(objective, created, root=served_name(objective, run_id), parent=base)
+            )
         for name in sorted(self._loaded):
-            entries.append(_model(name, created, root=self._backend.base_model))
+            entries.append(_model(name, created, root=name, parent=base))
         return entries
 
     def status(self) -> dict[str, Any]:
@@ -275,13 +280,13 @@ class Deployments:
     async def _follow_champion(self, document: registry.RegistryDocument) -> None:
         objective, champion = document.objective, document.champion
         assert champion is not None
-        if self.aliases.get(objective) == champion:
-            return
         name = served_name(objective, champion)
-        if name in self.failed:
-            return
         version = document.version(champion)
-        if version is None:
+        if name in self.failed or version is None:
+            return
+        if self.aliases.get(objective) == champion:
+            if name not in self._loaded:  # the model server lost it (a restart): load again
+                await self._ensure_loaded(objective, champion, version.adapter_uri)
             return
         if not await self._ensure_loaded(objective, champion, version.adapter_uri):
             await asyncio.to_thread(
@@ -445,8 +450,15 @@ def _last_move(document: registry.RegistryDocument, run_id: str) -> registry.Eve
     return None
 
 
-def _model(name: str, created: int, *, root: str | None) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": created, "owned_by": "tunewire", "root": root}
+def _model(name: str, created: int, *, root: str, parent: str | None) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "tunewire",
+        "root": root,
+        "parent": parent,
+    }
 
 
 def _unknown(model: str, why: str) -> str:

@@ -71,8 +71,8 @@ _KINDS = {
 }
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """The longest request body of the model API."""
-MODEL_API = frozenset({"/v1/models", "/v1/chat/completions", "/v1/completions"})
-"""The paths that answer in OpenAI's error shape (and every task endpoint)."""
+ADMIN_PATHS = ("/v1/deployments", "/console")
+"""Where serve answers in tunewire's error shape; everywhere else in OpenAI's."""
 
 
 def router(
@@ -112,9 +112,7 @@ def router(
             told = {preparing.HEADER: prepared.header()}
             _relayed(body, asked, limits)
             if asked.stream:
-                return await _streamed(
-                    server, endpoint, body, route, asked.model, seen.started, told
-                )
+                return await _streamed(server, endpoint, body, route, asked, seen.started, told)
             reply = await server.complete(endpoint, body, target=route.target)
             _count_usage(asked.model, reply.get("usage"))
             return responses.JSONResponse(reply, headers=told)
@@ -230,11 +228,15 @@ async def _body(request: fastapi.Request) -> dict[str, Any]:
 def _relayed(
     body: dict[str, Any], asked: openai_request.OpenAIRequest, limits: config.ServeLimits
 ) -> None:
-    """Make ``body`` what the backend is sent: this server's ``max_tokens`` when the request
-    asks none, and ``stream_options`` only with ``stream`` (vLLM refuses them otherwise)."""
-    if asked.max_tokens is None:
-        body["max_tokens"] = limits.max_output_tokens
-    if not asked.stream:
+    """Make ``body`` what the backend is sent: one ``max_tokens`` (the request's smaller
+    cap, or this server's when it asks none), and ``stream_options`` only with ``stream``
+    (vLLM refuses them otherwise), always asking for the usage chunk: the token metrics
+    count streams too (the chunk reaches the client only if it asked for it)."""
+    body.pop("max_completion_tokens", None)
+    body["max_tokens"] = asked.max_tokens or limits.max_output_tokens
+    if asked.stream:
+        body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+    else:
         body.pop("stream_options", None)
 
 
@@ -243,24 +245,59 @@ async def _streamed(
     endpoint: backend.Endpoint,
     body: dict[str, Any],
     route: deployments.Route,
-    model: str,
+    asked: openai_request.OpenAIRequest,
     started: float,
     headers: dict[str, str],
 ) -> responses.Response:
+    model = asked.model
     events = server.stream(endpoint, body, target=route.target)
     first = await anext(events)  # errors before the first event are answered as errors
     metrics.child(FIRST_TOKEN, model).observe(time.perf_counter() - started)
 
     async def relay() -> AsyncIterator[bytes]:
-        yield first
-        async for event in events:
-            yield event
+        """The backend's events, its usage chunk counted (and kept back unless asked for);
+        a failure after the first event ends the stream with an error event and [DONE]."""
+        try:
+            yield first
+            async for event in events:
+                usage = _usage_of(event)
+                if usage is not None:
+                    _count_usage(model, usage)
+                    if not asked.include_usage:
+                        continue
+                yield event
+        except Exception as exc:  # the stream must end well-formed whatever went wrong
+            status = exc.status if isinstance(exc, backend.UpstreamError) else 503
+            log.warning("a stream failed midway", extra={"model": model, "error": repr(exc)})
+            metrics.child(ERRORS, _KINDS.get(status, "upstream")).inc()
+            yield _error_event(status, f"the answer broke off: {exc}")
+            yield _DONE
 
     return responses.StreamingResponse(
         relay(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
     )
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def _usage_of(event: bytes) -> dict[str, Any] | None:
+    """The usage of a stream's usage chunk (no choices, a usage); None for any other event."""
+    if b'"usage"' not in event or not event.startswith(b"data: {"):
+        return None
+    try:
+        chunk = json.loads(event[len(b"data: ") :])
+    except ValueError:
+        return None
+    usage = chunk.get("usage")
+    return usage if isinstance(usage, dict) and not chunk.get("choices") else None
+
+
+def _error_event(status: int, message: str) -> bytes:
+    error = {"message": message, "type": _KINDS.get(status, "error"), "param": None, "code": status}
+    return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
 
 
 def _count_usage(model: str, usage: Any) -> None:
@@ -273,11 +310,11 @@ def _count_usage(model: str, usage: Any) -> None:
 
 
 def refusal(path: str, error: errors.TunewireError) -> responses.Response:
-    """A request refused before any route: OpenAI's shape on the model API, tunewire's on
-    the others."""
-    if path in MODEL_API or (path.startswith("/v1/objectives/") and path.endswith("/predict")):
-        return _error(error.status, error.message)
-    return guard.refusal(path, error)
+    """A request refused before any route, or to no route at all: tunewire's shape on the
+    admin routes and the console, OpenAI's everywhere else (the model API, unknown paths)."""
+    if path.startswith(ADMIN_PATHS):
+        return guard.refusal(path, error)
+    return _error(error.status, error.message)
 
 
 def _error(

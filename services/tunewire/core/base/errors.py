@@ -76,6 +76,11 @@ class NotFound(TunewireError):
     code = "not_found"
 
 
+class MethodNotAllowed(TunewireError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class Conflict(TunewireError):
     status = 409
     code = "conflict"

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 import fastapi
 import prometheus_client
-from fastapi import responses
+from fastapi import exception_handlers, responses
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunewire.core.base import errors, settings
@@ -111,6 +112,18 @@ def create_app(
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return responses.JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    refuse = guard.refuse if guard is not None else guard_.refusal
+
+    @app.exception_handler(HTTPException)
+    async def _no_route(request: fastapi.Request, exc: HTTPException) -> responses.Response:
+        """Unknown paths and methods in the service's own error shape, as every error."""
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 405:
+            return refuse(request.url.path, errors.MethodNotAllowed(f"{where} is not allowed"))
+        if exc.status_code == 404:
+            return refuse(request.url.path, errors.NotFound(f"there is no route {where}"))
+        return await exception_handlers.http_exception_handler(request, exc)
 
     if guard is not None:
         app.add_middleware(guard_.Guarded, guard=guard)

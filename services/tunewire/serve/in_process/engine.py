@@ -22,7 +22,7 @@ import torch
 import transformers
 
 from tunewire.serve import backend, openai_request, openai_response
-from tunewire.serve.in_process import generation
+from tunewire.serve.in_process import constraints, generation
 from tunewire.workloads import data, models, scoring
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class Engine:
         """Held while the model changes (adapters in or out) and while it generates."""
         self._tokenizer_lock = threading.Lock()
         """A fast tokenizer may refuse to be used by two threads at once."""
+        self.vocabulary = constraints.Vocabulary(self.tokenizer)
+        """The tokenizer as the grammars of constrained answers read it."""
         config = self.base.config
         self.context = int(
             getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length
@@ -175,9 +177,14 @@ class Engine:
                 if job.target != served_base and job.target not in adapters:
                     job.send(generation.Failed(openai_response.model_not_found(job.target)))
                     continue
+                grammar = job.ask.grammar
                 rows.append(
                     generation.Row(
-                        job, context=self.context, decode=self.decode, eos_ids=self.eos_ids
+                        job,
+                        context=self.context,
+                        decode=self.decode,
+                        eos_ids=self.eos_ids,
+                        matcher=None if grammar is None else self.vocabulary.matcher(grammar),
                     )
                 )
             if not rows:
@@ -195,10 +202,13 @@ class Engine:
             "do_sample": False,
             "stopping_criteria": transformers.StoppingCriteriaList([generation.RowsStop(rows)]),
         }
+        processors: list[transformers.LogitsProcessor] = []
+        if any(r.matcher is not None for r in rows):
+            processors.append(generation.RowsConstrain(rows))
         if any(r.generator is not None for r in rows):
-            kwargs["logits_processor"] = transformers.LogitsProcessorList(
-                [generation.RowsSample(rows)]
-            )
+            processors.append(generation.RowsSample(rows))
+        if processors:
+            kwargs["logits_processor"] = transformers.LogitsProcessorList(processors)
         if self.peft_model is not None:
             kwargs["adapter_names"] = [
                 BASE_ROW if r.job.target == served_base else r.job.target for r in rows

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import transformers
 
+from tunewire.serve.in_process import constraints
+
 
 @dataclasses.dataclass(frozen=True)
 class Ask:
@@ -29,6 +31,8 @@ class Ask:
     temperature: float
     top_p: float
     seed: int | None
+    grammar: str | None = None
+    """What the answer must follow (a JSON schema's grammar, :mod:`constraints`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +105,12 @@ class Row:
         context: int,
         decode: Callable[[list[int]], str],
         eos_ids: frozenset[int],
+        matcher: constraints.Matcher | None = None,
     ) -> None:
         """``context`` is the model's length in tokens, ``decode`` turns generated ids into
-        text and ``eos_ids`` end the turn."""
+        text, ``eos_ids`` end the turn and ``matcher`` holds the answer to its grammar."""
         self.job = job
+        self.matcher = matcher
         ask = job.ask
         self.limit = min(ask.max_tokens, context - len(ask.prompt))
         self.generator: torch.Generator | None = None
@@ -130,6 +136,8 @@ class Row:
         """Take the row's next token (after ``done``, generate pads: ignored)."""
         if self.done:
             return
+        if self.matcher is not None:
+            self.matcher.accept(token)
         self._tokens += 1
         if token in self._eos:
             self._finish("stop", self._decode(self._ids))
@@ -171,6 +179,20 @@ class RowsStop(transformers.StoppingCriteria):
         for row, token in zip(self._rows, input_ids[:, -1].tolist(), strict=True):
             row.advance(int(token))
         return torch.tensor([r.done for r in self._rows], device=input_ids.device)
+
+
+class RowsConstrain(transformers.LogitsProcessor):
+    """Masks, for every row held to a grammar, the tokens its grammar does not allow next;
+    it runs before :class:`RowsSample`, so sampled and greedy rows alike stay valid."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self._rows = rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        for index, row in enumerate(self._rows):
+            if row.matcher is not None and not row.done:
+                row.matcher.restrict(scores[index])
+        return scores
 
 
 class RowsSample(transformers.LogitsProcessor):

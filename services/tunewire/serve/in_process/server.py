@@ -22,8 +22,8 @@ import torch
 
 from tunewire.core.base import errors, store
 from tunewire.serve import backend, openai_request, openai_response
+from tunewire.serve.in_process import constraints, generation
 from tunewire.serve.in_process import engine as engines
-from tunewire.serve.in_process import generation
 from tunewire.workloads import failures, models
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,7 @@ class InProcessBackend:
             raise openai_response.refusal(
                 refused.status, refused.message, param=refused.param
             ) from None
+        _refuse_unsupported(body, request)
         job = generation.Job(
             target=target, ask=_ask(request, engine), loop=asyncio.get_running_loop()
         )
@@ -298,6 +299,30 @@ def resident_bytes(server: InProcessBackend) -> int:
     engine = server._running()
     tensors = {id(t): t for t in itertools.chain(engine.model.parameters(), engine.model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+_VLLM_ONLY = (
+    "logprobs", "top_logprobs", "echo", "suffix", "logit_bias", "top_k", "min_p",
+    "repetition_penalty", "presence_penalty", "frequency_penalty",
+)  # fmt: skip
+"""Parameters the in-process backend cannot honour; a request that sets one is refused
+rather than answered as if it had not."""
+
+
+def _refuse_unsupported(body: dict[str, Any], request: openai_request.OpenAIRequest) -> None:
+    """An OpenAI 400 for what only vLLM does: sampling extras, logprobs, calling tools."""
+    for name in _VLLM_ONLY:
+        if body.get(name) not in (None, False):
+            raise openai_response.refusal(
+                400, f"`{name}` needs the vLLM backend; the in-process model ignores it", param=name
+            )
+    if request.tool_choice not in (None, "none", "auto"):
+        raise openai_response.refusal(
+            400,
+            "the in-process model cannot call tools: send tool_choice auto or none (it answers "
+            "in text), or use the vLLM backend",
+            param="tool_choice",
+        )
 
 
 def _ask(request: openai_request.OpenAIRequest, engine: engines.Engine) -> generation.Ask:
@@ -326,6 +351,7 @@ def _ask(request: openai_request.OpenAIRequest, engine: engines.Engine) -> gener
         temperature=request.temperature,
         top_p=request.top_p,
         seed=request.seed,
+        grammar=constraints.grammar_of(request.response_format),
     )
 
 
