@@ -8,14 +8,17 @@ for planted PII. Then labelling by the rules, a simulated annotator answering th
 queue with each ticket's true intent, the dataset snapshot, the LoRA training run it starts
 (with live progress), and the evaluation of the adapter against the base model and the
 champion with the objective's gates. Last, once the registry has a champion, it asks the
-served alias and the base model the same three new tickets through serve's
-OpenAI-compatible API, and prints where the web console's pages are. ``--keep`` leaves the
-stack running; ``--json`` prints a summary as the last line.
+served alias through serve's OpenAI-compatible API as an application would (each held-out
+ticket's raw text, PII included, no system message) and the task endpoint with the same
+tickets' data, compares both accuracies with the evaluator's, and prints where the web
+console's pages are. ``--keep`` leaves the stack running; ``--json`` prints a summary as the
+last line.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import gzip
 import json
 import sys
@@ -31,10 +34,15 @@ from tunewire import samples
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core.bus import topics
 from tunewire.core.state import layout
+from tunewire.serve import preparing, tasks
 from tunewire.stack import embedded, processes
 
 SERVICES = ("ingest", "label", "train", "evaluate", "serve")
 STAGES = 10
+SERVED_EXAMPLES = 100
+"""Most held-out tickets the serve stage asks (the default run's whole eval split)."""
+ANSWER_TOKENS = 8
+"""Room for one label's tokens and the end of the turn."""
 
 
 def _say(message: str) -> None:
@@ -180,8 +188,20 @@ def _drive(stack: embedded.EmbeddedStack, count: int) -> dict[str, Any]:
         summary.update(_evaluate_stage(evaluate, spec["name"], summary["run_id"]))
     champion = evaluate.get(f"/v1/registry/{spec['name']}").json().get("champion")
     if champion:  # this run's adapter if it was approved, else the champion it did not beat
-        instruction = label.get(f"/v1/datasets/{spec['name']}/{summary['dataset_id']}").json()
-        summary.update(_serve_stage(stack, spec["name"], champion, instruction["instruction"]))
+        manifest = label.get(f"/v1/datasets/{spec['name']}/{summary['dataset_id']}").json()
+        raw = {ticket["data"][spec["source"]["id_field"]]: ticket["data"] for ticket in tickets}
+        held_out = _held_out(stack, manifest["files"]["eval"], raw, spec["source"]["text"])
+        evaluated = _evaluated_accuracy(evaluate, spec["name"], summary.get("run_id"), champion)
+        summary.update(
+            _serve_stage(
+                stack,
+                spec["name"],
+                champion,
+                held_out,
+                evaluated=evaluated,
+                split_size=manifest["counts"]["eval"],
+            )
+        )
     return summary
 
 
@@ -359,11 +379,62 @@ def _evaluate_stage(evaluate: httpx.Client, objective: str, run_id: str) -> dict
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """An eval-split example as an application would send it: the raw ticket (PII and all),
+    its text by the objective's template, and the label the evaluator scored against."""
+
+    data: dict[str, Any]
+    text: str
+    label: str
+
+
+def _held_out(
+    stack: embedded.EmbeddedStack, eval_key: str, raw: dict[str, dict[str, Any]], template: str
+) -> list[HeldOut]:
+    """The snapshot's eval examples whose tickets this run sent, in split order, rebuilt from
+    the tickets as sent: the snapshot holds prepared text, and preparing is serve's job now."""
+    body = stack.s3_client().get_object(Bucket=stack.bucket, Key=eval_key)["Body"].read()
+    found: list[HeldOut] = []
+    for line in body.decode().splitlines():
+        example = json.loads(line)
+        data = raw.get(example["source_id"])
+        if data is not None:
+            label = str(example["messages"][-1]["content"])
+            found.append(HeldOut(data=data, text=template.format_map(data), label=label))
+    return found[:SERVED_EXAMPLES]
+
+
+def _evaluated_accuracy(
+    evaluate: httpx.Client, objective: str, run_id: str | None, served: str
+) -> float | None:
+    """The evaluator's accuracy of the served adapter on this snapshot's eval split: the
+    candidate column when this run's adapter is the champion, else the champion column."""
+    if run_id is None:
+        return None
+    found = evaluate.get(f"/v1/evaluations/{objective}/{run_id}")
+    metrics = (found.json().get("metrics") or {}) if found.status_code == 200 else {}
+    for column in ("candidate", "champion"):
+        scores = metrics.get(column) or {}
+        if scores.get("model_ref") == served:
+            accuracy: float | None = scores["values"].get("accuracy")
+            return accuracy
+    return None
+
+
 def _serve_stage(
-    stack: embedded.EmbeddedStack, objective: str, run_id: str, instruction: str
+    stack: embedded.EmbeddedStack,
+    objective: str,
+    run_id: str,
+    held_out: list[HeldOut],
+    *,
+    evaluated: float | None,
+    split_size: int,
 ) -> dict[str, Any]:
-    """The approved adapter answers under the objective's name, beside the base model."""
-    _say(f"10/{STAGES} asking the served alias '{objective}' (OpenAI API) and the base model")
+    """Ask the alias as an application would (raw ticket, PII included, no system message)
+    and the task endpoint with the same tickets' data, and compare both with the evaluator."""
+    _say(f"10/{STAGES} asking the served alias '{objective}' (OpenAI API) as an application would:")
+    _say(f"    {len(held_out)} held-out tickets' raw text, PII included, no system message")
     serve = _client(stack, "serve")
     served = f"{objective}@{run_id}"
     deadline = time.monotonic() + 120
@@ -375,29 +446,95 @@ def _serve_stage(
     else:
         _say(f"    {objective} is not served yet; see `tunewire deployments`")
         return {"served_model": None}
+    asked = [_chat(serve, objective, example.text) for example in held_out]
+    replies = [answer for answer, _ in asked]
+    labels = _predicted(serve, objective, [example.data for example in held_out])
     answers: list[dict[str, str]] = []
-    for ticket, intent in samples.labelled_tickets(3, seed=2027):
-        data = ticket["data"]
-        text = f"{data['subject']}\n{data['body']}"
-        messages = [
-            {"role": "system", "content": instruction},
-            {"role": "user", "content": text},
-        ]
-        row = {"ticket": data["subject"], "intent": intent}
-        for model in (objective, "base"):
-            reply = serve.post(
-                "/v1/chat/completions",
-                json={"model": model, "messages": messages, "max_tokens": 6, "temperature": 0},
-            ).json()
-            row[model] = reply["choices"][0]["message"]["content"].strip()
-            if model == objective:
-                row["served_by"] = reply["model"]
-        answers.append(row)
-        _say(f"    ticket: {data['subject']!r} (true intent: {intent})")
-        _say(f"      {objective:<18} → {row[objective]!r}")
-        _say(f"      {'base':<18} → {row['base']!r}")
+    for example, reply in zip(held_out[:3], replies, strict=False):
+        base, _ = _chat(serve, "base", example.text)
+        ticket = example.data["subject"]
+        answers.append({"ticket": ticket, "label": example.label, objective: reply, "base": base})
+        _say(f"    ticket: {ticket!r} (label: {example.label})")
+        _say(f"      {objective:<18} → {reply!r}")
+        _say(f"      {'base':<18} → {base!r}")
     _say(f"    served by {served}")
-    return {"served_model": served, "answers": answers}
+    _say_prepared([header for _, header in asked])
+    result = {
+        "served_model": served,
+        "answers": answers,
+        "served_examples": len(held_out),
+        "served_accuracy": _accuracy(replies, held_out),
+        "task_accuracy": _accuracy(labels, held_out),
+        "eval_accuracy": evaluated,
+    }
+    _say_accuracies(result, split_size=split_size)
+    return result
+
+
+def _say_prepared(headers: list[str]) -> None:
+    """What serve did to the raw requests, from its header: the PII it kept from the model."""
+    redacted = [header for header in headers if "redacted=none" not in header]
+    example = f", e.g. {redacted[0]!r}" if redacted else ""
+    count = f"{len(redacted)} of {len(headers)}"
+    _say(f"    {preparing.HEADER}: PII redacted in {count} requests{example}")
+
+
+def _chat(serve: httpx.Client, model: str, text: str) -> tuple[str, str]:
+    """One greedy chat completion with ``text`` as the only message: the answer (stripped)
+    and how serve prepared the request."""
+    response = serve.post(
+        "/v1/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": ANSWER_TOKENS,
+            "temperature": 0,
+        },
+    )
+    response.raise_for_status()
+    answer = str(response.json()["choices"][0]["message"]["content"]).strip()
+    return answer, response.headers.get(preparing.HEADER, "")
+
+
+def _predicted(serve: httpx.Client, objective: str, inputs: list[dict[str, Any]]) -> list[str]:
+    """The task endpoint's label for each event's data, in batches it accepts."""
+    labels: list[str] = []
+    for start in range(0, len(inputs), tasks.MAX_INPUTS):
+        response = serve.post(
+            f"/v1/objectives/{objective}/predict",
+            json={"inputs": inputs[start : start + tasks.MAX_INPUTS]},
+        )
+        response.raise_for_status()
+        labels += [str(p["label"]) for p in response.json()["predictions"]]
+    return labels
+
+
+def _accuracy(answers: list[str], held_out: list[HeldOut]) -> float | None:
+    """The share of answers equal to their example's label; None with no examples."""
+    if not held_out:
+        return None
+    return sum(a == e.label for a, e in zip(answers, held_out, strict=True)) / len(held_out)
+
+
+def _say_accuracies(result: dict[str, Any], *, split_size: int) -> None:
+    """The three accuracies side by side: served as trained means they agree."""
+
+    def shown(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    count = result["served_examples"]
+    _say(
+        f"    accuracy served {shown(result['served_accuracy'])}  chat completions, {count} of "
+        f"the {split_size} eval tickets, raw"
+    )
+    _say(
+        f"             task   {shown(result['task_accuracy'])}  the task endpoint "
+        f"(label scores), the same {count} tickets"
+    )
+    _say(
+        f"             eval   {shown(result['eval_accuracy'])}  the evaluator, all "
+        f"{split_size} eval examples"
+    )
 
 
 def _snapshots(label: httpx.Client, objective: str) -> list[dict[str, Any]]:
