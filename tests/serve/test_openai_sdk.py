@@ -158,25 +158,10 @@ def test_streams_count_their_tokens_and_give_usage_when_asked(
 ) -> None:
     for url, model in ((stack.service_urls["serve"], "base"), (vllm[1], "base-model")):
         counted = _tokens_counted(url, model)
-        chunks = list(
-            client(url).chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Where is my parcel?"}],
-                max_tokens=4,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        )
+        chunks = _streamed(url, model, stream_options={"include_usage": True})
         usage = chunks[-1].usage
         assert usage is not None and usage.completion_tokens >= 1 and not chunks[-1].choices
-        quiet = list(
-            client(url).chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": "Where is my parcel?"}],
-                max_tokens=4,
-                stream=True,
-            )
-        )
+        quiet = _streamed(url, model)
         assert all(c.usage is None for c in quiet)  # not asked for: kept back, yet counted
         assert _tokens_counted(url, model) >= counted + 2 * usage.completion_tokens
 
@@ -295,6 +280,19 @@ def test_in_process_answers_hold_to_the_json_schema_asked(
         client(url).chat.completions.create(
             model="base", messages=[{"role": "user", "content": "hi"}], logprobs=True
         )
+
+
+def _streamed(url: str, model: str, **options: Any) -> list[Any]:
+    """Every chunk of a short streamed answer."""
+    return list(
+        client(url).chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Where is my parcel?"}],
+            max_tokens=4,
+            stream=True,
+            **options,
+        )
+    )
 
 
 def _tokens_counted(url: str, model: str) -> float:
