@@ -52,12 +52,19 @@ def test_vllm_is_sent_what_the_adapter_was_trained_on(
     double, url = vllm
     parts = [{"type": "text", "text": RAW[:20]}, {"type": "text", "text": RAW[20:]}]
     raw = eventually(lambda: chat(url, objective.name, [{"role": "user", "content": parts}]))
-    assert raw.headers["X-Tunewire-Input"] == "prepared; redacted=email:1; instruction=added"
+    assert (
+        raw.headers["X-Tunewire-Input"]
+        == "prepared; redacted=email:1; instruction=added; answer=labels"
+    )
     assert raw.parse().model == f"{objective.name}@ft-sdk"
     assert sent_to_vllm(double) == [
         {"role": "system", "content": objectives.instruction(objective)},
         {"role": "user", "content": PREPARED},
     ]
+    # A classification's answer is held to its labels: vLLM is asked for a choice of them.
+    sent = [r for r in double.requests if r.path == "/v1/chat/completions"][-1].body
+    assert sent["structured_outputs"] == {"choice": list(objective.labels)}
+    assert raw.parse().choices[0].message.content in objective.labels
 
     # The client's own system message is kept (redacted too); the base model gets it all raw.
     own = [
@@ -65,7 +72,10 @@ def test_vllm_is_sent_what_the_adapter_was_trained_on(
         {"role": "user", "content": RAW},
     ]
     told = chat(url, objective.name, own)
-    assert told.headers["X-Tunewire-Input"] == "prepared; redacted=email:2; instruction=client"
+    assert (
+        told.headers["X-Tunewire-Input"]
+        == "prepared; redacted=email:2; instruction=client; answer=labels"
+    )
     assert sent_to_vllm(double) == [
         {"role": "system", "content": "Reply to <EMAIL>"},
         {"role": "user", "content": PREPARED},
@@ -82,15 +92,22 @@ def test_the_alias_answers_raw_text_as_it_answers_the_training_form(
     the training data's form get the same answer: there is no train/serve skew."""
     url = stack.service_urls["serve"]
     raw = eventually(lambda: chat(url, objective.name, [{"role": "user", "content": RAW}]))
-    assert raw.headers["X-Tunewire-Input"] == "prepared; redacted=email:1; instruction=added"
+    assert (
+        raw.headers["X-Tunewire-Input"]
+        == "prepared; redacted=email:1; instruction=added; answer=labels"
+    )
     trained_form = [
         {"role": "system", "content": objectives.instruction(objective)},
         {"role": "user", "content": PREPARED},
     ]
     as_trained = chat(url, objective.name, trained_form)
-    assert as_trained.headers["X-Tunewire-Input"] == "prepared; redacted=none; instruction=client"
+    assert (
+        as_trained.headers["X-Tunewire-Input"]
+        == "prepared; redacted=none; instruction=client; answer=labels"
+    )
     answer = raw.parse().choices[0].message.content
     assert answer == as_trained.parse().choices[0].message.content
+    assert answer in objective.labels  # held to the labels by a grammar in process
 
 
 def test_an_admin_can_switch_preparation_off_per_objective(

@@ -57,6 +57,16 @@ def test_a_chat_body_reads_with_openais_defaults() -> None:
     assert request.prompt_param == "messages"
 
 
+def test_a_choice_of_answers_is_read_from_vllms_structured_outputs() -> None:
+    body = CHAT | {"structured_outputs": {"choice": ["refund", "shipping"]}}
+
+    request = openai_request.parse("chat/completions", body)
+
+    assert request.response_format == openai_request.ResponseFormat(
+        "choice", choices=("refund", "shipping")
+    )
+
+
 def test_tools_tool_calls_and_schemas_are_read_and_count_toward_the_prompt() -> None:
     tool = {"type": "function", "function": {"name": "refund", "parameters": {"type": "object"}}}
     call = {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}
@@ -151,6 +161,14 @@ def test_a_completion_body_reads_every_field_it_sets() -> None:
             "tool_choice",
         ),
         ("chat/completions", {"top_logprobs": 21}, 400, "top_logprobs"),
+        ("chat/completions", {"structured_outputs": {"choice": []}}, 400, "structured_outputs"),
+        ("chat/completions", {"structured_outputs": {"regex": "a+"}}, 400, "structured_outputs"),
+        (
+            "chat/completions",
+            {"structured_outputs": {"choice": ["a"]}, "response_format": {"type": "text"}},
+            400,
+            "structured_outputs",
+        ),
         ("chat/completions", {"logprobs": "yes"}, 400, "logprobs"),
         ("chat/completions", {"temperature": -1}, 400, "temperature"),
         ("chat/completions", {"temperature": "hot"}, 400, "temperature"),

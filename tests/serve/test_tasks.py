@@ -44,7 +44,9 @@ def test_a_classification_answers_one_label_with_the_evaluations_scores(
 ) -> None:
     url = stack.service_urls["serve"]
     one = eventually(lambda: answered(url, objective.name, {"data": TICKET}))
-    assert one.headers["X-Tunewire-Input"] == ("prepared; redacted=email:1; instruction=added")
+    assert one.headers["X-Tunewire-Input"] == (
+        "prepared; redacted=email:1; instruction=added; answer=labels"
+    )
     answer = one.json()
     assert (answer["objective"], answer["model"]) == (objective.name, f"{objective.name}@ft-sdk")
     assert answer["label"] in objective.labels

@@ -31,8 +31,9 @@ FORWARDED = frozenset(
         "top_p", "seed", "stop", "n", "stream", "stream_options", "tools", "tool_choice",
         "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "echo",
         "presence_penalty", "frequency_penalty", "logit_bias", "user", "suffix",
-        # vLLM's own sampling parameters, as its OpenAI server reads them from the body.
-        "top_k", "min_p", "repetition_penalty",
+        # vLLM's own sampling parameters and structured outputs, as its OpenAI server reads
+        # them from the body.
+        "top_k", "min_p", "repetition_penalty", "structured_outputs",
     }
 )  # fmt: skip
 """The request fields this server reads or relays; a request with any other is refused."""
@@ -40,11 +41,14 @@ FORWARDED = frozenset(
 
 @dataclasses.dataclass(frozen=True)
 class ResponseFormat:
-    """``response_format``: free text, any JSON object, or JSON valid against a schema."""
+    """What the answer must be: free text, any JSON object, JSON valid against a schema
+    (OpenAI's ``response_format``), or one of some choices (vLLM's ``structured_outputs``)."""
 
-    type: Literal["text", "json_object", "json_schema"]
+    type: Literal["text", "json_object", "json_schema", "choice"]
     schema: dict[str, Any] | None = None
     """With ``json_schema``: the schema the answer must be valid against."""
+    choices: tuple[str, ...] = ()
+    """With ``choice``: the answers allowed."""
 
 
 class RequestError(Exception):
@@ -134,9 +138,9 @@ def parse(
         prompt = _prompt(body.get("prompt"))
         texts = [prompt]
     options = _field(body, "stream_options", {}, valid=_is_object, must="an object")
-    response_format = _response_format(body.get("response_format"))
+    response_format = _answer_format(body)
     tools = tuple(_field(body, "tools", [], valid=_is_tools, must="a list of function tools"))
-    texts += [*tools, response_format.schema]
+    texts += [*tools, response_format.schema, *response_format.choices]
     top_logprobs = _field(
         body, "top_logprobs", None, valid=_is_top_logprobs, must=f"an integer 0-{_MAX_TOP_LOGPROBS}"
     )
@@ -180,6 +184,33 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
             raise RequestError(_REFUSED, f"`{name}` must be a positive integer", param=name)
         caps.append(value)
     return min(caps) if caps else None
+
+
+def _answer_format(body: dict[str, Any]) -> ResponseFormat:
+    """``response_format``, or ``structured_outputs`` (of which a choice is served)."""
+    structured = body.get("structured_outputs")
+    if structured is None:
+        return _response_format(body.get("response_format"))
+    if body.get("response_format") is not None:
+        raise RequestError(
+            _REFUSED,
+            "send either `response_format` or `structured_outputs`, not both",
+            param="structured_outputs",
+        )
+    choices = structured.get("choice") if isinstance(structured, dict) else None
+    if (
+        not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, str) and c for c in choices)
+        or len(structured) != 1
+    ):
+        raise RequestError(
+            _REFUSED,
+            '`structured_outputs` is served as `{"choice": [non-empty strings]}`; use '
+            "`response_format` for JSON",
+            param="structured_outputs",
+        )
+    return ResponseFormat("choice", choices=tuple(choices))
 
 
 def _response_format(value: Any) -> ResponseFormat:

@@ -30,13 +30,16 @@ class Preparation:
     prepared: bool
     redacted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     instruction: Instruction = "none"
+    labels_only: bool = False
+    """The answer was held to the objective's labels."""
 
     def header(self) -> str:
         """The value of :data:`HEADER`."""
         if not self.prepared:
             return "raw"
         counts = ",".join(f"{kind}:{n}" for kind, n in sorted(self.redacted.items())) or "none"
-        return f"prepared; redacted={counts}; instruction={self.instruction}"
+        told = f"prepared; redacted={counts}; instruction={self.instruction}"
+        return told + ("; answer=labels" if self.labels_only else "")
 
 
 RAW = Preparation(prepared=False)
@@ -67,4 +70,19 @@ def prepare(
     if not any(m.role in ("system", "developer") for m in asked.messages):
         messages.insert(0, {"role": "system", "content": contract.instruction})
         instruction = "added"
-    return Preparation(prepared=True, redacted=counts, instruction=instruction)
+    labels_only = _holds_to_labels(body, asked, contract)
+    return Preparation(True, counts, instruction, labels_only=labels_only)
+
+
+def _holds_to_labels(
+    body: dict[str, Any],
+    asked: openai_request.OpenAIRequest,
+    contract: model_input.InputContract,
+) -> bool:
+    """A classification's chat answer can only be one of its labels (vLLM's structured
+    outputs' choice; a grammar in process), unless the client asks for another format or
+    offers tools."""
+    if contract.task != "classification" or asked.response_format.type != "text" or asked.tools:
+        return False
+    body["structured_outputs"] = {"choice": list(contract.labels)}
+    return True

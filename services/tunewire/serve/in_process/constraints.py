@@ -1,4 +1,5 @@
-"""Answers held to a JSON schema (``response_format``) in process, with llguidance.
+"""Answers held to a JSON schema (``response_format``) or to a choice of answers
+(``structured_outputs``: a classification's labels) in process, with llguidance.
 
 llguidance (one of vLLM's own structured-output backends) compiles a schema to a grammar
 over the model's tokenizer; at each step a row's matcher gives the tokens that keep its
@@ -29,6 +30,9 @@ def grammar_of(response_format: openai_request.ResponseFormat) -> str | None:
     compile is an OpenAI 400 naming ``response_format``."""
     if response_format.type == "text":
         return None
+    if response_format.type == "choice":
+        alternatives = " | ".join(json.dumps(c) for c in response_format.choices)
+        return llguidance.LLMatcher.grammar_from_lark(f"start: {alternatives}")
     schema = _ANY_OBJECT if response_format.schema is None else response_format.schema
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(
