@@ -25,7 +25,7 @@ from tunewire.core.base import errors, store
 from tunewire.core.bus import envelope, pooling
 from tunewire.core.state import layout
 
-LabelSourceName = Literal["rule", "human"]
+LabelSourceName = Literal["rule", "human", "event"]
 SplitName = Literal["train", "eval"]
 
 SEGMENT_SUFFIX = ".jsonl.gz"
@@ -35,6 +35,7 @@ EVENT_SOURCE = "tunewire/label"
 _LABEL_SOURCES: dict[str, examples_pb2.LabelSource] = {
     "rule": examples_pb2.LABEL_SOURCE_RULE,
     "human": examples_pb2.LABEL_SOURCE_HUMAN,
+    "event": examples_pb2.LABEL_SOURCE_EVENT,
 }
 _SPLITS: dict[str, examples_pb2.Split] = {
     "train": examples_pb2.SPLIT_TRAIN,

@@ -85,8 +85,9 @@ class Prepared(pooling.PickledAsArguments):
     """The version of the objective it was prepared against (its rules and limits)."""
     source_id: str
     text: str
-    """Normalised and cut to the objective's ``max_text_chars``; empty when the record goes
-    no further (dropped as empty, or over the rules' budget)."""
+    """What duplicates are judged on (:func:`judged_text`): the text normalised and cut to
+    the objective's ``max_text_chars``, with its answer when the event gave one; empty when
+    the record goes no further (dropped as empty, or over the rules' budget)."""
     key: str
     """:func:`preprocess.content_key` of the text."""
     signature: bytes
@@ -185,6 +186,12 @@ class Preparer:
         text = model_input.model_text(record.text, spec.dataset.max_text_chars)
         if not text:
             return "", Dropped("empty")
+        if spec.labelling.keep or spec.task != "classification":
+            fields = fields_of(record)
+            if not all(rule.passes(fields) for rule in spec.labelling.keep):
+                return text, Dropped("kept_out")
+            if spec.task != "classification":
+                return self._answered(record, record_id, objective, now, text, fields)
         ruleset = self.rules_for(objective)
         fields = fields_of(record) if ruleset.reads_fields else {}
         try:
@@ -198,35 +205,28 @@ class Preparer:
             )
         decision = rules.decide(votes, spec.labelling.min_agreement)
         if decision.label is not None:
-            example = examples.Example(
-                example_id=envelope.derived_id("example", objective.name, record.source_id),
-                objective=objective.name,
-                objective_version=objective.version,
-                source_id=record.source_id,
-                record_id=record_id,
-                event_id=record.event_id,
-                text=text,
-                label=decision.label,
-                label_source="rule",
-                voters=tuple(v.rule for v in decision.votes),
-                split=preprocess.split_of(record.source_id, spec.dataset.eval_fraction),
-                labelled_at=now.isoformat(),
-            )
+            voters = tuple(v.rule for v in decision.votes)
+            example = _example(record, record_id, objective, now, text, decision.label, voters)
             return text, Labelled(examples.Encoded.of(example))
-        if not spec.labelling.human_queue:
-            return text, Dropped(decision.reason)
-        task = queue.Task(
-            task_id=task_id(objective.name, record.source_id),
-            objective=objective.name,
-            source_id=record.source_id,
-            record_id=record_id,
-            event_id=record.event_id,
-            text=text,
-            hints=tuple((v.rule, v.label) for v in decision.votes),
-            reason=decision.reason,
-            enqueued_at=now.isoformat(),
-        )
-        return text, Queued(task)
+        hints = tuple((v.rule, v.label) for v in decision.votes)
+        return text, _for_people(record, record_id, objective, now, text, decision.reason, hints)
+
+    def _answered(
+        self,
+        record: records_pb2.Record,
+        record_id: str,
+        objective: objectives.ObjectiveVersion,
+        now: datetime.datetime,
+        text: str,
+        fields: dict[str, object],
+    ) -> tuple[str, Outcome]:
+        """A generation or extraction record: the answer its event holds becomes the
+        example's; without one, people write it (or it is left out)."""
+        answer = model_input.target(objective.spec, fields)
+        if answer is None:
+            return text, _for_people(record, record_id, objective, now, text, "no_target", ())
+        example = _example(record, record_id, objective, now, text, answer, ("event",))
+        return judged_text(text, answer), Labelled(examples.Encoded.of(example))
 
 
 class Labeller:
@@ -344,6 +344,64 @@ class Labeller:
             )
             self._seen[objective] = seen
         return seen
+
+
+def judged_text(text: str, answer: str | None) -> str:
+    """What duplicates are judged on: an input with the answer its event gave (two tickets
+    asking alike but answered differently are both worth learning), else the input alone."""
+    return text if answer is None else f"{text}\n{answer}"
+
+
+def _example(
+    record: records_pb2.Record,
+    record_id: str,
+    objective: objectives.ObjectiveVersion,
+    now: datetime.datetime,
+    text: str,
+    answer: str,
+    voters: tuple[str, ...],
+) -> examples.Example:
+    return examples.Example(
+        example_id=envelope.derived_id("example", objective.name, record.source_id),
+        objective=objective.name,
+        objective_version=objective.version,
+        source_id=record.source_id,
+        record_id=record_id,
+        event_id=record.event_id,
+        text=text,
+        label=answer,
+        label_source="rule" if objective.spec.task == "classification" else "event",
+        voters=voters,
+        split=preprocess.split_of(record.source_id, objective.spec.dataset.eval_fraction),
+        labelled_at=now.isoformat(),
+    )
+
+
+def _for_people(
+    record: records_pb2.Record,
+    record_id: str,
+    objective: objectives.ObjectiveVersion,
+    now: datetime.datetime,
+    text: str,
+    reason: str,
+    hints: tuple[tuple[str, str], ...],
+) -> Outcome:
+    """A task for the human queue, or the reason the record is left out without one."""
+    if not objective.spec.labelling.human_queue:
+        return Dropped(reason)
+    return Queued(
+        queue.Task(
+            task_id=task_id(objective.name, record.source_id),
+            objective=objective.name,
+            source_id=record.source_id,
+            record_id=record_id,
+            event_id=record.event_id,
+            text=text,
+            hints=hints,
+            reason=reason,
+            enqueued_at=now.isoformat(),
+        )
+    )
 
 
 def _check_active(objective: objectives.ObjectiveVersion) -> None:

@@ -122,7 +122,8 @@ class LabelPipeline:
                 nonlocal count
                 for example in self._log.iter_examples(objective):
                     count += 1
-                    yield example.source_id, example.text
+                    answer = example.label if example.label_source == "event" else None
+                    yield example.source_id, labelling.judged_text(example.text, answer)
                 self.queue.refresh(objective)
                 for task in self.queue.tasks(objective):
                     yield task.source_id, task.text

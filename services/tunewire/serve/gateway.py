@@ -136,8 +136,9 @@ def router(
                 await tasks.answer(server, route, data, limits=limits, redacted=redacted)
                 for data in batch
             ]
-            classifies = route.contract is not None and route.contract.task == "classification"
-            done = preparing.Preparation(route.prepare, redacted, "added", labels_only=classifies)
+            done = preparing.Preparation(
+                route.prepare, redacted, "added", held_to=tasks.held_to(route.contract)
+            )
             head = {"objective": name, "model": route.target, "run_id": route.run_id}
             content = {**head, "predictions": answers} if many else {**head, **answers[0]}
             return responses.JSONResponse(content, headers={preparing.HEADER: done.header()})

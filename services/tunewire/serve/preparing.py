@@ -14,7 +14,7 @@ import collections
 import dataclasses
 from typing import Any, Literal
 
-from tunewire.core.state import model_input
+from tunewire.core.state import model_input, objectives
 from tunewire.serve import openai_request
 
 HEADER = "X-Tunewire-Input"
@@ -30,8 +30,8 @@ class Preparation:
     prepared: bool
     redacted: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     instruction: Instruction = "none"
-    labels_only: bool = False
-    """The answer was held to the objective's labels."""
+    held_to: Literal["labels", "schema"] | None = None
+    """What the answer was held to: the objective's labels, or its output's JSON schema."""
 
     def header(self) -> str:
         """The value of :data:`HEADER`."""
@@ -39,7 +39,7 @@ class Preparation:
             return "raw"
         counts = ",".join(f"{kind}:{n}" for kind, n in sorted(self.redacted.items())) or "none"
         told = f"prepared; redacted={counts}; instruction={self.instruction}"
-        return told + ("; answer=labels" if self.labels_only else "")
+        return told + (f"; answer={self.held_to}" if self.held_to else "")
 
 
 RAW = Preparation(prepared=False)
@@ -70,19 +70,31 @@ def prepare(
     if not any(m.role in ("system", "developer") for m in asked.messages):
         messages.insert(0, {"role": "system", "content": contract.instruction})
         instruction = "added"
-    labels_only = _holds_to_labels(body, asked, contract)
-    return Preparation(True, counts, instruction, labels_only=labels_only)
+    return Preparation(True, counts, instruction, held_to=_hold(body, asked, contract))
 
 
-def _holds_to_labels(
+def _hold(
     body: dict[str, Any],
     asked: openai_request.OpenAIRequest,
     contract: model_input.InputContract,
-) -> bool:
-    """A classification's chat answer can only be one of its labels (vLLM's structured
-    outputs' choice; a grammar in process), unless the client asks for another format or
-    offers tools."""
-    if contract.task != "classification" or asked.response_format.type != "text" or asked.tools:
-        return False
-    body["structured_outputs"] = {"choice": list(contract.labels)}
-    return True
+) -> Literal["labels", "schema"] | None:
+    """Hold the answer to the task, unless the client asks for another format or offers
+    tools: a classification's to one of its labels (vLLM's structured outputs' choice), an
+    extraction's to its output's JSON schema (``response_format``); a grammar in process."""
+    if asked.response_format.type != "text" or asked.tools:
+        return None
+    if contract.task == "classification":
+        body["structured_outputs"] = {"choice": list(contract.labels)}
+        return "labels"
+    if contract.output is not None:
+        body["response_format"] = json_schema_format(contract.output)
+        return "schema"
+    return None
+
+
+def json_schema_format(output: objectives.Output) -> dict[str, Any]:
+    """OpenAI's ``response_format`` holding an answer to an extraction's output."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": output.json_schema(), "strict": True},
+    }

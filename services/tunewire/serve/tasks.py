@@ -10,11 +10,12 @@ scores (:meth:`backend.Backend.classify`); a generation answers the text.
 from __future__ import annotations
 
 import collections
-from typing import Any
+import json
+from typing import Any, Literal
 
 from tunewire.core.base import errors
 from tunewire.core.state import model_input
-from tunewire.serve import backend, config, deployments, openai_request
+from tunewire.serve import backend, config, deployments, openai_request, preparing
 
 MAX_INPUTS = 64
 """Most inputs one batch request may carry."""
@@ -68,6 +69,28 @@ async def answer(
     if contract.task == "classification":
         choice = await server.classify(messages, contract.labels, target=route.target)
         return {"label": choice.label, "scores": choice.scores}
-    body = {"messages": messages, "max_tokens": limits.max_output_tokens, "temperature": 0}
+    body: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": limits.max_output_tokens,
+        "temperature": 0,
+    }
+    if contract.output is not None:
+        body["response_format"] = preparing.json_schema_format(contract.output)
     reply = await server.complete("chat/completions", body, target=route.target)
-    return {"text": reply["choices"][0]["message"]["content"]}
+    choice = reply["choices"][0]
+    text = choice["message"]["content"]
+    if contract.output is None:
+        return {"text": text}
+    if choice.get("finish_reason") == "length":
+        raise errors.Unavailable(
+            f"the model's answer did not complete within {limits.max_output_tokens} tokens "
+            "(TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS)"
+        )
+    return {"output": json.loads(text)}
+
+
+def held_to(contract: model_input.InputContract | None) -> Literal["labels", "schema"] | None:
+    """What the task endpoint holds an answer to."""
+    if contract is None or contract.task == "generation":
+        return None
+    return "labels" if contract.task == "classification" else "schema"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atunewire/v1/examples.proto\x12\x0btunewire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\x0fLabelledExample\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\x19\n\x11objective_version\x18\x02 \x01(\x05\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x11\n\trecord_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12.\n\x0clabel_source\x18\x07 \x01(\x0e\x32\x18.tunewire.v1.LabelSource\x12\x14\n\x0cvoting_rules\x18\x08 \x03(\t\x12\x11\n\tannotator\x18\t \x01(\t\x12!\n\x05split\x18\n \x01(\x0e\x32\x12.tunewire.v1.Split\x12/\n\x0blabelled_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Z\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11LABEL_SOURCE_RULE\x10\x01\x12\x16\n\x12LABEL_SOURCE_HUMAN\x10\x02*?\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPLIT_TRAIN\x10\x01\x12\x0e\n\nSPLIT_EVAL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atunewire/v1/examples.proto\x12\x0btunewire.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaf\x02\n\x0fLabelledExample\x12\x11\n\tobjective\x18\x01 \x01(\t\x12\x19\n\x11objective_version\x18\x02 \x01(\x05\x12\x11\n\tsource_id\x18\x03 \x01(\t\x12\x11\n\trecord_id\x18\x04 \x01(\t\x12\x0c\n\x04text\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12.\n\x0clabel_source\x18\x07 \x01(\x0e\x32\x18.tunewire.v1.LabelSource\x12\x14\n\x0cvoting_rules\x18\x08 \x03(\t\x12\x11\n\tannotator\x18\t \x01(\t\x12!\n\x05split\x18\n \x01(\x0e\x32\x12.tunewire.v1.Split\x12/\n\x0blabelled_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp*r\n\x0bLabelSource\x12\x1c\n\x18LABEL_SOURCE_UNSPECIFIED\x10\x00\x12\x15\n\x11LABEL_SOURCE_RULE\x10\x01\x12\x16\n\x12LABEL_SOURCE_HUMAN\x10\x02\x12\x16\n\x12LABEL_SOURCE_EVENT\x10\x03*?\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPLIT_TRAIN\x10\x01\x12\x0e\n\nSPLIT_EVAL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunewire.contracts.v1.examp
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LABELSOURCE']._serialized_start=382
-  _globals['_LABELSOURCE']._serialized_end=472
-  _globals['_SPLIT']._serialized_start=474
-  _globals['_SPLIT']._serialized_end=537
+  _globals['_LABELSOURCE']._serialized_end=496
+  _globals['_SPLIT']._serialized_start=498
+  _globals['_SPLIT']._serialized_end=561
   _globals['_LABELLEDEXAMPLE']._serialized_start=77
   _globals['_LABELLEDEXAMPLE']._serialized_end=380
 # @@protoc_insertion_point(module_scope)

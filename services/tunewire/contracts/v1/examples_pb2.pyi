@@ -15,6 +15,7 @@ class LabelSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LABEL_SOURCE_UNSPECIFIED: _ClassVar[LabelSource]
     LABEL_SOURCE_RULE: _ClassVar[LabelSource]
     LABEL_SOURCE_HUMAN: _ClassVar[LabelSource]
+    LABEL_SOURCE_EVENT: _ClassVar[LabelSource]
 
 class Split(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,6 +25,7 @@ class Split(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 LABEL_SOURCE_UNSPECIFIED: LabelSource
 LABEL_SOURCE_RULE: LabelSource
 LABEL_SOURCE_HUMAN: LabelSource
+LABEL_SOURCE_EVENT: LabelSource
 SPLIT_UNSPECIFIED: Split
 SPLIT_TRAIN: Split
 SPLIT_EVAL: Split

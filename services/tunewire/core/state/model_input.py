@@ -40,6 +40,8 @@ class InputContract(BaseModel):
     """How an event's data became its text (the task endpoint fills the same template)."""
     labels: tuple[str, ...] = ()
     """The answers a classification adapter may give."""
+    output: objectives.Output | None = None
+    """The fields of an extraction adapter's JSON answer."""
 
 
 def with_redaction_of(contract_: InputContract, spec: objectives.ObjectiveSpec) -> InputContract:
@@ -58,6 +60,7 @@ def contract(spec: objectives.ObjectiveSpec) -> InputContract:
         max_text_chars=spec.dataset.max_text_chars,
         source=spec.source,
         labels=tuple(spec.labels),
+        output=spec.output,
     )
 
 
@@ -76,6 +79,24 @@ def render(source: objectives.Source, data: Mapping[str, Any]) -> str:
             f"the data needs the field(s) {', '.join(missing)} of the template {source.text!r}"
         )
     return source.text.format_map({name: _text(data[name]) for name in source.template_fields()})
+
+
+def target(spec: objectives.ObjectiveSpec, fields: Mapping[str, Any]) -> str | None:
+    """The answer an event's (redacted) data holds for a generation or extraction objective:
+    the filled ``source.target`` template, or the output fields' ``source`` values as
+    canonical JSON. None when the data does not hold a whole, valid answer."""
+    if spec.output is not None:
+        values = {
+            name: fields.get(field.source)
+            for name, field in spec.output.fields.items()
+            if field.source is not None
+        }
+        return None if spec.output.problems(values) else spec.output.canonical(values)
+    template = spec.source.target
+    if template is None or any(fields.get(n) is None for n in spec.source.target_fields()):
+        return None
+    answer = template.format_map({n: _text(fields[n]) for n in spec.source.target_fields()})
+    return answer.strip() or None
 
 
 def model_text(text: str, max_chars: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import re
 import string
 import threading
@@ -32,7 +33,9 @@ MAX_RULES = 200
 PiiKindName = Literal["email", "phone", "card", "iban", "ip"]
 PII_KINDS: tuple[PiiKindName, ...] = typing.get_args(PiiKindName)
 FieldType = Literal["string", "integer", "number", "boolean", "object", "array"]
-Task = Literal["classification", "generation"]
+Task = Literal["classification", "generation", "extraction"]
+OutputType = Literal["string", "integer", "number", "boolean"]
+_PLAIN_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -50,6 +53,10 @@ class Source(_Strict):
     """Data field that identifies the source item (drives the train/eval split)."""
     fields: dict[str, FieldType] = {}
     """Types of further data fields the events must carry."""
+    target: str | None = None
+    """Generation: template of the answer from the event data (e.g. ``{resolution}``, the
+    agent's reply in a closed ticket), so history becomes training pairs; events without
+    those fields go to people (``labelling.human_queue``) or are left out."""
 
     @field_validator("text")
     @classmethod
@@ -70,9 +77,18 @@ class Source(_Strict):
                 )
         return value
 
+    @field_validator("target")
+    @classmethod
+    def _target_parses(cls, value: str | None) -> str | None:
+        return None if value is None else cls._template_parses(value)
+
     def template_fields(self) -> tuple[str, ...]:
         """Fields referenced by the text template, in order."""
         return _template_fields(self.text)
+
+    def target_fields(self) -> tuple[str, ...]:
+        """Fields referenced by the answer's template (none without one)."""
+        return _template_fields(self.target) if self.target else ()
 
     def required_fields(self) -> dict[str, FieldType]:
         """Every field an event must carry, with its type."""
@@ -119,6 +135,35 @@ class Rule(_Strict):
         return self
 
 
+class Keep(_Strict):
+    """A quality rule over the event data: records that fail it are left out of the data
+    (e.g. ``{field: csat, min: 4}`` keeps only replies customers rated 4 or better)."""
+
+    field: str = Field(min_length=1)
+    equals: str | int | float | bool | None = None
+    min: float | None = None
+    """The field must be a number at least this."""
+    max: float | None = None
+    """The field must be a number at most this."""
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Keep:
+        if self.equals is None and self.min is None and self.max is None:
+            raise ValueError("a keep rule needs equals, min or max")
+        if self.equals is not None and (self.min is not None or self.max is not None):
+            raise ValueError("a keep rule compares with equals, or with min/max, not both")
+        return self
+
+    def passes(self, fields: Mapping[str, Any]) -> bool:
+        """Whether a record's data meets the rule (a missing field never does)."""
+        value = fields.get(self.field)
+        if self.equals is not None:
+            return value == self.equals
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
 class Labelling(_Strict):
     rules: list[Rule] = Field(default=[], max_length=MAX_RULES)
     min_agreement: int = Field(default=1, ge=1)
@@ -126,6 +171,8 @@ class Labelling(_Strict):
     human_queue: bool = False
     """Send conflicts and abstentions to the human queue instead of dropping them."""
     labels_per_item: int = Field(default=1, ge=1, le=10)
+    keep: list[Keep] = Field(default=[], max_length=MAX_RULES)
+    """Quality rules every record must pass to become an example (any task)."""
 
 
 class DatasetPolicy(_Strict):
@@ -167,6 +214,94 @@ class Gate(_Strict):
         return self
 
 
+class OutputField(_Strict):
+    """One field of an extraction's answer."""
+
+    type: OutputType = "string"
+    enum: list[str] | None = Field(default=None, min_length=1)
+    """With ``string``: the only values allowed."""
+    required: bool = True
+    description: str = ""
+    source: str | None = None
+    """The event data field that holds its value in history (redacted like the rest); without
+    one, people write it."""
+
+    @model_validator(mode="after")
+    def _enum_of_strings(self) -> OutputField:
+        if self.enum is not None and self.type != "string":
+            raise ValueError("enum goes with type string")
+        if self.enum is not None and len(set(self.enum)) != len(self.enum):
+            raise ValueError("enum values must be unique")
+        return self
+
+    def json_schema(self) -> dict[str, Any]:
+        """The field's JSON schema."""
+        schema: dict[str, Any] = {"type": self.type}
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has the field's type (and is one of its enum)."""
+        if self.type == "boolean":
+            return isinstance(value, bool)
+        if isinstance(value, bool):
+            return False
+        if self.type == "integer":
+            return isinstance(value, int)
+        if self.type == "number":
+            return isinstance(value, int | float)
+        return isinstance(value, str) and (self.enum is None or value in self.enum)
+
+
+class Output(_Strict):
+    """An extraction's answer: one JSON object with these fields, in this order."""
+
+    fields: dict[str, OutputField] = Field(min_length=1, max_length=64)
+
+    @field_validator("fields")
+    @classmethod
+    def _plain_names(cls, value: dict[str, OutputField]) -> dict[str, OutputField]:
+        wrong = [name for name in value if not re.fullmatch(_PLAIN_NAME, name)]
+        if wrong:
+            raise ValueError(f"output field names must be plain identifiers: {', '.join(wrong)}")
+        return value
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema every answer is valid against (and served answers held to)."""
+        return {
+            "type": "object",
+            "properties": {name: f.json_schema() for name, f in self.fields.items()},
+            "required": [name for name, f in self.fields.items() if f.required],
+            "additionalProperties": False,
+        }
+
+    def canonical(self, values: Mapping[str, Any]) -> str:
+        """The training target: compact JSON in the schema's field order, optional fields
+        without a value left out (what a constrained answer looks like)."""
+        ordered = {name: values[name] for name in self.fields if values.get(name) is not None}
+        return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
+
+    def problems(self, values: Mapping[str, Any]) -> list[str]:
+        """What keeps ``values`` from being a valid answer (empty when it is one)."""
+        found = [
+            f"{name} is missing"
+            for name, f in self.fields.items()
+            if f.required and values.get(name) is None
+        ]
+        found += [
+            f"{name} is not a valid {f.type}" + (f" (one of {', '.join(f.enum)})" if f.enum else "")
+            for name, f in self.fields.items()
+            if values.get(name) is not None and not f.accepts(values[name])
+        ]
+        found += [
+            f"{name} is not a field of the output" for name in values if name not in self.fields
+        ]
+        return found
+
+
 class Redaction(_Strict):
     kinds: list[PiiKindName] = list(PII_KINDS)
     """PII kinds replaced by placeholders before anything is stored or forwarded."""
@@ -191,6 +326,8 @@ class ObjectiveSpec(_Strict):
     task: Task = "classification"
     source: Source
     labels: list[str] = []
+    output: Output | None = None
+    """Extraction: the answer's fields."""
     labelling: Labelling = Labelling()
     dataset: DatasetPolicy = DatasetPolicy()
     base_model: str = Field(min_length=1)
@@ -211,6 +348,16 @@ class ObjectiveSpec(_Strict):
         unknown = sorted({r.label for r in self.labelling.rules} - set(self.labels))
         if unknown:
             raise ValueError(f"rules vote for labels not in 'labels': {', '.join(unknown)}")
+        if (self.task == "extraction") != (self.output is not None):
+            raise ValueError("an extraction objective needs 'output', and only it has one")
+        if self.source.target is not None and self.task != "generation":
+            raise ValueError("source.target (the answer's template) is for generation objectives")
+        if self.task != "classification" and self.labelling.rules:
+            raise ValueError(
+                "labelling rules vote for labels; a generation or extraction objective takes its "
+                "answers from the events (source.target, output.fields.*.source) or people, and "
+                "keeps the good ones with labelling.keep"
+            )
         return self
 
 
@@ -239,8 +386,21 @@ def instruction(spec: ObjectiveSpec) -> str:
             f"{described}\nClassify the user's text. "
             f"Answer with exactly one of these labels: {', '.join(spec.labels)}."
         )
+    if spec.output is not None:
+        fields = "; ".join(_described_field(name, f) for name, f in spec.output.fields.items())
+        return (
+            f"{described}\nExtract from the user's text one JSON object with these fields: "
+            f"{fields}."
+        )
     suffix = f"\nPossible answers include: {', '.join(spec.labels)}." if spec.labels else ""
     return f"{described}\nWrite the answer to the user's text.{suffix}"
+
+
+def _described_field(name: str, field: OutputField) -> str:
+    kind = f"one of {', '.join(field.enum)}" if field.enum else field.type
+    optional = "" if field.required else ", optional"
+    about = f" ({field.description})" if field.description else ""
+    return f"{name}: {kind}{optional}{about}"
 
 
 def parse_spec(document: Any) -> ObjectiveSpec:
