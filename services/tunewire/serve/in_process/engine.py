@@ -22,8 +22,8 @@ import torch
 import transformers
 
 from tunewire.serve import backend, openai_request, openai_response
-from tunewire.serve.in_process import constraints, generation
-from tunewire.workloads import data, models, scoring
+from tunewire.serve.in_process import generation
+from tunewire.workloads import constraints, data, models, scoring
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import transformers
 
-from tunewire.serve.in_process import constraints
+from tunewire.workloads import constraints
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,9 +22,9 @@ import torch
 
 from tunewire.core.base import errors, store
 from tunewire.serve import backend, openai_request, openai_response
-from tunewire.serve.in_process import constraints, generation
 from tunewire.serve.in_process import engine as engines
-from tunewire.workloads import failures, models
+from tunewire.serve.in_process import generation
+from tunewire.workloads import constraints, failures, models
 
 log = logging.getLogger(__name__)
 
@@ -351,8 +351,23 @@ def _ask(request: openai_request.OpenAIRequest, engine: engines.Engine) -> gener
         temperature=request.temperature,
         top_p=request.top_p,
         seed=request.seed,
-        grammar=constraints.grammar_of(request.response_format),
+        grammar=_grammar(request.response_format),
     )
+
+
+def _grammar(response_format: openai_request.ResponseFormat) -> str | None:
+    """The grammar an answer must follow; None for free text. A schema llguidance cannot
+    compile is an OpenAI 400 naming ``response_format``."""
+    if response_format.type == "text":
+        return None
+    if response_format.type == "choice":
+        return constraints.choice_grammar(response_format.choices)
+    try:
+        return constraints.json_schema_grammar(response_format.schema or constraints.ANY_OBJECT)
+    except constraints.UnusableSchema as exc:
+        raise openai_response.refusal(
+            400, f"the JSON schema cannot be used: {exc}", param="response_format"
+        ) from None
 
 
 def _answer(job: generation.Job, endpoint: backend.Endpoint) -> openai_response.Answer:

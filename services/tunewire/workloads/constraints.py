@@ -1,5 +1,6 @@
-"""Answers held to a JSON schema (``response_format``) or to a choice of answers
-(``structured_outputs``: a classification's labels) in process, with llguidance.
+"""Answers held to a JSON schema or to a choice of answers, with llguidance: what the
+in-process serving backend does for ``response_format`` and ``structured_outputs``, and the
+evaluator for an extraction's schema, so an adapter is scored as it is served.
 
 llguidance (one of vLLM's own structured-output backends) compiles a schema to a grammar
 over the model's tokenizer; at each step a row's matcher gives the tokens that keep its
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import llguidance
@@ -20,30 +22,34 @@ import llguidance.numpy
 import numpy as np
 import torch
 
-from tunewire.serve import openai_request, openai_response
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+"""The schema of ``response_format: json_object``: any JSON object."""
 
-_ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+class UnusableSchema(ValueError):
+    """A JSON schema llguidance cannot compile into a grammar."""
 
 
-def grammar_of(response_format: openai_request.ResponseFormat) -> str | None:
-    """The grammar an answer must follow; None for free text. A schema llguidance cannot
-    compile is an OpenAI 400 naming ``response_format``."""
-    if response_format.type == "text":
-        return None
-    if response_format.type == "choice":
-        alternatives = " | ".join(json.dumps(c) for c in response_format.choices)
-        return llguidance.LLMatcher.grammar_from_lark(f"start: {alternatives}")
-    schema = _ANY_OBJECT if response_format.schema is None else response_format.schema
+def json_schema_grammar(schema: dict[str, Any]) -> str:
+    """The grammar of JSON valid against ``schema``, compact (no free whitespace, as the
+    canonical JSON extraction adapters learn); :class:`UnusableSchema` says why not."""
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(
             json.dumps(schema), defaults={"whitespace_flexible": False}
         )
     except (ValueError, TypeError) as exc:
-        raise _refused(f"the JSON schema cannot be used: {exc}") from None
-    valid, problem = _validate(grammar)
-    if not valid:
-        raise _refused(f"the JSON schema cannot be used: {problem}")
+        raise UnusableSchema(str(exc)) from None
+    problem = llguidance.LLMatcher.validate_grammar(grammar)
+    if problem:
+        raise UnusableSchema(problem)
     return grammar
+
+
+def choice_grammar(choices: Sequence[str]) -> str:
+    """The grammar of exactly one of ``choices``."""
+    return llguidance.LLMatcher.grammar_from_lark(
+        "start: " + " | ".join(json.dumps(c) for c in choices)
+    )
 
 
 class Vocabulary:
@@ -87,12 +93,3 @@ class Matcher:
     def accept(self, token: int) -> None:
         """Advance past the token picked (an allowed one, since :meth:`restrict` ran)."""
         self._matcher.consume_token(token)
-
-
-def _validate(grammar: str) -> tuple[bool, str]:
-    problem = llguidance.LLMatcher.validate_grammar(grammar)
-    return not problem, problem
-
-
-def _refused(message: str) -> Exception:
-    return openai_response.refusal(400, message, param="response_format")
