@@ -6,6 +6,7 @@ from __future__ import annotations
 import pathlib
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,10 +41,40 @@ def objective(
     return spec
 
 
+EXTRACTION: dict[str, Any] = {
+    "task": "extraction",
+    "source": {"event_type": "maintenance.logged", "text": "{log}", "id_field": "entry_id"},
+    "labels": [],
+    "labelling": {},
+    "output": {
+        "fields": {
+            "component": {"enum": ["pump", "belt", "fan"], "source": "component"},
+            "urgent": {"type": "boolean", "source": "urgent"},
+        }
+    },
+}
+
+
+@pytest.fixture(scope="package")
+def extraction(
+    stack: embedded.EmbeddedStack, bucket: store.ArtifactStore
+) -> objectives.ObjectiveSpec:
+    """An extraction objective with an approved champion."""
+    spec = datasets.quick_objective(f"ext-{uuid.uuid4().hex[:6]}", **EXTRACTION)
+    datasets.register(bucket, spec)
+    cache = pathlib.Path(stack.service_env(0)["TUNEWIRE_MODEL_CACHE"])
+    uri = adapters.write_adapter(
+        bucket, objective=spec.name, run_id="ft-ext", cache_dir=cache, seed=9
+    )
+    adapters.approve(bucket, objective=spec.name, run_id="ft-ext", adapter_uri=uri)
+    return spec
+
+
 @pytest.fixture(scope="package")
 def vllm(
     stack: embedded.EmbeddedStack,
     objective: objectives.ObjectiveSpec,
+    extraction: objectives.ObjectiveSpec,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[vllm_double.VllmDouble, str]]:
     """The vLLM double and a serve replica driving it."""

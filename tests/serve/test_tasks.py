@@ -105,3 +105,22 @@ def test_wrong_requests_are_refused_in_openais_shape(
         error = response.json()["error"]
         assert words in error["message"]
         assert error["code"] == status
+
+
+def test_an_extraction_answers_an_object_valid_against_its_output_schema(
+    stack: embedded.EmbeddedStack,
+    vllm: tuple[vllm_double.VllmDouble, str],
+    extraction: objectives.ObjectiveSpec,
+) -> None:
+    assert extraction.output is not None
+    log = {"entry_id": "M-1", "log": "Pump 3 seal leaking, call me at +49 171 2345678"}
+    for url in (stack.service_urls["serve"], vllm[1]):
+        answer = eventually(lambda url=url: answered(url, extraction.name, {"data": log}))
+        assert answer.headers["X-Tunewire-Input"] == (
+            "prepared; redacted=phone:1; instruction=added; answer=schema"
+        )
+        output = answer.json()["output"]
+        assert extraction.output.problems(output) == []
+    asked = [r for r in vllm[0].requests if r.path == "/v1/chat/completions"][-1].body
+    assert asked["response_format"]["json_schema"]["schema"] == extraction.output.json_schema()
+    assert asked["messages"][1]["content"] == "Pump 3 seal leaking, call me at <PHONE>"

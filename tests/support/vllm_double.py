@@ -40,7 +40,9 @@ it models:
   base model; ``usage`` counts words; ``stream: true`` answers Server-Sent Events, one chunk
   per word, a usage chunk when ``stream_options.include_usage``, then ``data: [DONE]``.
   ``structured_outputs: {"choice": [...]}`` answers one of the choices (the first the
-  prompt mentions, else the first) and ``logprobs: true`` gives each token (word) 0.5.
+  prompt mentions, else the first), ``response_format`` with a JSON schema an object of its
+  required properties (each its first enum value or its type's plain value), and
+  ``logprobs: true`` gives each token (word) 0.5.
   ``latency_s`` (default 0) holds every completion that long before its answer starts, as
   a real server's generation would (the double's event loop stays free meanwhile, as
   vLLM's API server does while the GPU works): the benchmark's stand-in for service time.
@@ -543,8 +545,11 @@ class VllmDouble:
                 self._cache_touch(model)
         words = f"answer from {model}".split()
         choices = (body.get("structured_outputs") or {}).get("choice")
+        schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
         if choices:
             words = [_chosen(choices, prompt_words)]
+        elif schema:
+            words = [json.dumps(_valid_for(schema), separators=(",", ":"))]
         finish = "stop"
         if max_tokens is not None and max_tokens < len(words):
             words, finish = words[:max_tokens], "length"
@@ -695,4 +700,15 @@ def _logprobs(words: list[str]) -> dict[str, Any]:
             {"token": w, "logprob": math.log(0.5), "bytes": list(w.encode()), "top_logprobs": []}
             for w in words
         ]
+    }
+
+
+def _valid_for(schema: dict[str, Any]) -> dict[str, Any]:
+    """The object a constrained answer gives for a JSON schema: each required property its
+    first enum value or its type's plain value (the double generates nothing)."""
+    plain = {"string": "", "integer": 0, "number": 0, "boolean": False}
+    properties = schema.get("properties", {})
+    return {
+        name: (properties[name].get("enum") or [plain.get(properties[name].get("type"))])[0]
+        for name in schema.get("required", [])
     }
