@@ -13,6 +13,7 @@ import pydantic
 import pytest
 
 from tunewire.contracts.v1 import records_pb2
+from tunewire.core.base import errors
 from tunewire.core.state import model_input, objectives
 from tunewire.label import examples, labelling
 
@@ -89,11 +90,19 @@ def test_a_generation_learns_the_reply_its_event_holds_when_it_passes_the_keep_r
     assert (example.text, example.label) == ("Late parcel Where is it?", "It ships today.")
     assert (example.label_source, example.voters) == ("event", ("event",))
     assert examples.Example.from_json(example.to_json()) == example
-    assert outcome(labeller, replies, poor) == labelling.Dropped("kept_out")
-    assert outcome(labeller, replies, unrated) == labelling.Dropped("kept_out")
-    # Without an answer, people write it.
+    # A reply the keep rules refuse is a draft for people to improve; without one, people
+    # write the answer; without the human queue, both are left out.
+    for refused, draft in ((poor, "Try again."), (unrated, "Reset it.")):
+        queued = outcome(labeller, replies, refused)
+        assert isinstance(queued, labelling.Queued), queued
+        assert (queued.task.reason, queued.task.hints) == ("kept_out", (("draft", draft),))
     queued = outcome(labeller, replies, open_ticket)
-    assert isinstance(queued, labelling.Queued) and queued.task.reason == "no_target"
+    assert isinstance(queued, labelling.Queued)
+    assert (queued.task.reason, queued.task.hints) == ("no_target", ())
+    alone = version({**REPLIES, "labelling": {"keep": REPLIES["labelling"]["keep"]}})
+    fresh = labelling.Labeller(near_threshold=0.8, near_capacity=1000)
+    assert outcome(fresh, alone, poor) == labelling.Dropped("kept_out")
+    assert outcome(fresh, alone, open_ticket) == labelling.Dropped("no_target")
 
 
 def test_duplicates_of_a_generation_are_judged_with_their_answer(
@@ -161,3 +170,23 @@ def test_the_spec_says_what_each_task_needs() -> None:
     for document in wrong:
         with pytest.raises(pydantic.ValidationError):
             objectives.ObjectiveSpec.model_validate(document)
+
+
+def test_peoples_answers_are_checked_and_made_canonical() -> None:
+    reports, replies = objectives.parse_spec(REPORTS), objectives.parse_spec(REPLIES)
+    answer = '{ "severity": "high", "component": "pump seal" }'
+    assert model_input.human_answer(reports, answer) == (
+        '{"component":"pump seal","severity":"high"}'
+    )
+    assert model_input.human_answer(replies, "  It ships today.\n") == "It ships today."
+    for wrong, words in (
+        ("not json", "not JSON"),
+        ("[1]", "a JSON object"),
+        ('{"component": "pump"}', "severity is missing"),
+        ('{"component": "pump", "severity": "urgent"}', "severity is not a valid string"),
+        ('{"component": "pump", "severity": "low", "colour": "red"}', "colour is not a field"),
+    ):
+        with pytest.raises(errors.InvalidRequest, match=words):
+            model_input.human_answer(reports, wrong)
+    with pytest.raises(errors.InvalidRequest, match="empty"):
+        model_input.human_answer(replies, "  ")

@@ -188,10 +188,11 @@ class Preparer:
             return "", Dropped("empty")
         if spec.labelling.keep or spec.task != "classification":
             fields = fields_of(record)
-            if not all(rule.passes(fields) for rule in spec.labelling.keep):
-                return text, Dropped("kept_out")
+            kept = all(rule.passes(fields) for rule in spec.labelling.keep)
             if spec.task != "classification":
-                return self._answered(record, record_id, objective, now, text, fields)
+                return self._answered(record, record_id, objective, now, text, fields, kept)
+            if not kept:
+                return text, Dropped("kept_out")
         ruleset = self.rules_for(objective)
         fields = fields_of(record) if ruleset.reads_fields else {}
         try:
@@ -219,12 +220,16 @@ class Preparer:
         now: datetime.datetime,
         text: str,
         fields: dict[str, object],
+        kept: bool,
     ) -> tuple[str, Outcome]:
         """A generation or extraction record: the answer its event holds becomes the
-        example's; without one, people write it (or it is left out)."""
+        example's; without one, people write it, and an answer the keep rules refuse is
+        their draft to improve (or the record is left out)."""
         answer = model_input.target(objective.spec, fields)
-        if answer is None:
-            return text, _for_people(record, record_id, objective, now, text, "no_target", ())
+        if answer is None or not kept:
+            reason = "no_target" if answer is None else "kept_out"
+            draft = () if answer is None else (("draft", answer),)
+            return text, _for_people(record, record_id, objective, now, text, reason, draft)
         example = _example(record, record_id, objective, now, text, answer, ("event",))
         return judged_text(text, answer), Labelled(examples.Encoded.of(example))
 

@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge
 from tunewire.contracts.v1 import records_pb2
 from tunewire.core.base import errors, metrics, store
 from tunewire.core.bus import producing, topics
-from tunewire.core.state import idempotency, layout, objectives
+from tunewire.core.state import idempotency, layout, model_input, objectives
 from tunewire.label import config, examples, labelling, queue, snapshots
 
 log = logging.getLogger(__name__)
@@ -246,14 +246,16 @@ class LabelPipeline:
         """Record an annotator's answer; a resolved task becomes an example at once."""
         objective = self.objective(objective_name)
         self.restore(objective.name)
+        spec = objective.spec
+        classifies = spec.task == "classification"
         result = self.queue.submit(
             objective.name,
             task_id,
             annotator,
-            label,
+            label if classifies else model_input.human_answer(spec, label),
             claim_id=claim_id,
-            labels=objective.spec.labels,
-            labels_per_item=objective.spec.labelling.labels_per_item,
+            labels=spec.labels if classifies else None,
+            labels_per_item=spec.labelling.labels_per_item,
         )
         resolved = None
         if result.resolution is not None:

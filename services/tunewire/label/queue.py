@@ -550,17 +550,18 @@ class HumanQueue:
         label: str,
         *,
         claim_id: str | None,
-        labels: Sequence[str],
+        labels: Sequence[str] | None,
         labels_per_item: int,
     ) -> SubmitResult:
-        """Record an annotator's label for a task they hold a valid lease on.
+        """Record an annotator's label for a task they hold a valid lease on (``labels``:
+        the answers allowed; None takes any, checked by the caller).
 
         Repeating the same answer is idempotent (with or without a lease, even after the
         task is done); a different answer from the same annotator is a conflict. Returns
         the resolution when this answer resolved the task.
         """
         queue_records.check_annotator(annotator)
-        if label not in labels:
+        if labels is not None and label not in labels:
             raise errors.InvalidRequest(
                 f"label {label!r} is not one of the objective's labels: {', '.join(labels)}",
                 details={"allowed": list(labels)},

@@ -99,6 +99,30 @@ def target(spec: objectives.ObjectiveSpec, fields: Mapping[str, Any]) -> str | N
     return answer.strip() or None
 
 
+def human_answer(spec: objectives.ObjectiveSpec, answer: str) -> str:
+    """A person's answer as it is stored and compared: a generation's text stripped, an
+    extraction's JSON checked against the output and made canonical (so two annotators who
+    agree give the same answer); :class:`errors.InvalidRequest` says what is wrong."""
+    if spec.output is None:
+        text = answer.strip()
+        if not text:
+            raise errors.InvalidRequest("the answer is empty")
+        return text
+    try:
+        values = json.loads(answer)
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"the answer is not JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise errors.InvalidRequest("the answer must be a JSON object of the output's fields")
+    problems = spec.output.problems(values)
+    if problems:
+        raise errors.InvalidRequest(
+            f"the answer does not fit the output: {'; '.join(problems)}",
+            details={"schema": spec.output.json_schema()},
+        )
+    return spec.output.canonical(values)
+
+
 def model_text(text: str, max_chars: int) -> str:
     """Text in the form every example has: normalised, then cut to ``max_chars``."""
     return normalising.normalise(text)[:max_chars]
