@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import itertools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ import yaml
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+
+    from tunewire.core.state import objectives
 
 SERVICES = {
     "ingest": "tunewire.ingest",
@@ -75,23 +79,32 @@ def _stack_info(state_dir: Path) -> dict[str, Any]:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    with _client(args) as client:
+        response = _request(client, method, path, **kwargs)
+    if response.status_code >= 400:
+        raise _refusal(response)
+    return response.json()
+
+
+def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     try:
-        with _client(args) as client:
-            response = client.request(method, path, **kwargs)
+        return client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the service: {exc}") from None
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-            message = body.get("message", response.text)
-            details = body.get("details")
-        except ValueError:
-            message, details = response.text, None
-        lines = [f"error {response.status_code}: {message}"]
-        if isinstance(details, list):
-            lines += [f"  - {json.dumps(item)}" for item in details]
-        raise CliError("\n".join(lines))
-    return response.json()
+
+
+def _refusal(response: httpx.Response) -> CliError:
+    """A service's error answer as the user reads it: status, message, each detail."""
+    try:
+        body = response.json()
+        message = body.get("message", response.text)
+        details = body.get("details")
+    except ValueError:
+        message, details = response.text, None
+    lines = [f"error {response.status_code}: {message}"]
+    if isinstance(details, list):
+        lines += [f"  - {json.dumps(item)}" for item in details]
+    return CliError("\n".join(lines))
 
 
 def _read_document(path: str) -> tuple[bytes, str]:
@@ -243,8 +256,6 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{manifest['dataset_id']} {state}: {manifest['counts']}")
         return
     if args.action == "show":
-        if not args.dataset:
-            raise CliError("datasets show needs a DATASET_ID")
         _print(_call(args, "GET", f"{path}/{args.dataset}"), as_json=args.json)
         return
     snapshots = _call(args, "GET", path)["snapshots"]
@@ -258,6 +269,520 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             f"{item['dataset_id']:<22} {item.get('created_at', ''):<26} "
             f"{counts.get('train', 0):>7} {counts.get('eval', 0):>7} {item.get('parent') or '-'}"
         )
+
+
+# -- datasets: import and export ---------------------------------------------------------
+
+CHAT, PROMPT_COMPLETION, PARQUET = "openai-chat", "prompt-completion", "parquet"
+IMPORT_SOURCE = "tunewire/cli-import"
+"""The CloudEvents source of imported examples."""
+_LISTED_PROBLEMS = 20
+"""Problems a refused file lists (the rest are counted): enough to see the pattern."""
+_PARQUET_ROWS = 10_000
+"""Rows per Parquet row group written: memory stays flat whatever the snapshot's size."""
+
+
+IMPORT_HELP = """\
+Reads JSON lines of examples in one of two formats, one per file (its first line's):
+  OpenAI chat        {"messages": [...]}: the last user message is the input, the last
+                     assistant message the answer; a system message is left out (the
+                     objective prompts with its own instruction)
+  prompt/completion  {"prompt": INPUT, "completion": ANSWER}
+A line may carry an "id". Each example is sent to ingest as an event of the objective
+(type source.event_type), so it is validated, redacted and deduplicated like any event,
+then labelled and put in the next snapshot by label. Its data:
+  input   the field of the text template (source.text); a template of several fields
+          ("{subject}\\n{body}") gets the whole input in its LAST field, and empty
+          strings in the others
+  answer  generation: the one field of source.target (the answer template); extraction:
+          the answer is a JSON object of the output fields, and each value goes in its
+          field's source event field
+  id      source.id_field: the line's "id", else "import-" and a sha256 of the input and
+          answer; the event id is a hash of the data, so sending a file again adds nothing
+Classification objectives cannot import: their labels come from rules and annotators, and
+no event field carries one. An objective whose events or keep rules need other fields is
+refused too.
+
+Nothing is sent unless every line reads and fits the objective: each problem is listed
+with its line number. Examples go in batches within ingest's request limits; events ingest
+refuses are reported by line and the others sent. Prints a summary (--json: one object);
+exits 1 if ingest refused any example. The token needs the producer role and a role that
+reads objectives (e.g. viewer); the URL is ingest's."""
+
+EXPORT_HELP = """\
+Reads the snapshot's splits from the label service and writes, into the --output directory:
+  openai-chat        train.jsonl and eval.jsonl: {"messages": [system, user, assistant]}
+  prompt-completion  train.jsonl and eval.jsonl: {"prompt": INPUT, "completion": ANSWER};
+                     the instruction (the system message) is in manifest.json
+  parquet            train.parquet and eval.parquet: columns id, source_id and messages
+                     (a list of {role, content}); needs pyarrow (tunewire[parquet])
+and manifest.json, the snapshot's manifest. Texts are as the snapshot holds them: redacted
+and normalised. A file is written whole or not at all. The token needs a role that reads
+datasets (viewer, annotator, reviewer, operator or admin); the URL is label's."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedExample:
+    """One line of an import file: the model's input, its answer, and the line's own id."""
+
+    line: int
+    input: str
+    answer: str
+    id: str | int | None = None
+
+
+def parse_examples(lines: Iterable[bytes]) -> tuple[str, list[ImportedExample]]:
+    """A file's format (OpenAI chat or prompt/completion, from its first example) and its
+    examples; :class:`CliError` lists every unreadable line, or one of the other format,
+    by number, so a file is imported whole or not at all."""
+    found: list[ImportedExample] = []
+    problems: list[str] = []
+    first: tuple[str, int] | None = None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            document = _json_line(raw, first=number == 1)
+            kind = _format_of(document)
+            first = first or (kind, number)
+            if kind != first[0]:
+                raise ValueError(
+                    f"is {kind}, but line {first[1]} is {first[0]}: one format per file"
+                )
+            pair = _chat_pair(document["messages"]) if kind == CHAT else _completion_pair(document)
+            found.append(ImportedExample(number, *pair, id=_line_id(document)))
+        except ValueError as exc:
+            problems.append(f"line {number} {exc}")
+    if problems:
+        raise _problems("the file cannot be imported", problems)
+    if first is None:
+        raise CliError("the file holds no examples")
+    return first[0], found
+
+
+def _json_line(raw: bytes, *, first: bool) -> Any:
+    try:
+        text = raw.decode("utf-8-sig" if first else "utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def _format_of(document: Any) -> str:
+    if not isinstance(document, dict):
+        raise ValueError("is not a JSON object")
+    if "messages" in document:
+        return CHAT
+    if "prompt" in document or "completion" in document:
+        return PROMPT_COMPLETION
+    raise ValueError('has neither "messages" (OpenAI chat) nor "prompt" and "completion"')
+
+
+def _chat_pair(messages: Any) -> tuple[str, str]:
+    """The last user message and the last assistant message. A system message is left out:
+    the objective prompts every example with its own instruction."""
+    if not isinstance(messages, list):
+        raise ValueError('has "messages" that are not a list')
+    last: dict[str, str] = {}
+    for message in messages:
+        if not isinstance(message, dict):
+            raise ValueError("has a message that is not a JSON object")
+        role, content = message.get("role"), message.get("content")
+        if role in ("user", "assistant"):
+            if not isinstance(content, str):
+                raise ValueError(f"has a {role} message whose content is not text")
+            last[role] = content
+    if "user" not in last or "assistant" not in last:
+        raise ValueError("needs a user message (the input) and an assistant message (the answer)")
+    return _pair(last["user"], last["assistant"])
+
+
+def _completion_pair(document: dict[str, Any]) -> tuple[str, str]:
+    prompt, completion = document.get("prompt"), document.get("completion")
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise ValueError('needs "prompt" and "completion", both text')
+    return _pair(prompt, completion)
+
+
+def _pair(text: str, answer: str) -> tuple[str, str]:
+    if not text.strip():
+        raise ValueError("has an empty input")
+    if not answer.strip():
+        raise ValueError("has an empty answer")
+    return text, answer
+
+
+def _line_id(document: dict[str, Any]) -> str | int | None:
+    value = document.get("id")
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError('has an "id" that is neither text nor a whole number')
+
+
+def _problems(title: str, problems: list[str]) -> CliError:
+    listed = [f"  {problem}" for problem in problems[:_LISTED_PROBLEMS]]
+    if len(problems) > _LISTED_PROBLEMS:
+        listed.append(f"  ... and {len(problems) - _LISTED_PROBLEMS} more")
+    return CliError("\n".join([f"{title}; nothing was sent:", *listed]))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportPlan:
+    """Where an example goes in an objective's event data: the input in the text template's
+    last field (any others empty), the answer where the objective takes answers from, an
+    id in its id field."""
+
+    objective: str
+    event_type: str
+    id_field: str
+    text_fields: tuple[str, ...]
+    answer_field: str = ""
+    """Generation: the one field of ``source.target``."""
+    output: objectives.Output | None = None
+    """Extraction: the answer's fields, each with the event field (``source``) it comes from."""
+
+    @classmethod
+    def of(cls, version: objectives.ObjectiveVersion) -> ImportPlan:
+        """The plan for an objective; :class:`CliError` says why one cannot import."""
+        spec, source = version.spec, version.spec.source
+        refused = f"objective {version.name!r} cannot import examples"
+        if version.status != "active":
+            raise CliError(f"{refused}: it is retired")
+        if spec.task == "classification":
+            raise CliError(
+                f"{refused}: a classification's labels come from its rules and annotators, and "
+                "no event field carries one; import into a generation or extraction objective"
+            )
+        plan = cls(
+            objective=version.name,
+            event_type=source.event_type,
+            id_field=source.id_field,
+            text_fields=source.template_fields(),
+        )
+        if spec.output is not None:
+            unsourced = [n for n, f in spec.output.fields.items() if f.required and not f.source]
+            if unsourced:
+                raise CliError(
+                    f"{refused}: the required output field(s) {', '.join(unsourced)} have no "
+                    "source event field (people write them)"
+                )
+            answers = {f.source for f in spec.output.fields.values() if f.source}
+            plan = dataclasses.replace(plan, output=spec.output)
+        else:
+            if len(source.target_fields()) != 1:
+                raise CliError(
+                    f"{refused}: its answers go in the one event field of source.target, and "
+                    f"that is {source.target!r}"
+                )
+            answers = set(source.target_fields())
+            plan = dataclasses.replace(plan, answer_field=source.target_fields()[0])
+        plan._check(spec, answers)
+        return plan
+
+    def _check(self, spec: objectives.ObjectiveSpec, answers: set[str]) -> None:
+        """Refuse an objective whose events or keep rules need fields an example lacks."""
+        refused = f"objective {self.objective!r} cannot import examples"
+        clash = sorted(answers & {*self.text_fields, self.id_field})
+        if clash:
+            raise CliError(f"{refused}: the answer's field(s) {', '.join(clash)} are in the text")
+        filled = {*self.text_fields, self.id_field, *answers}
+        needed = sorted(set(spec.source.fields) - filled)
+        if needed:
+            raise CliError(
+                f"{refused}: its events must carry {', '.join(needed)} (source.fields), which an "
+                "imported example does not have"
+            )
+        tested = sorted({keep.field for keep in spec.labelling.keep} - filled)
+        if tested:
+            raise CliError(
+                f"{refused}: its keep rules test {', '.join(tested)}, which an imported example "
+                "does not have, so label would leave every one out"
+            )
+
+    def event(self, example: ImportedExample) -> dict[str, Any]:
+        """The example as a CloudEvent of the objective; :class:`ValueError` when its answer
+        does not fit. The event id is a hash of the data, so a file sent twice is recognised."""
+        data: dict[str, Any] = dict.fromkeys(self.text_fields, "")
+        data[self.text_fields[-1]] = example.input
+        data.update(self._answer(example.answer))
+        data[self.id_field] = example.id if example.id is not None else _content_id(example)
+        digest = hashlib.sha256(
+            json.dumps([self.objective, data], sort_keys=True, ensure_ascii=False).encode()
+        ).hexdigest()
+        return {
+            "specversion": "1.0",
+            "id": f"import-{digest[:32]}",
+            "type": self.event_type,
+            "source": IMPORT_SOURCE,
+            "objective": self.objective,
+            "data": data,
+        }
+
+    def _answer(self, answer: str) -> dict[str, Any]:
+        if self.output is None:
+            return {self.answer_field: answer}
+        try:
+            values = json.loads(answer)
+        except json.JSONDecodeError:
+            raise ValueError(
+                "has an answer that is not JSON (a JSON object of the output)"
+            ) from None
+        if not isinstance(values, dict):
+            raise ValueError("has an answer that is not a JSON object of the output")
+        sources = {name: f.source for name, f in self.output.fields.items() if f.source}
+        problems = self.output.problems(values) + [
+            f"{name} has no source event field"
+            for name in values
+            if name in self.output.fields and name not in sources
+        ]
+        if problems:
+            raise ValueError(f"has an answer that does not fit: {'; '.join(problems)}")
+        return {sources[name]: value for name, value in values.items()}
+
+
+def _content_id(example: ImportedExample) -> str:
+    """A stable source id for a line without one: a hash of its input and answer."""
+    content = json.dumps([example.input, example.answer], ensure_ascii=False).encode()
+    return f"import-{hashlib.sha256(content).hexdigest()[:32]}"
+
+
+@dataclasses.dataclass
+class _Sent:
+    accepted: int = 0
+    duplicates: int = 0
+    refused: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """``{"line", "reason"}`` of each example ingest refused."""
+
+
+def _batches(
+    events: Sequence[tuple[int, bytes]], *, most: int, max_bytes: int
+) -> Iterator[list[tuple[int, bytes]]]:
+    """Encoded events in request-sized batches: at most ``most`` and ``max_bytes`` a body."""
+    batch: list[tuple[int, bytes]] = []
+    size = 1  # the brackets, less the comma the first event goes without
+    for item in events:
+        if batch and (len(batch) >= most or size + len(item[1]) + 1 > max_bytes):
+            yield batch
+            batch, size = [], 1
+        batch.append(item)
+        size += len(item[1]) + 1
+    if batch:
+        yield batch
+
+
+def _post_batch(client: httpx.Client, batch: list[tuple[int, bytes]], sent: _Sent) -> None:
+    """Send one batch. Ingest refuses a batch with any invalid event whole, naming each by
+    its index: those are recorded as refused and the rest sent again."""
+    while batch:
+        body = b"[" + b",".join(encoded for _, encoded in batch) + b"]"
+        response = _request(
+            client, "POST", "/v1/events", content=body, headers={"content-type": "application/json"}
+        )
+        bad = _refused_items(response, len(batch))
+        if bad:
+            sent.refused += [{"line": batch[i][0], "reason": why} for i, why in sorted(bad.items())]
+            batch = [item for i, item in enumerate(batch) if i not in bad]
+            continue
+        if response.status_code >= 400:
+            raise _refusal(response)
+        result = response.json()
+        sent.accepted += result["accepted"]
+        sent.duplicates += result["duplicates"]
+        return
+
+
+def _refused_items(response: httpx.Response, count: int) -> dict[int, str]:
+    """The events a 422 names by index, with why; empty for any other answer."""
+    if response.status_code != 422:
+        return {}
+    try:
+        details = response.json().get("details")
+    except (ValueError, AttributeError):
+        return {}
+    return {
+        item["index"]: f"{item.get('kind')}: {item.get('message')}"
+        for item in (details if isinstance(details, list) else [])
+        if isinstance(item, dict)
+        and isinstance(item.get("index"), int)
+        and 0 <= item["index"] < count
+    }
+
+
+def _objective_version(args: argparse.Namespace, name: str) -> objectives.ObjectiveVersion:
+    from pydantic import ValidationError
+
+    from tunewire.core.state import objectives
+
+    document = _call(args, "GET", f"/v1/objectives/{name}")
+    try:
+        return objectives.ObjectiveVersion.model_validate(document)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def cmd_datasets_import(args: argparse.Namespace) -> None:
+    from tunewire.ingest import config as ingest_config
+
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    limits = ingest_config.IngestLimits()  # ingest's defaults: a request's and an event's size
+    body, _ = _read_document(args.file)
+    file_format, found = parse_examples(body.splitlines())
+    plan = ImportPlan.of(_objective_version(args, args.objective))
+    events: list[tuple[int, bytes]] = []
+    problems: list[str] = []
+    for example in found:
+        try:
+            event = plan.event(example)
+        except ValueError as exc:
+            problems.append(f"line {example.line} {exc}")
+            continue
+        encoded = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(encoded) > limits.max_event_bytes:
+            problems.append(
+                f"line {example.line} makes an event of {len(encoded)} bytes; ingest takes at "
+                f"most {limits.max_event_bytes}"
+            )
+            continue
+        events.append((example.line, encoded))
+    if problems:
+        raise _problems(f"the file does not fit objective {plan.objective!r}", problems)
+    sent = _Sent()
+    done = 0
+    with _client(args) as client:
+        for batch in _batches(events, most=args.batch, max_bytes=limits.max_body_bytes):
+            try:
+                _post_batch(client, batch, sent)
+            except CliError as exc:
+                raise CliError(
+                    f"stopped after {done} of {len(events)} examples: {exc}\nsending the file "
+                    "again is safe: ingest recognises the examples it already took"
+                ) from None
+            done += len(batch)
+            print(f"sent {done}/{len(events)}", file=sys.stderr)
+    summary = {
+        "objective": plan.objective,
+        "format": file_format,
+        "examples": len(events),
+        "accepted": sent.accepted,
+        "duplicates": sent.duplicates,
+        "refused": sent.refused,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{len(events)} {file_format} examples to {plan.objective}: {sent.accepted} accepted, "
+            f"{sent.duplicates} duplicates, {len(sent.refused)} refused"
+        )
+        for item in sent.refused:
+            print(f"  line {item['line']}: {item['reason']}")
+    if sent.refused:
+        raise SystemExit(1)
+
+
+def cmd_datasets_export(args: argparse.Namespace) -> None:
+    write = _writer(args.format)
+    path = f"/v1/datasets/{args.objective}/{args.dataset}"
+    manifest = _call(args, "GET", path)
+    suffix = "parquet" if args.format == PARQUET else "jsonl"
+    output: Path = args.output
+    files = {split: output / f"{split}.{suffix}" for split in ("train", "eval")}
+    counts: dict[str, int] = {}
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with _client(args) as client:
+            for split, target in files.items():
+                counts[split] = _export_split(client, f"{path}/files/{split}", target, write)
+        files["manifest"] = output / "manifest.json"
+        files["manifest"].write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot write to {output}: {exc.strerror or exc}") from None
+    if args.json:
+        written = {name: str(file) for name, file in files.items()}
+        summary = {"dataset_id": manifest["dataset_id"], "objective": manifest["objective"]}
+        print(json.dumps({**summary, "format": args.format, "counts": counts, "files": written}))
+        return
+    print(
+        f"{manifest['dataset_id']} of {manifest['objective']}: {counts['train']} train and "
+        f"{counts['eval']} eval examples as {args.format}"
+    )
+    for file in files.values():
+        print(f"  {file}")
+
+
+Writer = Callable[[Iterator[dict[str, Any]], Path], int]
+"""Writes a split's snapshot lines to a file in one format; returns how many it wrote."""
+
+
+def _export_split(client: httpx.Client, path: str, target: Path, write: Writer) -> int:
+    """Stream one split from label into ``target``, written whole or not at all."""
+    partial = target.with_name(target.name + ".part")
+    try:
+        with client.stream("GET", path) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _refusal(response)
+            count = write((json.loads(line) for line in response.iter_lines() if line), partial)
+        partial.replace(target)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def _writer(file_format: str) -> Writer:
+    if file_format == PARQUET:
+        return _parquet_writer()
+    if file_format == PROMPT_COMPLETION:
+        return _jsonl_writer(
+            lambda row: dict(
+                zip(("prompt", "completion"), _chat_pair(row["messages"]), strict=True)
+            )
+        )
+    return _jsonl_writer(lambda row: {"messages": row["messages"]})
+
+
+def _jsonl_writer(shape: Callable[[dict[str, Any]], dict[str, Any]]) -> Writer:
+    def write(rows: Iterator[dict[str, Any]], target: Path) -> int:
+        count = 0
+        with target.open("w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(shape(row), ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+    return write
+
+
+def _parquet_writer() -> Writer:
+    """Parquet with the snapshot's own columns (``id``, ``source_id``, ``messages``), so a
+    trainer that reads chat datasets reads it as it is."""
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise CliError("--format parquet needs pyarrow: pip install 'tunewire[parquet]'") from None
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schema = pa.schema(
+        [("id", pa.string()), ("source_id", pa.string()), ("messages", pa.list_(message))]
+    )
+
+    def write(rows: Iterator[dict[str, Any]], target: Path) -> int:
+        count = 0
+        with pq.ParquetWriter(target, schema) as out:
+            while chunk := list(itertools.islice(rows, _PARQUET_ROWS)):
+                out.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                count += len(chunk)
+        return count
+
+    return write
 
 
 def _progress(run: dict[str, Any]) -> str:
@@ -619,14 +1144,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     datasets = sub.add_parser(
         "datasets",
-        help="dataset snapshots: list, show, build now",
-        description="Snapshots are train/eval JSONL files plus a manifest in S3.",
+        help="dataset snapshots: list, show, build now; import examples, export a snapshot",
+        description="Snapshots are train/eval JSONL files plus a manifest in S3, built by the "
+        "label service from an objective's labelled examples.",
     )
-    datasets.add_argument("action", choices=["list", "show", "build"])
-    datasets.add_argument("objective", help="objective name")
-    datasets.add_argument("dataset", nargs="?", help="dataset id (show)")
-    client_options(datasets)
-    datasets.set_defaults(func=cmd_datasets, service="label")
+    dataset_actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, meaning in (
+        ("list", "an objective's snapshots, oldest first"),
+        ("show", "one snapshot's manifest"),
+        ("build", "build a snapshot of every labelled example now"),
+    ):
+        one = dataset_actions.add_parser(action, help=meaning)
+        one.add_argument("objective", help="objective name")
+        if action == "show":
+            one.add_argument("dataset", help="dataset id")
+        client_options(one)
+        one.set_defaults(func=cmd_datasets, service="label")
+    imports = dataset_actions.add_parser(
+        "import",
+        help="send a JSONL file of examples (OpenAI chat or prompt/completion) through ingest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=IMPORT_HELP,
+    )
+    imports.add_argument("file", help="JSON lines of examples, or - for stdin")
+    imports.add_argument(
+        "--objective", required=True, help="the generation or extraction objective to feed"
+    )
+    imports.add_argument(
+        "--batch",
+        type=int,
+        default=500,
+        help="most examples a request (default 500; batches also stay under ingest's 1 MiB)",
+    )
+    client_options(imports)
+    imports.set_defaults(func=cmd_datasets_import, service="ingest")
+    exports = dataset_actions.add_parser(
+        "export",
+        help="write a snapshot's train and eval splits as OpenAI chat, prompt/completion or "
+        "Parquet files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=EXPORT_HELP,
+    )
+    exports.add_argument("dataset", help="dataset id (see `tunewire datasets list OBJECTIVE`)")
+    exports.add_argument("--objective", required=True, help="the snapshot's objective")
+    exports.add_argument(
+        "--format",
+        choices=[CHAT, PROMPT_COMPLETION, PARQUET],
+        default=CHAT,
+        help=f"the files' format (default {CHAT})",
+    )
+    exports.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="directory to write into (created if missing; files of the same names are replaced)",
+    )
+    client_options(exports)
+    exports.set_defaults(func=cmd_datasets_export, service="label")
 
     events = sub.add_parser(
         "events", help="send business events (JSON array or JSON lines of CloudEvents)"

@@ -54,7 +54,10 @@ def build(settings: config.LabelSettings) -> runner.Service:
             settings=settings,
             artifacts=artifacts,
             consumer=consumer.loop(settings, flow, producer, pool),
-            routers=[api.router(flow=flow, auth=auth), console.router(flow=flow, auth=auth)],
+            routers=[
+                api.router(flow=flow, auth=auth, artifacts=artifacts),
+                console.router(flow=flow, auth=auth),
+            ],
             workers={
                 "snapshotter": consumer.snapshotter(flow, settings.label),
                 "repeater": consumer.repeater(flow, settings.label),

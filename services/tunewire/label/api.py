@@ -10,13 +10,13 @@ import dataclasses
 from typing import Any
 
 import fastapi
-from fastapi import concurrency
+from fastapi import concurrency, responses
 from pydantic import BaseModel, Field
 
-from tunewire.core.base import errors
+from tunewire.core.base import errors, store
 from tunewire.core.base.principals import Principal
 from tunewire.core.process import authorization
-from tunewire.label import pipeline
+from tunewire.label import export, pipeline
 
 
 class AnswerRequest(BaseModel):
@@ -28,7 +28,12 @@ class LeaseRequest(BaseModel):
     claim_id: str
 
 
-def router(*, flow: pipeline.LabelPipeline, auth: authorization.Authority) -> fastapi.APIRouter:
+def router(
+    *,
+    flow: pipeline.LabelPipeline,
+    auth: authorization.Authority,
+    artifacts: store.ArtifactStore,
+) -> fastapi.APIRouter:
     """Routes under ``/v1/queue`` and ``/v1/datasets``."""
     routes = fastapi.APIRouter(prefix="/v1", tags=["label"])
     Caller = fastapi.Depends(auth)
@@ -37,6 +42,12 @@ def router(*, flow: pipeline.LabelPipeline, auth: authorization.Authority) -> fa
         objective = flow.objective(name)
         flow.restore(objective.name)
         return objective.name
+
+    def manifest_of(objective: str, dataset_id: str) -> dict[str, Any]:
+        for manifest in flow.builder.manifests(restored(objective)):
+            if manifest.get("dataset_id") == dataset_id:
+                return manifest
+        raise errors.NotFound(f"objective {objective!r} has no snapshot {dataset_id!r}")
 
     @routes.get("/queue/{objective}", summary="Queue counts, per-annotator counts, agreement")
     def queue_status(objective: str, _: Principal = Caller) -> dict[str, Any]:
@@ -83,10 +94,17 @@ def router(*, flow: pipeline.LabelPipeline, auth: authorization.Authority) -> fa
 
     @routes.get("/datasets/{objective}/{dataset_id}", summary="One snapshot's manifest")
     def dataset(objective: str, dataset_id: str, _: Principal = Caller) -> dict[str, Any]:
-        for manifest in flow.builder.manifests(restored(objective)):
-            if manifest.get("dataset_id") == dataset_id:
-                return manifest
-        raise errors.NotFound(f"objective {objective!r} has no snapshot {dataset_id!r}")
+        return manifest_of(objective, dataset_id)
+
+    @routes.get(
+        "/datasets/{objective}/{dataset_id}/files/{split}",
+        summary="One of a snapshot's files (train, eval, lineage) as JSON lines",
+    )
+    def dataset_file(
+        objective: str, dataset_id: str, split: str, _: Principal = Caller
+    ) -> responses.StreamingResponse:
+        manifest = manifest_of(objective, dataset_id)
+        return export.file_response(artifacts, manifest, split)
 
     @routes.post("/datasets/{objective}", status_code=201, summary="Build a snapshot now")
     async def build(objective: str, _: Principal = Caller) -> dict[str, Any]:

@@ -47,6 +47,7 @@ POLICY: Mapping[str, Mapping[Route, frozenset[Role]]] = {
         ("POST", "/v1/queue/{objective}/tasks/{task_id}/skip"): frozenset({Role.ANNOTATOR}),
         ("GET", "/v1/datasets/{objective}"): READ,
         ("GET", "/v1/datasets/{objective}/{dataset_id}"): READ,
+        ("GET", "/v1/datasets/{objective}/{dataset_id}/files/{split}"): READ,
         ("POST", "/v1/datasets/{objective}"): frozenset({Role.OPERATOR}),
         ("GET", "/console/api/objectives"): READ,
         **_CONSOLE,
