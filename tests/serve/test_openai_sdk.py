@@ -243,6 +243,23 @@ def test_refusals_are_the_sdks_own_exceptions(
     assert admin.json()["error"] in ("forbidden", "not_found")  # tunewire's shape there
 
 
+def test_vllms_own_metrics_are_relayed_and_only_on_the_vllm_backend(
+    stack: embedded.EmbeddedStack, vllm: tuple[vllm_double.VllmDouble, str]
+) -> None:
+    double, url = vllm
+    relayed = httpx.get(url + "/metrics/vllm", timeout=10)  # public, like /metrics
+    assert relayed.status_code == 200, relayed.text
+    assert 'vllm:num_requests_waiting{model_name="base-model"}' in relayed.text
+    assert relayed.headers["content-type"].startswith("text/plain")
+    assert httpx.get(stack.service_urls["serve"] + "/metrics/vllm").status_code == 404
+    double.stop()
+    try:
+        down = httpx.get(url + "/metrics/vllm", timeout=10)
+        assert down.status_code == 503 and "unreachable" in down.text
+    finally:
+        double.start()
+
+
 def test_models_name_their_root_and_parent(
     vllm: tuple[vllm_double.VllmDouble, str], objective: objectives.ObjectiveSpec
 ) -> None:

@@ -297,6 +297,12 @@ class VllmDouble:
             await self._record(request)
             return responses.Response(status_code=503 if self._engine_dead else 200)
 
+        @app.get("/metrics")
+        async def metrics(request: fastapi.Request) -> responses.Response:
+            await self._record(request)
+            waiting = f'vllm:num_requests_waiting{{model_name="{self.base_model}"}} 0.0\n'
+            return responses.PlainTextResponse(waiting, media_type="text/plain; version=0.0.4")
+
         @app.get("/v1/models")
         async def models(request: fastapi.Request) -> responses.Response:
             await self._record(request)

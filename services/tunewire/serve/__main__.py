@@ -5,11 +5,25 @@ from __future__ import annotations
 import pathlib
 import threading
 
+import fastapi
+
 from tunewire.core.base import store
 from tunewire.core.bus import producing
 from tunewire.core.process import assembly, authorization, runner
 from tunewire.core.state import objectives, registry
 from tunewire.serve import access, api, backend, config, consumer, deployments, gateway
+
+
+def backend_routers(
+    settings: config.ServeSettings, server: backend.Backend
+) -> list[fastapi.APIRouter]:
+    """Routes the chosen backend adds: vLLM's metrics, relayed (vLLM stays on loopback)."""
+    if settings.serve.backend != "vllm":
+        return []
+    from tunewire.serve import vllm_metrics, vllm_server
+
+    assert isinstance(server, vllm_server.VllmBackend)
+    return [vllm_metrics.router(server)]
 
 
 def make_backend(settings: config.ServeSettings, artifacts: store.ArtifactStore) -> backend.Backend:
@@ -78,6 +92,7 @@ def build(settings: config.ServeSettings) -> runner.Service:
                     registry_=adapter_registry,
                     auth=authority,
                 ),
+                *backend_routers(settings, server),
             ],
             async_workers={"reconciler": reconcile},
             checks={"adapters": deployed.check_ready},

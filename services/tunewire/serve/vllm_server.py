@@ -33,6 +33,8 @@ _ENABLE_HINT = (
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"
 )
 _EVENT_END = b"\n\n"
+_METRICS_TIMEOUT_S = 5.0
+"""Under Prometheus' default scrape timeout: a vLLM too slow to answer is reported down."""
 _CHOICE_MAX_TOKENS = 64
 """Room for the longest label: the constraint ends the answer once a label is complete."""
 
@@ -238,6 +240,16 @@ class VllmBackend:
                 f"vLLM at {self._base_url} answered /v1/models without a model list"
             ) from exc
         return [entry for entry in data if isinstance(entry, dict)]
+
+    async def metrics(self) -> tuple[bytes, str]:
+        """vLLM's own Prometheus metrics (queue, KV cache, LoRA requests) and their content
+        type, for serve to relay on ``/metrics/vllm``: vLLM itself stays on loopback."""
+        response = await self._send("GET", "/metrics", timeout=_METRICS_TIMEOUT_S)
+        if response.status_code != 200:
+            raise errors.Unavailable(
+                f"vLLM at {self._base_url} answered /metrics with {response.status_code}"
+            )
+        return response.content, response.headers.get("content-type", "text/plain")
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

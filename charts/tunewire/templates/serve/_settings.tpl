@@ -17,6 +17,31 @@ are: vLLM's /health, and serve's /readyz (every champion loaded, or refused for 
 8000
 {{- end }}
 
+{{/* Where serve relays vLLM's own /metrics on its port (serve.vllm.metrics): only that one
+read-only path of vLLM's API leaves the pod, and vLLM stays on loopback. */}}
+{{- define "tunewire.serve.vllmMetricsPath" -}}
+/metrics/vllm
+{{- end }}
+
+{{/* The scrape job of vLLM's metrics: the Service's name (serve's own job) plus -vllm, so
+that its targets differ from serve's (same pod and port, another path) and the alerts on
+serve's job (TunewireTargetDown, TunewireServiceDown) keep meaning serve. */}}
+{{- define "tunewire.serve.vllmMetricsJob" -}}
+{{- printf "%s-vllm" (include "tunewire.componentName" (dict "root" .root "component" "serve")) }}
+{{- end }}
+
+{{/* The ServiceMonitor endpoint of vLLM's metrics, on serve's port and scrape interval. */}}
+{{- define "tunewire.serve.vllmMetricsEndpoint" -}}
+port: http
+path: {{ include "tunewire.serve.vllmMetricsPath" . }}
+interval: {{ .root.Values.serve.metrics.serviceMonitor.interval }}
+scheme: http
+relabelings:
+  - action: replace
+    targetLabel: job
+    replacement: {{ include "tunewire.serve.vllmMetricsJob" . }}
+{{- end }}
+
 {{/* Settings only serve has, fixed by the chart: the vLLM backend in the same pod, the
 name of its base model, where adapters go, and what a request may ask for. The adapters
 serve keeps loaded are exactly vLLM's CPU cache (--max-cpu-loras): beyond it vLLM would evict

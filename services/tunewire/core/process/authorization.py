@@ -86,7 +86,8 @@ AUTHENTICATED = "tunewire.principal"
 the route's check does not hash and compare the token a second time."""
 
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+    {"/healthz", "/readyz", "/metrics", "/metrics/vllm", "/openapi.json", "/docs"}
+    | {"/docs/oauth2-redirect"}
     | {"/redoc", "/console"}
 )
 """Routes without a token: probes, metrics and the API's own description."""

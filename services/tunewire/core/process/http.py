@@ -25,7 +25,7 @@ from tunewire.core.base import errors, settings
 from tunewire.core.bus import producing
 from tunewire.core.process import guard as guard_
 
-PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/vllm"})
 
 REQUESTS = prometheus_client.Histogram(
     "tunewire_http_request_seconds",
