@@ -269,6 +269,27 @@ def test_a_failing_gate_rejects_with_the_reason(harness: evaluation.Harness) -> 
     assert published["run-2"].gates[1].passed is False
 
 
+def test_the_evaluators_warnings_join_the_reason_and_decide_nothing(
+    harness: evaluation.Harness,
+) -> None:
+    objective = harness.objective(gates=GATES).name
+    started = harness.controller.accept(harness.succeeded(objective, "run-1"))
+    assert started is not None
+    harness.write_metrics(started, candidate={"accuracy": 0.9})
+    warning = "the candidate's answers equal the base model's on all 40 eval examples"
+    written = harness.artifacts.get_json(started.metrics_key)
+    harness.artifacts.put_json(started.metrics_key, {**written, "warnings": [warning]})
+    harness.finish(started, launching.JobPhase.SUCCEEDED)
+
+    record = harness.records_of(objective, "run-1")
+    assert (record.status, record.decision) == ("decided", "approved")
+    assert record.reason == (
+        "passed every gate (accuracy margin over the champion: no champion yet, passes); "
+        f"warning: {warning}"
+    )
+    assert harness.controller.registry.get(objective).versions["run-1"].reason == record.reason
+
+
 def test_a_failed_evaluator_is_retried_then_rejected_with_the_launchers_reason(
     harness: evaluation.Harness,
 ) -> None:

@@ -131,3 +131,56 @@ def test_no_gates_pass() -> None:
     assert verdict.passed
     assert verdict.results == []
     assert verdict.reason() == "the objective has no gates"
+
+
+def test_any_metric_the_evaluator_reports_can_be_gated_by_its_name() -> None:
+    gates = [
+        _gate("field_f1", min=0.5),
+        _gate("schema_valid_rate", min=0.9),
+        _gate("field_accuracy.severity", min=0.7),
+        _gate("lift.field_f1", min=0.1),
+        _gate("token_f1", beat_champion_by=0.02),
+    ]
+    verdict = gating.check(
+        gates,
+        candidate={
+            "field_f1": 0.6,
+            "schema_valid_rate": 1.0,
+            "field_accuracy.severity": 0.65,
+            "lift.field_f1": 0.25,
+            "token_f1": 0.5,
+        },
+        champion={"token_f1": 0.45},
+    )
+    assert _summary(verdict) == [
+        ("field_f1", "min", 0.5, 0.6, True),
+        ("schema_valid_rate", "min", 0.9, 1.0, True),
+        ("field_accuracy.severity", "min", 0.7, 0.65, False),
+        ("lift.field_f1", "min", 0.1, 0.25, True),
+        ("token_f1", "beat_champion_by", 0.47, 0.5, True),
+    ]
+    assert verdict.reason() == ("failed gates: field_accuracy.severity 0.65 ≥ 0.7 does not hold")
+
+
+def test_beating_the_champion_on_the_lift_of_a_loss_means_being_lower() -> None:
+    verdict = gating.check(
+        [_gate("lift.eval_loss", beat_champion_by=0.1)],
+        candidate={"lift.eval_loss": -0.5},
+        champion={"lift.eval_loss": -0.3},
+    )
+    assert _summary(verdict) == [("lift.eval_loss", "beat_champion_by", -0.4, -0.5, True)]
+    assert gating.lower_is_better("lift.perplexity")
+    assert not gating.lower_is_better("lift.accuracy")
+
+
+def test_a_misspelt_metric_fails_its_gate_naming_the_closest_one() -> None:
+    verdict = gating.check(
+        [_gate("field_f1_mirco", min=0.5)],
+        candidate={"field_f1_micro": 0.9, "schema_valid_rate": 1.0},
+        champion=None,
+    )
+    assert not verdict.passed
+    assert verdict.reason() == (
+        "failed gates: field_f1_mirco: the evaluator did not produce this metric "
+        "(did you mean field_f1_micro? it produced: field_f1_micro, schema_valid_rate)"
+    )

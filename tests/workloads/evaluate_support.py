@@ -9,6 +9,7 @@ import peft
 import torch
 
 from tunewire import samples
+from tunewire.core.state import objectives
 from tunewire.workloads import models
 
 LABELS = list(samples.LABELS)
@@ -37,19 +38,48 @@ def chat_examples(count: int, *, seed: int, answer: str | None = None) -> list[d
     return found
 
 
+def extraction_examples(
+    spec: objectives.ObjectiveSpec, count: int, *, seed: int
+) -> list[dict[str, Any]]:
+    """Sample maintenance log entries as an extraction snapshot's lines: the answer is the
+    report as canonical JSON, the user turn filled in by the spec's text template."""
+    assert spec.output is not None
+    found = []
+    for event, report in samples.labelled_maintenance_logs(count, seed=seed):
+        entry = event["data"]
+        found.append(
+            {
+                "id": f"ex-{event['id']}",
+                "source_id": entry["entry_id"],
+                "messages": [
+                    {"role": "system", "content": objectives.instruction(spec)},
+                    {"role": "user", "content": spec.source.text.format(**entry)},
+                    {"role": "assistant", "content": spec.output.canonical(report)},
+                ],
+            }
+        )
+    return found
+
+
 def load_base(cache_dir: pathlib.Path) -> models.Loaded:
     """The built-in model, built into (or read from) ``cache_dir``."""
     return models.load(models.TINY_LLAMA, artifacts=None, cache_dir=cache_dir)
 
 
-def random_adapter(cache_dir: pathlib.Path, directory: pathlib.Path, *, seed: int) -> None:
-    """Save an untrained adapter with random (non-zero) weights: it changes the outputs."""
+def random_adapter(
+    cache_dir: pathlib.Path, directory: pathlib.Path, *, seed: int, identity: bool = False
+) -> None:
+    """Save an untrained adapter with random (non-zero) weights: it changes the outputs.
+
+    With ``identity`` it starts as LoRA does (B = 0) and changes nothing: an adapter whose
+    answers are the base model's, as a mis-routed one would give.
+    """
     base = load_base(cache_dir)
     config = peft.LoraConfig(
         r=4,
         lora_alpha=8,
         target_modules=["q_proj", "v_proj"],
-        init_lora_weights=False,
+        init_lora_weights=identity,
         task_type=peft.TaskType.CAUSAL_LM,
     )
     with torch.random.fork_rng(devices=[]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import pathlib
@@ -30,10 +31,12 @@ MAX_SEQ_LEN = 128  # the sample objective's training.max_seq_len
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory: pytest.TempPathFactory, model_cache: pathlib.Path) -> pathlib.Path:
-    """Two different LoRA adapters of the built-in model, saved once on local disk."""
+    """Two different LoRA adapters of the built-in model, and one that changes nothing
+    (``identity``), saved once on local disk."""
     folder = tmp_path_factory.mktemp("adapters")
     for seed, name in ((1, "candidate"), (2, "champion")):
         evaluate_support.random_adapter(model_cache, folder / name, seed=seed)
+    evaluate_support.random_adapter(model_cache, folder / "identity", seed=3, identity=True)
     return folder
 
 
@@ -49,8 +52,16 @@ def workload_env(stack: embedded.EmbeddedStack, model_cache: pathlib.Path) -> di
 
 
 def _objective(artifacts: store.ArtifactStore, *, task: str) -> objectives.ObjectiveVersion:
-    document = samples.support_intent_spec()
-    document.update(name=f"eval-{uuid.uuid4().hex[:8]}", task=task)
+    """A fresh objective of ``task``: the ticket sample (its rules only for classification),
+    or the maintenance-report sample for extraction."""
+    if task == "extraction":
+        document = samples.maintenance_report_spec()
+    else:
+        document = samples.support_intent_spec()
+        document.update(task=task)
+        if task != "classification":
+            del document["labelling"]["rules"]
+    document.update(name=f"eval-{uuid.uuid4().hex[:8]}")
     return objectives.ObjectiveCatalog(artifacts).register(
         objectives.parse_spec(document), actor="test"
     )
@@ -166,6 +177,7 @@ def test_classification_scores_base_champion_and_candidate_on_the_same_examples(
         "champion",
         "candidate",
         "disagreements",
+        "warnings",
         "seconds",
     }
     assert (metrics["objective"], metrics["objective_version"]) == (objective.name, 1)
@@ -177,10 +189,13 @@ def test_classification_scores_base_champion_and_candidate_on_the_same_examples(
     assert metrics["examples"] == 10
     refs = {who: metrics[who]["model_ref"] for who in ("base", "champion", "candidate")}
     assert refs == {"base": models.TINY_LLAMA, "champion": "r-old", "candidate": "r-new"}
+    lifted = {"accuracy", "macro_f1", "lift.accuracy", "lift.macro_f1"}
     for who in ("base", "champion", "candidate"):
         assert metrics[who]["examples"] == 10
-        assert set(metrics[who]["values"]) == {"accuracy", "macro_f1"}
-        assert all(0.0 <= v <= 1.0 for v in metrics[who]["values"].values())
+        assert set(metrics[who]["values"]) == (
+            lifted if who != "base" else {"accuracy", "macro_f1"}
+        )
+        assert all(-1.0 <= v <= 1.0 for v in metrics[who]["values"].values())
     assert metrics["seconds"] > 0
 
     # The same adapters scored here, in this process, give the same numbers and answers.
@@ -202,7 +217,15 @@ def test_classification_scores_base_champion_and_candidate_on_the_same_examples(
             model, base.tokenizer, shown, labels=LABELS, max_seq_len=MAX_SEQ_LEN
         )
     for who, result in scored.items():
-        assert metrics[who]["values"] == pytest.approx(result.values), who
+        values = metrics[who]["values"]
+        assert {k: v for k, v in values.items() if k in result.values} == pytest.approx(
+            result.values
+        ), who
+        if who != "base":
+            assert values["lift.accuracy"] == pytest.approx(
+                result.values["accuracy"] - scored["base"].values["accuracy"]
+            )
+    assert metrics["warnings"] == evaluate.same_as_base(scored)
     assert scored["candidate"].answers != scored["champion"].answers, "adapters must differ"
     differing = [
         {
@@ -247,13 +270,78 @@ def test_generation_without_champion_compares_the_candidate_with_the_base(
     assert metrics["champion"] is None
     assert metrics["examples"] == metrics["base"]["examples"] == 6
     assert metrics["candidate"]["examples"] == 6
-    for who in ("base", "candidate"):
-        values = metrics[who]["values"]
-        assert set(values) == {"exact_match", "rouge_l", "eval_loss", "perplexity"}
+    names = {"exact_match", "rouge_l", "token_f1", "length_ratio", "eval_loss", "perplexity"}
+    base, candidate = metrics["base"]["values"], metrics["candidate"]["values"]
+    assert set(base) == names
+    assert set(candidate) == names | {f"lift.{name}" for name in names}
+    for values in (base, candidate):
         assert values["perplexity"] == pytest.approx(math.exp(values["eval_loss"]))
-    assert metrics["candidate"]["values"] != metrics["base"]["values"]
+    assert candidate["lift.rouge_l"] == pytest.approx(candidate["rouge_l"] - base["rouge_l"])
+    assert candidate["eval_loss"] != base["eval_loss"]
     for item in metrics["disagreements"]:
         assert scoring.normalise(item["candidate"]) != scoring.normalise(item["champion_or_base"])
+
+
+def test_extraction_holds_answers_to_the_schema_and_warns_of_an_adapter_that_changes_nothing(
+    artifacts: store.ArtifactStore,
+    model_cache: pathlib.Path,
+    adapters: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    objective = _objective(artifacts, task="extraction")
+    examples = evaluate_support.extraction_examples(objective.spec, 4, seed=2)
+    key = f"evaluations/{objective.name}/r-ex/metrics.json"
+    request = evaluate.Request(
+        objective=objective.name,
+        objective_version=objective.version,
+        run_id="r-ex",
+        dataset_id="ds-test",
+        dataset_uri=_snapshot(artifacts, objective, examples),
+        candidate_uri=_upload(artifacts, adapters / "identity", f"adapters/{objective.name}/r-ex"),
+        output_key=key,
+        max_new_tokens=48,
+    )
+
+    with caplog.at_level(logging.WARNING, logger=evaluate.log.name):
+        written = evaluate.evaluate(request, artifacts=artifacts, cache_dir=model_cache)
+
+    metrics = artifacts.get_json(key)
+    assert metrics == written
+    assert metrics["task"] == "extraction"
+    assert objective.spec.output is not None
+    fields = list(objective.spec.output.fields)
+    names = {
+        "json_valid_rate",
+        "schema_valid_rate",
+        "field_accuracy",
+        *(f"field_accuracy.{name}" for name in fields),
+        "field_f1",
+        "field_f1_micro",
+        "field_f1_macro",
+        "exact_record_match",
+        "eval_loss",
+        "perplexity",
+    }
+    base, candidate = metrics["base"]["values"], metrics["candidate"]["values"]
+    assert set(base) == names
+    assert set(candidate) == names | {f"lift.{name}" for name in names}
+    # Held to the schema, every answer of the base model is a valid report.
+    assert base["json_valid_rate"] == base["schema_valid_rate"] == 1.0
+    assert base["field_f1"] == base["field_f1_micro"]
+    # The adapter changes nothing: no lift, no disagreement, and a warning that says so.
+    assert {k: v for k, v in candidate.items() if not k.startswith("lift.")} == base
+    assert all(candidate[f"lift.{name}"] == 0.0 for name in names)
+    assert metrics["disagreements"] == []
+    warning = (
+        "the candidate's answers equal the base model's on all 4 eval examples: "
+        "its adapter may not be applied, or may have learnt nothing"
+    )
+    assert metrics["warnings"] == [warning]
+    assert [r.getMessage() for r in caplog.records if r.name == evaluate.log.name] == [warning]
+    # The service reads the warning with the rest.
+    assert reports.read(artifacts, key, objective=objective.name, run_id="r-ex").warnings == [
+        warning
+    ]
 
 
 def test_a_corrupt_adapter_fails_the_run_with_its_address(

@@ -10,6 +10,8 @@ in this order: the registry (compare-and-swap; an approval moves the champion), 
 crash is the same event), then the record. A failed evaluator is relaunched up to
 ``max_attempts`` and then rejected with the launcher's reason. With ``approval: manual`` a
 candidate that passes its gates is held for review until a person approves or rejects it.
+The evaluator's warnings (an adapter that answered exactly as the base model) join the
+decision's reason; they change no decision.
 """
 
 from __future__ import annotations
@@ -296,7 +298,7 @@ class EvaluationController:
         if champion is None and record.champion_run_id:
             champion = {}  # measured without the champion it was asked to: margins fail
         verdict = gating.check(spec.gates, candidate=report.candidate.values, champion=champion)
-        reason = verdict.reason()
+        reason = "; ".join([verdict.reason(), *(f"warning: {w}" for w in report.warnings)])
         decision: registry.Decision
         if not verdict.passed:
             decision = "rejected"

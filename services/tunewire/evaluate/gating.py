@@ -4,12 +4,15 @@ An objective lists gates in its spec; each is an absolute minimum (``min``) or a
 which the candidate must beat the current champion (``beat_champion_by``). Every gate is
 checked and reported, in spec order, with the number it was compared against, so a rejection
 says exactly which gates failed and by how much. "Beating" respects the metric's direction:
-for losses (``eval_loss``, ``perplexity``) the candidate must be lower by the margin.
+for losses (``eval_loss``, ``perplexity``, and their ``lift.`` over the base model) the
+candidate must be lower by the margin. Any metric the evaluator reports can be gated, by the
+name it has in ``metrics.json`` (``field_accuracy.severity``, ``lift.accuracy``, …).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -18,6 +21,8 @@ from tunewire.core.state import objectives
 
 LOWER_IS_BETTER = frozenset({"eval_loss", "perplexity"})
 """Metrics the evaluator reports where a smaller value is better."""
+LIFT = "lift."
+"""The evaluator's prefix of an adapter's gain over the base model (``lift.accuracy``)."""
 TOLERANCE = 1e-9
 """Slack on comparisons, so that 0.81 passes "beat 0.80 by 0.01" despite float rounding."""
 
@@ -84,12 +89,10 @@ def _one(
     rule = "min" if gate.min is not None else "beat_champion_by"
     value = candidate.get(gate.metric)
     if value is None or not math.isfinite(value):
-        produced = ", ".join(sorted(candidate)) or "none"
-        problem = "did not produce" if value is None else f"produced a non-finite {value} for"
         return _fail(
             gate.metric,
             rule,
-            f"{gate.metric}: the evaluator {problem} this metric (it produced: {produced})",
+            _unusable(gate.metric, candidate),
             value=0.0 if value is None else value,
         )
     if gate.min is not None:
@@ -111,7 +114,7 @@ def _one(
             f"{gate.metric}: the champion has no comparable value for this metric",
             value=value,
         )
-    if gate.metric in LOWER_IS_BETTER:
+    if lower_is_better(gate.metric):
         threshold = reference - margin
         passed = value <= threshold + TOLERANCE
         relation = "≤"
@@ -127,6 +130,22 @@ def _one(
         passed,
         f"{gate.metric} {value:.4g} {relation} champion {reference:.4g} by {margin:g}",
     )
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of ``metric`` is the better one (a loss, or a loss's lift)."""
+    return metric.removeprefix(LIFT) in LOWER_IS_BETTER
+
+
+def _unusable(metric: str, candidate: Mapping[str, float]) -> str:
+    """Why a gate's metric cannot be compared, with the names it may have meant."""
+    value = candidate.get(metric)
+    if value is not None:
+        return f"{metric}: the evaluator produced a non-finite {value} for this metric"
+    produced = ", ".join(sorted(candidate)) or "none"
+    close = difflib.get_close_matches(metric, candidate, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{metric}: the evaluator did not produce this metric ({hint}it produced: {produced})"
 
 
 def _checked(

@@ -47,6 +47,8 @@ class MetricsReport(BaseModel):
     champion: ModelScores | None = None
     candidate: ModelScores
     disagreements: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    """What the gates cannot see, e.g. an adapter that answered exactly as the base model."""
     seconds: float = 0.0
 
 

@@ -86,7 +86,7 @@ class Matcher:
         with ``torch.compile`` on first use."""
         llguidance.numpy.fill_next_token_bitmask(self._matcher, self._mask, 0)
         bits = np.unpackbits(self._mask.astype("<i4", copy=False).view(np.uint8), bitorder="little")
-        blocked = torch.from_numpy(bits[: self._vocab_size] == 0)
+        blocked = torch.from_numpy(bits[: self._vocab_size] == 0).to(logits.device)
         logits[: self._vocab_size].masked_fill_(blocked, -torch.inf)
         logits[self._vocab_size :] = -torch.inf
 

@@ -3,10 +3,12 @@
 ``python -m tunewire.workloads.evaluate`` runs inside a Job that the evaluate service
 launches. It loads the objective's base model once, puts the candidate (and the current
 champion) on it as named LoRA adapters, and scores the base model (adapters off), the
-champion and the candidate on the same held-out examples with the objective's metrics
-(:mod:`tunewire.workloads.scoring`). It writes ``metrics.json`` to S3 and exits 0; the
-service reads that file, applies the gates and announces the decision, so this workload
-neither decides nor publishes. On failure it logs the classified reason and exits 1.
+champion and the candidate on the same held-out examples with the metrics of the
+objective's task (:mod:`tunewire.workloads.scoring`); each adapter's metrics carry its lift
+over the base model. It writes ``metrics.json`` to S3 and exits 0, with a warning there (and
+in the log) when an adapter answered exactly as the base model did. The service reads that
+file, applies the gates and announces the decision, so this workload neither decides nor
+publishes. On failure it logs the classified reason and exits 1.
 """
 
 from __future__ import annotations
@@ -64,7 +66,11 @@ def parser() -> argparse.ArgumentParser:
             "Score a candidate LoRA adapter, the current champion and the base model on the "
             "same held-out examples of a dataset snapshot, with the objective's metrics "
             "(classification: accuracy, macro_f1; generation: exact_match, rouge_l, "
-            "eval_loss, perplexity), and write metrics.json to S3. S3 is configured by "
+            "token_f1, length_ratio, eval_loss, perplexity; extraction, with answers held to "
+            "the output's JSON schema: json_valid_rate, schema_valid_rate, field_accuracy, "
+            "field_accuracy.<field>, field_f1 (= field_f1_micro), field_f1_macro, "
+            "exact_record_match, eval_loss, perplexity; each adapter also lift.<metric> over "
+            "the base model), and write metrics.json to S3. S3 is configured by "
             "TUNEWIRE_S3__* variables; base models are cached in TUNEWIRE_MODEL_CACHE. "
             "Exits 0 once metrics.json is written, 1 on failure (the reason is logged)."
         ),
@@ -111,7 +117,10 @@ def parser() -> argparse.ArgumentParser:
         "--max-new-tokens",
         type=_positive,
         default=64,
-        help="generation objectives: longest answer generated per example (default 64)",
+        help=(
+            "generation and extraction objectives: longest answer generated per example "
+            "(default 64); an extraction answer cut short is not valid JSON"
+        ),
     )
     return cli
 
@@ -177,6 +186,10 @@ def evaluate(
     scored = score_models(
         model, loaded.tokenizer, examples, spec=spec, request=request, context=context
     )
+    warnings = same_as_base(scored)
+    for warning in warnings:
+        log.warning(warning, extra=context)
+    base = scored[BASE].values
     champion = scored.get(CHAMPION)
     document: dict[str, Any] = {
         "objective": request.objective,
@@ -186,14 +199,17 @@ def evaluate(
         "task": spec.task,
         "examples": len(examples),
         "base": _model_metrics(spec.base_model, scored[BASE]),
-        "champion": (_model_metrics(str(request.champion_run_id), champion) if champion else None),
-        "candidate": _model_metrics(request.run_id, scored[CANDIDATE]),
+        "champion": (
+            _model_metrics(str(request.champion_run_id), champion, base=base) if champion else None
+        ),
+        "candidate": _model_metrics(request.run_id, scored[CANDIDATE], base=base),
         "disagreements": disagreements(
             examples,
             scored[CANDIDATE].answers,
             (champion or scored[BASE]).answers,
             limit=MAX_DISAGREEMENTS,
         ),
+        "warnings": warnings,
         "seconds": round(time.monotonic() - started, 3),
     }
     artifacts.put_json(request.output_key, document)
@@ -227,6 +243,17 @@ def score_models(
                 batch_size=request.batch_size,
                 on_progress=progress,
             )
+        if spec.output is not None:  # extraction
+            return scoring.score_extraction(
+                model,
+                tokenizer,
+                examples,
+                output=spec.output,
+                max_seq_len=spec.training.max_seq_len,
+                max_new_tokens=request.max_new_tokens,
+                batch_size=request.batch_size,
+                on_progress=progress,
+            )
         return scoring.score_generation(
             model,
             tokenizer,
@@ -245,6 +272,19 @@ def score_models(
             model.set_adapter(name)
             scored[name] = score(name)
     return scored
+
+
+def same_as_base(scored: Mapping[str, scoring.Scored]) -> list[str]:
+    """A warning for each adapter that answered every example exactly as the base model did:
+    it most likely never took effect (mis-routed, or trained to nothing), which metrics that
+    merely look poor would not say."""
+    base = scored[BASE].answers
+    return [
+        f"the {name}'s answers equal the base model's on all {len(base)} eval examples: "
+        "its adapter may not be applied, or may have learnt nothing"
+        for name in (CHAMPION, CANDIDATE)
+        if name in scored and scored[name].answers == base
+    ]
 
 
 def download_adapter(
@@ -367,8 +407,14 @@ def _check_snapshot(manifest: dict[str, Any], request: Request) -> None:
         )
 
 
-def _model_metrics(model_ref: str, scored: scoring.Scored) -> dict[str, Any]:
-    return {"model_ref": model_ref, "values": scored.values, "examples": len(scored.answers)}
+def _model_metrics(
+    model_ref: str, scored: scoring.Scored, *, base: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    """One model's entry in metrics.json; an adapter's values carry its lift over ``base``."""
+    values = (
+        scored.values if base is None else {**scored.values, **scoring.lift(scored.values, base)}
+    )
+    return {"model_ref": model_ref, "values": values, "examples": len(scored.answers)}
 
 
 def _positive(text: str) -> int:
