@@ -86,7 +86,10 @@ def test_runs_evaluations_and_the_registry(
     train, evaluate = stack.service_urls["train"], stack.service_urls["evaluate"]
     name = f"cli-{uuid.uuid4().hex[:8]}"
     version = datasets.register(artifacts, datasets.quick_objective(name))
-    snapshot = datasets.write_snapshot(artifacts, objective=name, version=version, train=40)
+    # Small: what is shown here is the commands' output, not how good the adapter is.
+    snapshot = datasets.write_snapshot(
+        artifacts, objective=name, version=version, train=40, eval_=8
+    )
 
     submitted = tunewire(
         "runs",
@@ -111,7 +114,7 @@ def test_runs_evaluations_and_the_registry(
         evaluation,
         ready=lambda found: found.get("decision"),
         timeout_s=180,
-        interval_s=1,
+        interval_s=0.3,
         what=f"a decision on {run_id}",
     )
 

@@ -71,7 +71,10 @@ def test_a_dataset_event_trains_an_adapter_once(
     objective: tuple[str, int],
 ) -> None:
     name, version = objective
-    snapshot = datasets.write_snapshot(artifacts, objective=name, version=version)
+    # Four steps (two epochs of two batches): a run, its progress and its adapter, quickly.
+    snapshot = datasets.write_snapshot(
+        artifacts, objective=name, version=version, train=32, eval_=8
+    )
     datasets.announce(stack.bootstrap_servers, snapshot, times=2)  # a redelivery
     run_id = runs.run_id_for(name, snapshot.dataset_id)
 

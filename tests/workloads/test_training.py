@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import threading
+from collections.abc import Iterator
 
 import peft
 import pytest
@@ -19,6 +20,20 @@ LORA = objectives.Lora(r=8, alpha=16, dropout=0.1, target_modules="all-linear")
 HYPER = objectives.Training(
     epochs=2, lr=3e-3, batch_size=8, max_seq_len=64, gradient_accumulation=2
 )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Train on one torch thread, as the trainer Job beside the stack does
+    (``TUNEWIRE_TRAINER__THREADS=1``): on two cores shared with other processes a second
+    thread mostly waits for a core, and these few steps take 5-20 s instead of under one.
+    What the tests compare (steps, losses, tensors) does not depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _examples(tokenizer: object, count: int = 40) -> list[data.Encoded]:
