@@ -40,6 +40,14 @@ def chat(url: str, model: str, messages: list[dict[str, Any]]) -> Any:
     )
 
 
+def prepared(url: str, model: str, messages: list[dict[str, Any]]) -> Any:
+    """:func:`chat`, once the replica prepares the objective's requests (it may still be
+    reconciling a change another test made to the objective)."""
+    answer = chat(url, model, messages)
+    assert answer.headers["X-Tunewire-Input"].startswith("prepared"), answer.headers
+    return answer
+
+
 def sent_to_vllm(double: vllm_double.VllmDouble) -> list[dict[str, Any]]:
     chats = [r for r in double.requests if r.path == "/v1/chat/completions"]
     messages: list[dict[str, Any]] = chats[-1].body["messages"]
@@ -51,7 +59,7 @@ def test_vllm_is_sent_what_the_adapter_was_trained_on(
 ) -> None:
     double, url = vllm
     parts = [{"type": "text", "text": RAW[:20]}, {"type": "text", "text": RAW[20:]}]
-    raw = eventually(lambda: chat(url, objective.name, [{"role": "user", "content": parts}]))
+    raw = eventually(lambda: prepared(url, objective.name, [{"role": "user", "content": parts}]))
     assert (
         raw.headers["X-Tunewire-Input"]
         == "prepared; redacted=email:1; instruction=added; answer=labels"
@@ -91,7 +99,7 @@ def test_the_alias_answers_raw_text_as_it_answers_the_training_form(
     """On the in-process backend (real generation, greedy), a raw request and one written in
     the training data's form get the same answer: there is no train/serve skew."""
     url = stack.service_urls["serve"]
-    raw = eventually(lambda: chat(url, objective.name, [{"role": "user", "content": RAW}]))
+    raw = eventually(lambda: prepared(url, objective.name, [{"role": "user", "content": RAW}]))
     assert (
         raw.headers["X-Tunewire-Input"]
         == "prepared; redacted=email:1; instruction=added; answer=labels"

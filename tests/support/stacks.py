@@ -73,6 +73,8 @@ def service_specs() -> list[processes.ServiceSpec]:
             env={
                 "TUNEWIRE_SERVE__MAX_PROMPT_CHARS": "2000",
                 "TUNEWIRE_SERVE__MAX_OUTPUT_TOKENS": "32",
+                # The shared stack serves the champions of every test's objective.
+                "TUNEWIRE_SERVE__MAX_ADAPTERS": "64",
             },
         ),
     ]

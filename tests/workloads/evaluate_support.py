@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import random
 from typing import Any
 
 import peft
@@ -38,18 +39,41 @@ def chat_examples(count: int, *, seed: int, answer: str | None = None) -> list[d
     return found
 
 
+COMPONENTS = ["pump", "belt", "fan", "valve"]
+
+
+def extraction_spec(name: str) -> dict[str, Any]:
+    """A small extraction objective: a log entry in, the failed part and urgency out."""
+    return {
+        "name": name,
+        "task": "extraction",
+        "source": {"event_type": "maintenance.logged", "text": "{log}", "id_field": "entry_id"},
+        "output": {
+            "fields": {
+                "component": {"enum": COMPONENTS, "source": "component"},
+                "urgent": {"type": "boolean", "source": "urgent"},
+            }
+        },
+        "base_model": models.TINY_LLAMA,
+    }
+
+
 def extraction_examples(
     spec: objectives.ObjectiveSpec, count: int, *, seed: int
 ) -> list[dict[str, Any]]:
-    """Sample maintenance log entries as an extraction snapshot's lines: the answer is the
-    report as canonical JSON, the user turn filled in by the spec's text template."""
+    """Log entries as an extraction snapshot's lines: the answer is the report as canonical
+    JSON, the user turn filled in by the spec's text template."""
     assert spec.output is not None
+    rng = random.Random(seed)
     found = []
-    for event, report in samples.labelled_maintenance_logs(count, seed=seed):
-        entry = event["data"]
+    for index in range(count):
+        component, urgent = rng.choice(COMPONENTS), rng.random() < 0.5
+        state = "failed, stop the line now" if urgent else "worn, check it next shift"
+        entry = {"entry_id": f"m-{seed}-{index}", "log": f"The {component} is {state}."}
+        report = {"component": component, "urgent": urgent}
         found.append(
             {
-                "id": f"ex-{event['id']}",
+                "id": f"ex-{entry['entry_id']}",
                 "source_id": entry["entry_id"],
                 "messages": [
                     {"role": "system", "content": objectives.instruction(spec)},

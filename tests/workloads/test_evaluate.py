@@ -53,9 +53,9 @@ def workload_env(stack: embedded.EmbeddedStack, model_cache: pathlib.Path) -> di
 
 def _objective(artifacts: store.ArtifactStore, *, task: str) -> objectives.ObjectiveVersion:
     """A fresh objective of ``task``: the ticket sample (its rules only for classification),
-    or the maintenance-report sample for extraction."""
+    or a small maintenance extraction."""
     if task == "extraction":
-        document = samples.maintenance_report_spec()
+        document = evaluate_support.extraction_spec("eval")
     else:
         document = samples.support_intent_spec()
         document.update(task=task)

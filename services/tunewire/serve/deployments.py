@@ -239,7 +239,12 @@ class Deployments:
                         await self._retire(name)
                     continue
                 self._champions[name] = document.champion
-                await self._follow_champion(document)
+                try:
+                    await self._follow_champion(document)
+                except errors.Conflict as full:
+                    # The server is full of aliases: this champion waits (readiness says
+                    # so) and the other objectives are still reconciled.
+                    log.warning("champion not loaded: %s", full, extra={"objective": name})
             await self._unload_unapproved()
             await self._evict()
             LOADED.set(len(self._loaded))
@@ -254,6 +259,10 @@ class Deployments:
     ]:
         documents = {name: self._registry.get(name) for name in self._registry.objectives()}
         current = dict(self._catalog.current())
+        if not documents.keys() <= current.keys():
+            # An objective registered since the catalog's cache was read: read it now, or
+            # its champion would be served without its input contract until the cache ages.
+            current = dict(self._catalog.current(fresher_than=time.monotonic()))
         contracts = {
             served_name(name, version.run_id): self._contract(version, current[name])
             for name, document in documents.items()
