@@ -286,8 +286,13 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def _usage_of(event: bytes) -> dict[str, Any] | None:
-    """The usage of a stream's usage chunk (no choices, a usage); None for any other event."""
-    if b'"usage"' not in event or not event.startswith(b"data: {"):
+    """The usage of a stream's usage chunk (no choices, a usage); None for any other event.
+
+    Every chunk of a stream that asked for usage says ``"usage": null`` until the last: those
+    are told apart without parsing, since this runs for every token streamed."""
+    if b'"usage"' not in event or b'"usage": null' in event or b'"usage":null' in event:
+        return None
+    if not event.startswith(b"data: {"):
         return None
     try:
         chunk = json.loads(event[len(b"data: ") :])
